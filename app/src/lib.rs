@@ -1,0 +1,76 @@
+//! Switchyard's dashboard: Leptos components, pages and their server functions.
+//!
+//! The crate is compiled twice. With the `ssr` feature it is a library of the `server` binary: pages
+//! render to HTML and `#[server]` functions run their bodies against the database. With `hydrate` it
+//! is the browser bundle (`cdylib`, wasm32): the same components hydrate the server's HTML and the
+//! server functions become HTTP calls. Nothing server-only (sqlx, axum, the engine) is reachable
+//! from the `hydrate` build; see `ARCHITECTURE.md`.
+//!
+//! Layout: `routes/` holds one module per page, `components/` the shared pieces, [`error`] the typed
+//! error every server function returns.
+
+pub mod components;
+pub mod error;
+pub mod routes;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    path,
+};
+
+use crate::components::layout::Layout;
+use crate::routes::{not_found::NotFound, overview::Overview, planned::Planned};
+
+/// The HTML document around the app, rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The dashboard's root component: meta tags, stylesheet, layout and routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="switchyard" href="/pkg/app.css" />
+        <Title formatter=|page: String| {
+            if page.is_empty() { "Switchyard".to_owned() } else { format!("{page} · Switchyard") }
+        } />
+        <Router>
+            <Layout>
+                <Routes fallback=NotFound>
+                    <Route path=path!("") view=Overview />
+                    <Route path=path!("/instances") view=|| view! { <Planned area="Instances" /> } />
+                    <Route path=path!("/approvals") view=|| view! { <Planned area="Approvals" /> } />
+                    <Route path=path!("/entities") view=|| view! { <Planned area="Entities" /> } />
+                    <Route path=path!("/resilience") view=|| view! { <Planned area="Resilience" /> } />
+                    <Route path=path!("/audit") view=|| view! { <Planned area="Audit" /> } />
+                </Routes>
+            </Layout>
+        </Router>
+    }
+}
+
+/// Browser entry point: hydrates the server-rendered body.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(App);
+}

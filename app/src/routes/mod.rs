@@ -1,0 +1,5 @@
+//! One module per page of the dashboard.
+
+pub mod not_found;
+pub mod overview;
+pub mod planned;

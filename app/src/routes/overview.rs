@@ -1,0 +1,133 @@
+//! The overview page. For now it carries the pipeline check: a value stored in the database, read
+//! through a server function during server rendering and changed by a button that only works once
+//! the page has hydrated. It proves SSR, hydration, server functions and the database end to end.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::error::AppError;
+
+/// The counter the pipeline check reads and increments.
+pub const PIPELINE_COUNTER: &str = "pipeline-check";
+
+/// Reads the pipeline-check counter (0 before its first increment).
+#[server(prefix = "/api/fn", endpoint = "counter/get")]
+pub async fn get_counter() -> Result<i64, AppError> {
+    let db = ssr::database()?;
+    Ok(ssr::read_counter(&db, PIPELINE_COUNTER).await?)
+}
+
+/// Adds one to the pipeline-check counter and returns the new value.
+#[server(prefix = "/api/fn", endpoint = "counter/increment")]
+pub async fn increment_counter() -> Result<i64, AppError> {
+    let db = ssr::database()?;
+    Ok(ssr::increment_counter(&db, PIPELINE_COUNTER).await?)
+}
+
+/// The overview page.
+#[component]
+pub fn Overview() -> impl IntoView {
+    view! {
+        <Title text="Overview" />
+        <h1>"Overview"</h1>
+        <PipelineCheck />
+    }
+}
+
+/// A stored value and a button that increments it; the button is enabled by hydration.
+#[component]
+fn PipelineCheck() -> impl IntoView {
+    let increment = ServerAction::<IncrementCounter>::new();
+    let value = Resource::new(move || increment.version().get(), |_| get_counter());
+    // Effects never run during server rendering, so this flips only in a hydrated page.
+    let (hydrated, set_hydrated) = signal(false);
+    Effect::new(move |_| set_hydrated.set(true));
+
+    let shown = move || {
+        value.get().map(|result| match result {
+            Ok(v) => view! { <output data-testid="counter-value">{v}</output> }.into_any(),
+            Err(e) => view! { <span class="error" role="alert">{e.to_string()}</span> }.into_any(),
+        })
+    };
+    let action_error = move || {
+        increment
+            .value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| view! { <p class="error" role="alert">{e.to_string()}</p> })
+    };
+
+    view! {
+        <section class="card" data-testid="pipeline-check" aria-labelledby="pipeline-check-title">
+            <h2 id="pipeline-check-title">"Pipeline check"</h2>
+            <p>
+                "This number is stored in the database. The button works once the page has hydrated."
+            </p>
+            <p class="counter">
+                "Stored value: "
+                <Suspense fallback=|| view! { <span>"…"</span> }>{shown}</Suspense>
+            </p>
+            <button
+                type="button"
+                data-testid="increment"
+                data-hydrated=move || hydrated.get().to_string()
+                disabled=move || !hydrated.get() || increment.pending().get()
+                on:click=move |_| {
+                    increment.dispatch(IncrementCounter {});
+                }
+            >
+                "Increment"
+            </button>
+            {action_error}
+        </section>
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    //! Server-only helpers for the overview page's server functions.
+
+    use engine::{Database, DbError};
+    use leptos::prelude::use_context;
+
+    use crate::error::AppError;
+
+    /// The database handle the server provides to every request's context.
+    pub fn database() -> Result<Database, AppError> {
+        use_context::<Database>().ok_or_else(|| {
+            tracing::error!("no Database in the server function context");
+            AppError::Unavailable
+        })
+    }
+
+    pub async fn read_counter(db: &Database, name: &str) -> Result<i64, DbError> {
+        const SQL: &str = "SELECT value FROM counters WHERE name = $1";
+        let value: Option<i64> = match db {
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        Ok(value.unwrap_or(0))
+    }
+
+    pub async fn increment_counter(db: &Database, name: &str) -> Result<i64, DbError> {
+        // One statement, so concurrent increments never lose an update on either backend.
+        const SQL: &str = "INSERT INTO counters (name, value) VALUES ($1, 1) \
+                           ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 \
+                           RETURNING value";
+        let value = match db {
+            Database::Sqlite(pool) => sqlx::query_scalar(SQL).bind(name).fetch_one(pool).await?,
+            Database::Postgres(pool) => sqlx::query_scalar(SQL).bind(name).fetch_one(pool).await?,
+        };
+        Ok(value)
+    }
+}

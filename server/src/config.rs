@@ -1,0 +1,324 @@
+//! Configuration, loaded once at start-up in layers and validated before anything else happens.
+//!
+//! Precedence, lowest first: built-in defaults, then an optional TOML file (`--config`), then
+//! `SWITCHYARD_*` environment variables, then command-line flags. Clap reads the last two (an
+//! environment variable fills a flag that was not given), the file fills what is still unset, and
+//! [`Config::resolve`] applies defaults and checks every value, so a bad setting is reported as one
+//! line naming the setting and what to change.
+//!
+//! This module reads files and the environment but opens no sockets and no database.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use clap::{Parser, ValueEnum};
+use engine::DatabaseUrl;
+use engine::db::Durability;
+use serde::Deserialize;
+
+/// The server's command line. Every flag can also be set with the environment variable shown in
+/// `--help`, or in the TOML file under the same name with `_` for `-`.
+#[derive(Debug, Parser, Default)]
+#[command(name = "switchyard", version, about = "Switchyard: durable orchestrations with an operations dashboard")]
+pub struct Cli {
+    /// TOML file with settings (same names as the flags, `-` written as `_`).
+    #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:3000].
+    #[arg(long, env = "SWITCHYARD_BIND", value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Folder for the embedded database and other local state; created if absent [default: data].
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://<file>` or `postgres://<user>@<host>/<db>` [default: sqlite://<data-dir>/switchyard.db].
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// SQLite durability: `full` survives power loss, `normal` only a process crash [default: full].
+    #[arg(long, env = "SWITCHYARD_SQLITE_SYNC", value_name = "MODE")]
+    pub sqlite_sync: Option<SqliteSync>,
+    /// Folder with the built browser bundle (`pkg/`) and static files [default: target/site].
+    #[arg(long, env = "SWITCHYARD_SITE_ROOT", value_name = "DIR")]
+    pub site_root: Option<PathBuf>,
+    /// Log filter in `tracing` env-filter syntax [default: info,sqlx=warn].
+    #[arg(long, env = "SWITCHYARD_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format [default: human].
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// SQLite's `synchronous` setting as offered on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    #[default]
+    Full,
+    Normal,
+}
+
+/// The optional TOML file: same settings as the command line. Unknown keys are errors, so a typo
+/// does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    sqlite_sync: Option<SqliteSync>,
+    site_root: Option<PathBuf>,
+    log: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: DatabaseUrl,
+    pub durability: Durability,
+    pub site_root: PathBuf,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+/// A configuration problem. Each message is one line that says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for Switchyard: {message}")]
+    FileSyntax { path: PathBuf, message: String },
+    #[error("invalid {setting} {value:?}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "data directory {path} is not usable: {reason}; choose a writable folder with --data-dir"
+    )]
+    DataDir { path: PathBuf, reason: String },
+}
+
+const DEFAULT_BIND: &str = "127.0.0.1:3000";
+const DEFAULT_LOG: &str = "info,sqlx=warn,tower_http=info";
+
+impl Config {
+    /// Combines the command line (with environment) and the optional file, applies defaults and
+    /// validates. Creates the data directory if it is missing and checks that it is writable.
+    pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let bind = match (cli.bind, file.bind) {
+            (Some(addr), _) => addr,
+            (None, Some(text)) => parse_setting("bind", &text)?,
+            (None, None) => DEFAULT_BIND.parse().expect("default address parses"),
+        };
+        let data_dir = cli
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let database_url = match cli.database_url.or(file.database_url) {
+            Some(text) => parse_setting::<DatabaseUrl>("database-url", &text)?,
+            None => format!("sqlite://{}", data_dir.join("switchyard.db").display())
+                .parse()
+                .map_err(|e: engine::DbError| ConfigError::Invalid {
+                    setting: "data-dir",
+                    value: data_dir.display().to_string(),
+                    reason: e.to_string(),
+                })?,
+        };
+        let durability = match cli.sqlite_sync.or(file.sqlite_sync).unwrap_or_default() {
+            SqliteSync::Full => Durability::Full,
+            SqliteSync::Normal => Durability::Normal,
+        };
+        let log = cli
+            .log
+            .or(file.log)
+            .unwrap_or_else(|| DEFAULT_LOG.to_owned());
+        tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| ConfigError::Invalid {
+            setting: "log",
+            value: log.clone(),
+            reason: e.to_string(),
+        })?;
+        let config = Config {
+            bind,
+            data_dir,
+            database_url,
+            durability,
+            site_root: cli
+                .site_root
+                .or(file.site_root)
+                .unwrap_or_else(|| PathBuf::from("target/site")),
+            log,
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+        };
+        config.prepare_data_dir()?;
+        Ok(config)
+    }
+
+    /// Creates the data directory (and the SQLite file's folder) and proves it is writable.
+    fn prepare_data_dir(&self) -> Result<(), ConfigError> {
+        let mut dirs = vec![self.data_dir.clone()];
+        if let Some(parent) = self
+            .database_url
+            .sqlite_path()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            dirs.push(parent);
+        }
+        for dir in dirs {
+            let fail = |e: std::io::Error| ConfigError::DataDir {
+                path: dir.clone(),
+                reason: e.to_string(),
+            };
+            std::fs::create_dir_all(&dir).map_err(fail)?;
+            let probe = dir.join(".switchyard-write-probe");
+            std::fs::write(&probe, b"ok").map_err(fail)?;
+            std::fs::remove_file(&probe).map_err(fail)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::FileSyntax {
+        path: path.to_owned(),
+        message: one_line(&e.to_string()),
+    })
+}
+
+fn parse_setting<T>(setting: &'static str, text: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| ConfigError::Invalid {
+        setting,
+        value: text.to_owned(),
+        reason: one_line(&e.to_string()),
+    })
+}
+
+/// Folds a multi-line message (TOML errors draw the offending line) into one line.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| matches!(c, '|' | '^' | ' ')))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli_in(dir: &Path) -> Cli {
+        Cli {
+            data_dir: Some(dir.join("data")),
+            ..Cli::default()
+        }
+    }
+
+    #[test]
+    fn defaults_point_sqlite_into_the_data_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config::resolve(cli_in(tmp.path())).unwrap();
+        assert_eq!(config.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(
+            config.database_url.sqlite_path().unwrap(),
+            tmp.path().join("data/switchyard.db")
+        );
+        assert_eq!(config.durability, Durability::Full);
+        assert!(tmp.path().join("data").is_dir(), "data dir is created");
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("switchyard.toml");
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:4000\"\nlog_format = \"json\"\nsqlite_sync = \"normal\"\n",
+        )
+        .unwrap();
+        let mut cli = cli_in(tmp.path());
+        cli.config = Some(file);
+        cli.bind = Some("127.0.0.1:5000".parse().unwrap());
+        let config = Config::resolve(cli).unwrap();
+        assert_eq!(config.bind.port(), 5000, "flag beats file");
+        assert_eq!(config.log_format, LogFormat::Json, "file beats default");
+        assert_eq!(config.durability, Durability::Normal);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("bad.toml");
+        std::fs::write(&file, "bnid = \"127.0.0.1:1\"\n").unwrap();
+        let mut cli = cli_in(tmp.path());
+        cli.config = Some(file);
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.contains("unknown field `bnid`"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn malformed_database_url_names_the_setting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cli = cli_in(tmp.path());
+        cli.database_url = Some("mysql://localhost/x".into());
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.starts_with("invalid database-url"), "{err}");
+        assert!(err.contains("expected sqlite://"), "{err}");
+    }
+
+    #[test]
+    fn unusable_data_dir_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blocker = tmp.path().join("a-file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let cli = Cli {
+            data_dir: Some(blocker.join("data")),
+            ..Cli::default()
+        };
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.contains("--data-dir"), "{err}");
+    }
+
+    #[test]
+    fn bad_log_filter_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cli = cli_in(tmp.path());
+        cli.log = Some("info,[[[".into());
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.starts_with("invalid log"), "{err}");
+    }
+}

@@ -1,0 +1,158 @@
+//! The Switchyard server: configuration, the axum router, and the serve loop.
+//!
+//! [`app`] builds the complete router from an [`AppState`] and performs no I/O, so tests drive it
+//! in-process. [`Server::start`] does the side effects in order (open and migrate the database,
+//! bind the socket) and [`Server::run`] serves until the shutdown future resolves, then drains
+//! requests in flight and closes the database.
+
+pub mod config;
+pub mod health;
+pub mod state;
+pub mod telemetry;
+
+use std::{future::Future, io, net::SocketAddr};
+
+use app::{App, shell};
+use axum::Router;
+use engine::{Database, DbError, db::ConnectOptions};
+use leptos::{config::LeptosOptions, prelude::provide_context};
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+pub use crate::config::Config;
+pub use crate::state::AppState;
+
+/// Failures while starting the server, each one line that says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Database(#[from] DbError),
+    #[error(
+        "address {addr} is already in use: stop the other process or choose another with --bind"
+    )]
+    AddressInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The full HTTP surface: probes, Leptos pages and server functions, static files.
+pub fn app(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let db = state.db.clone();
+    Router::new()
+        .merge(health::router())
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(db.clone()),
+            {
+                let options = state.leptos.clone();
+                move || shell(options.clone())
+            },
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A started server: database open and migrated, socket bound.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Opens and migrates the database, then binds the configured address.
+    pub async fn start(config: &Config) -> Result<Server, StartError> {
+        let options = ConnectOptions {
+            durability: config.durability,
+            ..ConnectOptions::default()
+        };
+        let db = Database::connect(&config.database_url, &options).await?;
+        db.migrate().await?;
+        tracing::info!(database = %config.database_url, "database ready");
+
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::AddrInUse => StartError::AddressInUse { addr: config.bind },
+                _ => StartError::Bind {
+                    addr: config.bind,
+                    source,
+                },
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let site_root = config.site_root.display().to_string();
+        if !config.site_root.join("pkg").join("app.js").is_file() {
+            tracing::warn!(
+                %site_root,
+                "no browser bundle found: pages render but will not hydrate (build with `cargo xtask serve`)"
+            );
+        }
+        let leptos = LeptosOptions::builder()
+            .output_name("app")
+            .site_root(site_root)
+            .site_pkg_dir("pkg")
+            .site_addr(addr)
+            .build();
+        Ok(Server {
+            listener,
+            state: AppState { db, leptos },
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.leptos.site_addr
+    }
+
+    /// Serves until `shutdown` resolves, lets requests in flight finish, then closes the database.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        let Server { listener, state } = self;
+        let db = state.db.clone();
+        tracing::info!(address = %state.leptos.site_addr, "serving http://{}", state.leptos.site_addr);
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        db.close().await;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
+        () = terminate => tracing::info!("received SIGTERM, shutting down"),
+    }
+}
