@@ -254,18 +254,14 @@ impl Database {
         let latest = |m: &Migrator| m.iter().map(|m| m.version).max().unwrap_or(0);
         let applied: Result<Option<i64>, sqlx::Error> = match self {
             Database::Sqlite(pool) => {
-                sqlx::query_scalar(
-                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
-                )
-                .fetch_one(pool)
-                .await
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                    .fetch_one(pool)
+                    .await
             }
             Database::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
-                )
-                .fetch_one(pool)
-                .await
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                    .fetch_one(pool)
+                    .await
             }
         };
         let expected = match self {
@@ -306,7 +302,10 @@ pub enum Readiness {
     /// The database could not be queried; the message is the driver's.
     Unreachable(String),
     /// The schema is older than this binary expects.
-    MigrationsPending { applied: i64, expected: i64 },
+    MigrationsPending {
+        applied: i64,
+        expected: i64,
+    },
 }
 
 #[cfg(test)]
@@ -345,7 +344,9 @@ mod tests {
 
     #[test]
     fn never_prints_the_password() {
-        let url: DatabaseUrl = "postgres://app:s3cret@localhost/switchyard".parse().unwrap();
+        let url: DatabaseUrl = "postgres://app:s3cret@localhost/switchyard"
+            .parse()
+            .unwrap();
         assert_eq!(url.to_string(), "postgres://app:***@localhost/switchyard");
         assert!(!format!("{url:?}").contains("s3cret"));
         let err = "postgres://app:s3cret@localhost:xx/db"

@@ -23,7 +23,11 @@ use serde::Deserialize;
 /// The server's command line. Every flag can also be set with the environment variable shown in
 /// `--help`, or in the TOML file under the same name with `_` for `-`.
 #[derive(Debug, Parser, Default)]
-#[command(name = "switchyard", version, about = "Switchyard: durable orchestrations with an operations dashboard")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard: durable orchestrations with an operations dashboard"
+)]
 pub struct Cli {
     /// TOML file with settings (same names as the flags, `-` written as `_`).
     #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "FILE")]

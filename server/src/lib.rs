@@ -15,7 +15,7 @@ use std::{future::Future, io, net::SocketAddr};
 use app::{App, shell};
 use axum::Router;
 use engine::{Database, DbError, db::ConnectOptions};
-use leptos::{config::LeptosOptions, prelude::provide_context};
+use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
@@ -46,15 +46,10 @@ pub fn app(state: AppState) -> Router {
     let db = state.db.clone();
     Router::new()
         .merge(health::router())
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(db.clone()),
-            {
-                let options = state.leptos.clone();
-                move || shell(options.clone())
-            },
-        )
+        .leptos_routes_with_context(&state, routes, move || provide_context(db.clone()), {
+            let options = state.leptos.clone();
+            move || shell(options.clone())
+        })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -68,8 +63,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens and migrates the database, then binds the configured address.
+    /// Binds the configured address, then opens and migrates the database. Binding first makes a
+    /// busy port fail fast, before anything touches the database.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| match source.kind() {
+                    io::ErrorKind::AddrInUse => StartError::AddressInUse { addr: config.bind },
+                    _ => StartError::Bind {
+                        addr: config.bind,
+                        source,
+                    },
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+
         let options = ConnectOptions {
             durability: config.durability,
             ..ConnectOptions::default()
@@ -78,36 +89,21 @@ impl Server {
         db.migrate().await?;
         tracing::info!(database = %config.database_url, "database ready");
 
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| match source.kind() {
-                io::ErrorKind::AddrInUse => StartError::AddressInUse { addr: config.bind },
-                _ => StartError::Bind {
-                    addr: config.bind,
-                    source,
-                },
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-        let site_root = config.site_root.display().to_string();
         if !config.site_root.join("pkg").join("app.js").is_file() {
             tracing::warn!(
-                %site_root,
+                site_root = %config.site_root.display(),
                 "no browser bundle found: pages render but will not hydrate (build with `cargo xtask serve`)"
             );
         }
-        let leptos = LeptosOptions::builder()
-            .output_name("app")
-            .site_root(site_root)
-            .site_pkg_dir("pkg")
-            .site_addr(addr)
-            .build();
         Ok(Server {
             listener,
-            state: AppState { db, leptos },
+            state: AppState::new(db, &config.site_root, addr),
         })
+    }
+
+    /// The state the router will be built from.
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// The address actually bound (useful with port 0).

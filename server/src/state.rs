@@ -1,5 +1,7 @@
 //! The state shared by every request handler.
 
+use std::{net::SocketAddr, path::Path};
+
 use axum::extract::FromRef;
 use engine::Database;
 use leptos::config::LeptosOptions;
@@ -9,6 +11,20 @@ use leptos::config::LeptosOptions;
 pub struct AppState {
     pub db: Database,
     pub leptos: LeptosOptions,
+}
+
+impl AppState {
+    /// State for a server whose browser bundle lives in `site_root/pkg` and which is reachable at
+    /// `addr`.
+    pub fn new(db: Database, site_root: &Path, addr: SocketAddr) -> AppState {
+        let leptos = LeptosOptions::builder()
+            .output_name("app")
+            .site_root(site_root.display().to_string())
+            .site_pkg_dir("pkg")
+            .site_addr(addr)
+            .build();
+        AppState { db, leptos }
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {

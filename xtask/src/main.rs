@@ -158,7 +158,9 @@ fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 fn build(profile: Profile) -> Result<()> {
     step("wasm target", ensure_wasm_target)?;
     step("bindgen version check", check_bindgen_version)?;
-    let wasm = step("build browser bundle (wasm32, hydrate)", || build_wasm(profile))?;
+    let wasm = step("build browser bundle (wasm32, hydrate)", || {
+        build_wasm(profile)
+    })?;
     step("wasm-bindgen", || bindgen(&wasm))?;
     step("copy style and public assets", copy_assets)?;
     step("build server", || {
@@ -216,14 +218,27 @@ fn build_wasm(profile: Profile) -> Result<PathBuf> {
     let (cargo_profile, dir) = profile.wasm();
     run_cmd(
         cargo()
-            .args(["build", "--package", "app", "--lib", "--target", WASM_TARGET])
+            .args([
+                "build",
+                "--package",
+                "app",
+                "--lib",
+                "--target",
+                WASM_TARGET,
+            ])
             .args(["--no-default-features", "--features", "hydrate"])
             .args(["--profile", cargo_profile])
             // A separate target folder keeps the wasm build from evicting the server's artifacts.
             .args(["--target-dir", "target/wasm"]),
     )?;
-    let wasm = PathBuf::from(format!("target/wasm/{WASM_TARGET}/{dir}/{OUTPUT_NAME}.wasm"));
-    ensure!(wasm.is_file(), "expected {} after the build", wasm.display());
+    let wasm = PathBuf::from(format!(
+        "target/wasm/{WASM_TARGET}/{dir}/{OUTPUT_NAME}.wasm"
+    ));
+    ensure!(
+        wasm.is_file(),
+        "expected {} after the build",
+        wasm.display()
+    );
     Ok(wasm)
 }
 
@@ -254,8 +269,11 @@ fn bindgen(wasm: &Path) -> Result<()> {
 
 fn copy_assets() -> Result<()> {
     let site = site_root();
-    fs::copy("style/main.css", site.join("pkg").join(format!("{OUTPUT_NAME}.css")))
-        .context("cannot copy style/main.css")?;
+    fs::copy(
+        "style/main.css",
+        site.join("pkg").join(format!("{OUTPUT_NAME}.css")),
+    )
+    .context("cannot copy style/main.css")?;
     copy_dir(Path::new("public"), &site)
 }
 
@@ -290,12 +308,29 @@ fn test_all() -> Result<()> {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))
     })?;
     step("clippy (server build)", || {
-        run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        run_cmd(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
     })?;
     step("wasm target", ensure_wasm_target)?;
-    step("browser bundle has no server-only crates", check_wasm_dependencies)?;
-    step("unit and integration tests", || {
-        run_cmd(cargo().args(["test", "--workspace"]))
+    step(
+        "browser bundle has no server-only crates",
+        check_wasm_dependencies,
+    )?;
+    let postgres_url = step("postgresql for the backend tests", ensure_postgres)?;
+    step("unit and integration tests (SQLite and PostgreSQL)", || {
+        // The PostgreSQL tests are `#[ignore]`d so that a bare `cargo test` reports them as not
+        // run; here the database exists, so every test runs.
+        run_cmd(
+            cargo()
+                .args(["test", "--workspace", "--", "--include-ignored"])
+                .env("SWITCHYARD_TEST_POSTGRES_URL", &postgres_url),
+        )
     })?;
     build(Profile::Dev)?;
     e2e()?;
@@ -356,6 +391,61 @@ fn e2e() -> Result<()> {
     })
 }
 
+/// A fresh, empty PostgreSQL database for the tests, as a URL. Uses
+/// `SWITCHYARD_TEST_POSTGRES_URL` when set; otherwise, as root, installs (Debian's `postgresql`),
+/// starts the local cluster and recreates the `switchyard_test` database.
+fn ensure_postgres() -> Result<String> {
+    if let Ok(url) = env::var("SWITCHYARD_TEST_POSTGRES_URL") {
+        eprintln!("xtask: using PostgreSQL from SWITCHYARD_TEST_POSTGRES_URL");
+        return Ok(url);
+    }
+    if !is_root() {
+        bail!(
+            "the PostgreSQL tests need a server: set SWITCHYARD_TEST_POSTGRES_URL to an empty \
+             database, or run as root so xtask can start the local cluster"
+        );
+    }
+    if which("pg_lsclusters").is_err() {
+        eprintln!("xtask: installing Debian's postgresql");
+        run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "postgresql"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    let clusters = Command::new("pg_lsclusters").arg("-h").output()?;
+    let listing = String::from_utf8_lossy(&clusters.stdout);
+    let fields: Vec<&str> = listing
+        .lines()
+        .next()
+        .context("pg_lsclusters lists no cluster: create one with `pg_createcluster 15 main`")?
+        .split_whitespace()
+        .collect();
+    let [version, name, port, status, ..] = fields[..] else {
+        bail!("unexpected pg_lsclusters output: {listing}");
+    };
+    if status != "online" {
+        run_cmd(Command::new("pg_ctlcluster").args([version, name, "start"]))?;
+    }
+    let psql = |sql: &str| {
+        run_cmd(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", "psql", "-q", "-p", port])
+                .args(["-v", "ON_ERROR_STOP=1", "-c", sql]),
+        )
+    };
+    psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'switchyard_test') \
+         THEN CREATE ROLE switchyard_test LOGIN PASSWORD 'switchyard_test'; END IF; END $$;",
+    )?;
+    psql("DROP DATABASE IF EXISTS switchyard_test WITH (FORCE)")?;
+    psql("CREATE DATABASE switchyard_test OWNER switchyard_test")?;
+    Ok(format!(
+        "postgres://switchyard_test:switchyard_test@127.0.0.1:{port}/switchyard_test"
+    ))
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -370,7 +460,9 @@ fn ensure_chromium() -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("{CHROMIUM} is missing: install Debian's chromium (`sudo apt-get install -y chromium`)");
+        bail!(
+            "{CHROMIUM} is missing: install Debian's chromium (`sudo apt-get install -y chromium`)"
+        );
     }
     eprintln!("xtask: installing Debian's chromium");
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
@@ -379,12 +471,16 @@ fn ensure_chromium() -> Result<()> {
             .args(["install", "-y", "-qq", "chromium"])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    ensure!(Path::new(CHROMIUM).is_file(), "apt-get did not install {CHROMIUM}");
+    ensure!(
+        Path::new(CHROMIUM).is_file(),
+        "apt-get did not install {CHROMIUM}"
+    );
     Ok(())
 }
 
 fn ensure_node_modules() -> Result<()> {
-    which("npm").context("npm is missing: install Node.js 20+ and npm (`apt-get install -y npm`)")?;
+    which("npm")
+        .context("npm is missing: install Node.js 20+ and npm (`apt-get install -y npm`)")?;
     let lock = Path::new("end2end/package-lock.json");
     let installed = Path::new("end2end/node_modules/.package-lock.json");
     let fresh = match (fs::metadata(lock), fs::metadata(installed)) {

@@ -1,0 +1,148 @@
+//! The `switchyard` binary on bad configuration and on shutdown: a non-zero exit and one line that
+//! says what to fix; SIGTERM ends it cleanly.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn switchyard(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    // Isolate from the developer's environment: no inherited SWITCHYARD_* settings.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SWITCHYARD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env("SWITCHYARD_LOG", "warn");
+    cmd
+}
+
+/// Asserts a failed start: the expected exit code and a single stderr line containing `needle`.
+fn assert_one_line_failure(output: &Output, code: i32, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line expected, got: {stderr}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {stderr:?}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn unknown_flag_exits_2_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = switchyard(tmp.path()).arg("--frobnicate").output().unwrap();
+    let line = assert_one_line_failure(&out, 2, "unexpected argument '--frobnicate'");
+    assert!(line.contains("--help"), "{line}");
+}
+
+#[test]
+fn malformed_database_url_exits_1_naming_the_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = switchyard(tmp.path())
+        .args(["--database-url", "mysql://db.example/switchyard"])
+        .output()
+        .unwrap();
+    assert_one_line_failure(&out, 1, "invalid database-url");
+}
+
+#[test]
+fn malformed_environment_value_is_reported_like_a_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = switchyard(tmp.path())
+        .env("SWITCHYARD_BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert_one_line_failure(&out, 2, "invalid value 'not-an-address'");
+}
+
+#[test]
+fn unusable_data_dir_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    // A folder below a regular file cannot be created, even by root.
+    let out = switchyard(&file.join("data")).output().unwrap();
+    assert_one_line_failure(&out, 1, "choose a writable folder with --data-dir");
+}
+
+#[test]
+fn port_in_use_exits_1_and_suggests_bind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = switchyard(tmp.path())
+        .args(["--bind", &addr.to_string()])
+        .output()
+        .unwrap();
+    assert_one_line_failure(&out, 1, "already in use");
+    assert!(
+        !tmp.path().join("switchyard.db").exists(),
+        "the port is checked before the database is created"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+#[test]
+fn serves_until_sigterm_then_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = switchyard(tmp.path())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("SWITCHYARD_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        if let Some(resp) = http_get(port, "/readyz") {
+            break resp;
+        }
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("shut down cleanly"), "{stderr}");
+    assert!(
+        tmp.path().join("switchyard.db").is_file(),
+        "SQLite file in data dir"
+    );
+}
