@@ -1,0 +1,173 @@
+//! Typed registration of orchestrations and activities.
+//!
+//! Users implement [`Orchestration`] and [`Activity`] on a type that names the function
+//! (`const NAME`) and its input and output types. Calls are typed at the call site
+//! (`ctx.call_activity::<Charge>(&input)`), so names are written once, beside the code they name.
+//! The [`Registry`] erases the types to JSON text for the replay core and the workers.
+
+use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    context::OrchestrationContext,
+    history::{Failure, Json},
+};
+
+/// An orchestration: deterministic async code that coordinates activities, timers and events.
+///
+/// The body must be deterministic: the same history must lead to the same calls. Use the
+/// context's clock, UUIDs and logging instead of the system's.
+pub trait Orchestration: 'static {
+    /// The registered name; stable across deployments.
+    const NAME: &'static str;
+    /// The code version recorded in history; informational.
+    const VERSION: &'static str = "1";
+    type Input: Serialize + DeserializeOwned;
+    type Output: Serialize + DeserializeOwned;
+
+    fn run(
+        ctx: OrchestrationContext,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, Failure>>;
+}
+
+/// An activity: a unit of side-effecting work, run at least once.
+pub trait Activity: Send + Sync + 'static {
+    /// The registered name; stable across deployments.
+    const NAME: &'static str;
+    type Input: Serialize + DeserializeOwned + Send;
+    type Output: Serialize + DeserializeOwned + Send;
+
+    fn run(
+        &self,
+        ctx: ActivityContext,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, Failure>> + Send;
+}
+
+/// What an activity knows about its invocation.
+#[derive(Debug, Clone)]
+pub struct ActivityContext {
+    pub instance_id: String,
+    /// The `TaskScheduled` event id in the orchestration's history.
+    pub scheduled_id: u32,
+    /// 1 for the first delivery; higher when the work item was delivered again (e.g. after a
+    /// crash), which is what "at least once" means.
+    pub delivery: u32,
+}
+
+pub(crate) type OrchestrationFuture = Pin<Box<dyn Future<Output = Result<Json, Failure>>>>;
+type OrchestrationFn = Arc<dyn Fn(OrchestrationContext, Json) -> OrchestrationFuture + Send + Sync>;
+pub type ActivityFuture = Pin<Box<dyn Future<Output = Result<Json, Failure>> + Send>>;
+type ActivityFn = Arc<dyn Fn(ActivityContext, Json) -> ActivityFuture + Send + Sync>;
+
+/// A registered orchestration, type-erased.
+#[derive(Clone)]
+pub struct OrchestrationEntry {
+    pub version: &'static str,
+    start: OrchestrationFn,
+}
+
+impl OrchestrationEntry {
+    pub(crate) fn start(&self, ctx: OrchestrationContext, input: Json) -> OrchestrationFuture {
+        (self.start)(ctx, input)
+    }
+}
+
+/// Orchestrations and activities by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    orchestrations: HashMap<&'static str, OrchestrationEntry>,
+    activities: HashMap<&'static str, ActivityFn>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut o: Vec<_> = self.orchestrations.keys().collect();
+        let mut a: Vec<_> = self.activities.keys().collect();
+        o.sort();
+        a.sort();
+        f.debug_struct("Registry")
+            .field("orchestrations", &o)
+            .field("activities", &a)
+            .finish()
+    }
+}
+
+/// Decodes a JSON payload into `T`, as a failure of type `InvalidPayload` naming what it was for.
+pub(crate) fn decode<T: DeserializeOwned>(json: &str, what: &str) -> Result<T, Failure> {
+    serde_json::from_str(json)
+        .map_err(|e| Failure::new("InvalidPayload", format!("cannot decode {what}: {e}")))
+}
+
+/// Encodes `value` as JSON text.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Json, Failure> {
+    serde_json::to_string(value)
+        .map_err(|e| Failure::new("InvalidPayload", format!("cannot encode {what}: {e}")))
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers orchestration `O`. A second registration of the same name replaces the first.
+    pub fn orchestration<O: Orchestration>(&mut self) -> &mut Self {
+        let start: OrchestrationFn = Arc::new(|ctx, input| {
+            Box::pin(async move {
+                let input: O::Input = decode(&input, &format!("the input of {}", O::NAME))?;
+                let output = O::run(ctx, input).await?;
+                encode(&output, &format!("the output of {}", O::NAME))
+            })
+        });
+        self.orchestrations.insert(
+            O::NAME,
+            OrchestrationEntry {
+                version: O::VERSION,
+                start,
+            },
+        );
+        self
+    }
+
+    /// Registers activity `A`, implemented by `activity`.
+    pub fn activity<A: Activity>(&mut self, activity: A) -> &mut Self {
+        let activity = Arc::new(activity);
+        let run: ActivityFn = Arc::new(move |ctx, input| {
+            let activity = activity.clone();
+            Box::pin(async move {
+                let input: A::Input = decode(&input, &format!("the input of {}", A::NAME))?;
+                let output = activity.run(ctx, input).await?;
+                encode(&output, &format!("the output of {}", A::NAME))
+            })
+        });
+        self.activities.insert(A::NAME, run);
+        self
+    }
+
+    pub fn get_orchestration(&self, name: &str) -> Option<&OrchestrationEntry> {
+        self.orchestrations.get(name)
+    }
+
+    /// Runs the named activity, or fails with `UnknownActivity`.
+    pub fn run_activity(&self, name: &str, ctx: ActivityContext, input: Json) -> ActivityFuture {
+        match self.activities.get(name) {
+            Some(run) => run(ctx, input),
+            None => {
+                let failure = Failure::new(
+                    "UnknownActivity",
+                    format!("no activity named {name:?} is registered"),
+                );
+                Box::pin(async move { Err(failure) })
+            }
+        }
+    }
+
+    /// Registered orchestration names, sorted.
+    pub fn orchestration_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.orchestrations.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+}
