@@ -222,7 +222,12 @@ impl Executor {
             _ => (0..messages.len()).collect(),
         };
 
-        for index in order {
+        // Messages skipped while suspended get a second pass if a Resume in this same turn ends
+        // the suspension, so nothing waits for a turn that may never come.
+        let mut skipped = Vec::new();
+        let mut queue: VecDeque<usize> = order.into();
+        let mut second_pass = false;
+        while let Some(index) = queue.pop_front() {
             let message = &messages[index];
             if self.status == RuntimeStatus::ContinuedAsNew
                 && matches!(message, Message::EventRaised { .. })
@@ -236,7 +241,8 @@ impl Executor {
             if self.status == RuntimeStatus::Suspended
                 && !matches!(message, Message::Resume { .. } | Message::Terminate { .. })
             {
-                continue; // stays queued until resume
+                skipped.push(index); // stays queued until resume
+                continue;
             }
             if self.status == RuntimeStatus::Pending && !matches!(message, Message::Start { .. }) {
                 if matches!(message, Message::Terminate { .. }) {
@@ -266,7 +272,16 @@ impl Executor {
                 }
                 changed = true;
             }
+            if queue.is_empty()
+                && !second_pass
+                && !skipped.is_empty()
+                && self.status == RuntimeStatus::Running
+            {
+                second_pass = true;
+                queue.extend(skipped.drain(..));
+            }
         }
+        consumed.sort_unstable();
 
         let mut s = self.state.borrow_mut();
         if !changed && s.new_events.len() == 1 && !s.custom_status_changed {

@@ -4,3 +4,4 @@
 mod fixtures;
 mod replay;
 mod replay_props;
+mod runtime;

@@ -212,6 +212,27 @@ fn while_suspended_messages_stay_queued_until_resume() {
 }
 
 #[test]
+fn an_event_queued_ahead_of_a_resume_is_delivered_in_the_same_turn() {
+    let mut sim = Sim::new(registry(), start("Approval", &60u64));
+    sim.step();
+    sim.inbox.push(Message::Suspend {
+        reason: "hold".into(),
+    });
+    assert_eq!(sim.step().status, RuntimeStatus::Suspended);
+    sim.inbox.push(Message::EventRaised {
+        name: "Approval".into(),
+        input: r#"{"approved":true}"#.into(),
+    });
+    sim.inbox.push(Message::Resume {
+        reason: "go".into(),
+    });
+    let result = sim.step().clone();
+    assert_eq!(result.consumed, vec![0, 1]);
+    assert_eq!(result.status, RuntimeStatus::Completed);
+    assert_eq!(result.output.as_deref(), Some("\"approved\""));
+}
+
+#[test]
 fn recursive_terminate_reaches_children_and_parents_hear_of_it() {
     let mut sim = Sim::new(registry(), start("Parent", &vec!["x"]));
     let first = sim.step().clone();

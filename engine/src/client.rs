@@ -1,0 +1,469 @@
+//! The management client: what the dashboard, the HTTP API and tests call.
+//!
+//! Every verb validates its input first and answers with a typed [`ClientError`]: unknown
+//! instance, wrong state, a running id reused, payload too large, invalid name. Mutations go
+//! through the runtime's writer, so they are group-committed with everything else and ordered
+//! with the turns they affect. What each verb may do in which state follows
+//! `shared/docs/semantics.md`.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
+    runtime::{Shared, WriteOutcome},
+    store::{
+        Accept, InstancePage, InstanceQuery, InstanceRecord, NewInstance, OpError, Store,
+        StoreAdmin, StoreError, WriteOp,
+    },
+};
+
+/// Longest accepted instance id, orchestration name, event name or tag.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Why a management call was refused or failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("instance {0} not found")]
+    NotFound(String),
+    #[error("instance {0} is still running; terminate it or choose another id")]
+    Conflict(String),
+    #[error("instance {instance_id} is {status}: cannot {action}")]
+    WrongState {
+        instance_id: String,
+        status: RuntimeStatus,
+        action: &'static str,
+    },
+    #[error("instance {instance_id} has already finished ({status}): cannot {action}")]
+    Gone {
+        instance_id: String,
+        status: RuntimeStatus,
+        action: &'static str,
+    },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error("{what} is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("timed out waiting for instance {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Storage(Arc<StoreError>),
+}
+
+impl From<StoreError> for ClientError {
+    fn from(e: StoreError) -> Self {
+        ClientError::Storage(Arc::new(e))
+    }
+}
+
+fn op_result(outcome: WriteOutcome) -> Result<(), ClientError> {
+    match outcome {
+        Err(e) => Err(ClientError::Storage(e)),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(OpError::NotFound(id))) => Err(ClientError::NotFound(id)),
+        Ok(Err(OpError::Conflict(id))) => Err(ClientError::Conflict(id)),
+        Ok(Err(OpError::WrongState {
+            instance_id,
+            status,
+            action,
+        })) if status.is_terminal() => Err(ClientError::Gone {
+            instance_id,
+            status,
+            action,
+        }),
+        Ok(Err(OpError::WrongState {
+            instance_id,
+            status,
+            action,
+        })) => Err(ClientError::WrongState {
+            instance_id,
+            status,
+            action,
+        }),
+    }
+}
+
+/// Checks a name-like string: non-empty, bounded, printable.
+pub fn validate_name(what: &'static str, value: &str) -> Result<(), ClientError> {
+    let reason = if value.trim().is_empty() {
+        "must not be empty"
+    } else if value.len() > MAX_NAME_LEN {
+        "is longer than 256 bytes"
+    } else if value.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ClientError::Invalid {
+        what,
+        reason: reason.into(),
+    })
+}
+
+/// Options for [`Client::start`].
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The instance id; a new UUID-like id when absent.
+    pub instance_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Start no earlier than this time.
+    pub scheduled_start_at: Option<TimestampMs>,
+}
+
+/// Management operations on one runtime's instances.
+pub struct Client<S: Store> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Store> Clone for Client<S> {
+    fn clone(&self) -> Self {
+        Client {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for Client<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl<S: Store + StoreAdmin> Client<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
+        Client { shared }
+    }
+
+    fn check_payload(&self, what: &'static str, json: &str) -> Result<(), ClientError> {
+        let limit = self.shared.options.max_payload_bytes;
+        if json.len() > limit {
+            return Err(ClientError::PayloadTooLarge {
+                what,
+                size: json.len(),
+                limit,
+            });
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| ClientError::Invalid {
+            what,
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        Ok(())
+    }
+
+    /// Registered orchestration names.
+    pub fn orchestration_names(&self) -> Vec<&'static str> {
+        self.shared.registry.orchestration_names()
+    }
+
+    /// Starts orchestration `name` with `input` (JSON text). Returns the instance id.
+    pub async fn start_raw(
+        &self,
+        name: &str,
+        input: &str,
+        options: StartOptions,
+    ) -> Result<String, ClientError> {
+        validate_name("orchestration name", name)?;
+        let Some(entry) = self.shared.registry.get_orchestration(name) else {
+            return Err(ClientError::Invalid {
+                what: "orchestration name",
+                reason: format!("no orchestration named {name:?} is registered"),
+            });
+        };
+        self.check_payload("input", input)?;
+        for (k, v) in &options.tags {
+            validate_name("tag name", k)?;
+            if v.len() > MAX_NAME_LEN {
+                return Err(ClientError::Invalid {
+                    what: "tag value",
+                    reason: format!("the value of {k:?} is longer than 256 bytes"),
+                });
+            }
+        }
+        let now_ms = self.shared.clock.now_ms();
+        let instance_id = match options.instance_id {
+            Some(id) => {
+                validate_name("instance id", &id)?;
+                id
+            }
+            None => new_instance_id(now_ms),
+        };
+        let op = WriteOp::Start(NewInstance {
+            instance_id: instance_id.clone(),
+            name: name.to_owned(),
+            version: entry.version.to_owned(),
+            input: input.to_owned(),
+            tags: options.tags,
+            parent: None::<ParentInstance>,
+            scheduled_start_at: options.scheduled_start_at,
+            now_ms,
+        });
+        op_result(self.shared.write(op).await)?;
+        Ok(instance_id)
+    }
+
+    /// Typed start: `client.start::<HelloChain>(&input, options)`.
+    pub async fn start<O: crate::Orchestration>(
+        &self,
+        input: &O::Input,
+        options: StartOptions,
+    ) -> Result<String, ClientError> {
+        let json = to_json("input", input)?;
+        self.start_raw(O::NAME, &json, options).await
+    }
+
+    /// The instance's summary.
+    pub async fn get(&self, instance_id: &str) -> Result<InstanceRecord, ClientError> {
+        self.shared
+            .store
+            .get(instance_id)
+            .await?
+            .ok_or_else(|| ClientError::NotFound(instance_id.to_owned()))
+    }
+
+    /// The instance's history (current execution).
+    pub async fn history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, ClientError> {
+        self.get(instance_id).await?;
+        Ok(self.shared.store.history(instance_id).await?)
+    }
+
+    /// A page of instances matching `query`.
+    pub async fn query(&self, query: &InstanceQuery) -> Result<InstancePage, ClientError> {
+        if let Some(cursor) = &query.cursor
+            && cursor
+                .split_once('|')
+                .is_none_or(|(ts, _)| ts.parse::<i64>().is_err())
+        {
+            return Err(ClientError::Invalid {
+                what: "cursor",
+                reason: "not a cursor returned by a previous page".into(),
+            });
+        }
+        if let (Some(from), Some(to)) = (query.created_from, query.created_to)
+            && from > to
+        {
+            return Err(ClientError::Invalid {
+                what: "created range",
+                reason: "the start is after the end".into(),
+            });
+        }
+        Ok(self.shared.store.query(query).await?)
+    }
+
+    /// Instance counts per status, maintained by the store.
+    pub async fn status_counts(&self) -> Result<BTreeMap<RuntimeStatus, i64>, ClientError> {
+        Ok(self.shared.store.status_counts().await?)
+    }
+
+    /// Live instances waiting for event `name` (the approvals inbox).
+    pub async fn waiting_for_event(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>, ClientError> {
+        validate_name("event name", name)?;
+        Ok(self.shared.store.waiting_for_event(name, limit).await?)
+    }
+
+    async fn deliver(
+        &self,
+        instance_id: &str,
+        message: Message,
+        accept: Accept,
+    ) -> Result<(), ClientError> {
+        validate_name("instance id", instance_id)?;
+        op_result(
+            self.shared
+                .write(WriteOp::Deliver {
+                    instance_id: instance_id.to_owned(),
+                    message,
+                    accept,
+                })
+                .await,
+        )
+    }
+
+    /// Raises event `name` with `payload` (JSON text) on a live instance.
+    pub async fn raise_event_raw(
+        &self,
+        instance_id: &str,
+        name: &str,
+        payload: &str,
+    ) -> Result<(), ClientError> {
+        validate_name("event name", name)?;
+        self.check_payload("event payload", payload)?;
+        self.deliver(
+            instance_id,
+            Message::EventRaised {
+                name: name.to_owned(),
+                input: payload.to_owned(),
+            },
+            Accept::Live,
+        )
+        .await
+    }
+
+    /// Typed [`raise_event_raw`](Self::raise_event_raw).
+    pub async fn raise_event<T: Serialize>(
+        &self,
+        instance_id: &str,
+        name: &str,
+        payload: &T,
+    ) -> Result<(), ClientError> {
+        let json = to_json("event payload", payload)?;
+        self.raise_event_raw(instance_id, name, &json).await
+    }
+
+    /// Terminates a live instance; with `recursive`, its running sub-orchestrations too.
+    pub async fn terminate(
+        &self,
+        instance_id: &str,
+        reason: &str,
+        recursive: bool,
+    ) -> Result<(), ClientError> {
+        self.deliver(
+            instance_id,
+            Message::Terminate {
+                reason: reason.to_owned(),
+                recursive,
+            },
+            Accept::Live,
+        )
+        .await
+    }
+
+    /// Suspends a running instance: nothing runs, events and results queue.
+    pub async fn suspend(&self, instance_id: &str, reason: &str) -> Result<(), ClientError> {
+        self.deliver(
+            instance_id,
+            Message::Suspend {
+                reason: reason.to_owned(),
+            },
+            Accept::Running,
+        )
+        .await
+    }
+
+    /// Resumes a suspended instance.
+    pub async fn resume(&self, instance_id: &str, reason: &str) -> Result<(), ClientError> {
+        self.deliver(
+            instance_id,
+            Message::Resume {
+                reason: reason.to_owned(),
+            },
+            Accept::Suspended,
+        )
+        .await
+    }
+
+    /// Starts the instance again with its original input: under the same id (replacing its
+    /// history; it must be finished) or under `new_id`.
+    pub async fn restart(
+        &self,
+        instance_id: &str,
+        new_id: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let record = self.get(instance_id).await?;
+        let input = record.input.ok_or_else(|| ClientError::WrongState {
+            instance_id: instance_id.to_owned(),
+            status: record.status,
+            action: "restart (no recorded input)",
+        })?;
+        self.start_raw(
+            &record.name,
+            &input,
+            StartOptions {
+                instance_id: Some(new_id.unwrap_or(instance_id).to_owned()),
+                tags: record.tags,
+                scheduled_start_at: None,
+            },
+        )
+        .await
+    }
+
+    /// Removes a finished instance and everything that belongs to it; with `recursive`, its
+    /// sub-orchestrations too.
+    pub async fn purge(&self, instance_id: &str, recursive: bool) -> Result<u64, ClientError> {
+        validate_name("instance id", instance_id)?;
+        let mut removed = 0;
+        let mut stack = vec![instance_id.to_owned()];
+        while let Some(id) = stack.pop() {
+            if recursive {
+                stack.extend(self.shared.store.children(&id).await?);
+            }
+            match op_result(self.shared.write(WriteOp::Purge { instance_id: id }).await) {
+                Ok(()) => removed += 1,
+                // A child that is still running or already gone does not stop the purge.
+                Err(ClientError::NotFound(_) | ClientError::WrongState { .. }) if removed > 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Purges finished instances created in `[from, to)` with one of `statuses` (all finished
+    /// statuses when empty). Returns how many were removed.
+    pub async fn purge_by_filter(
+        &self,
+        from: TimestampMs,
+        to: TimestampMs,
+        statuses: &[RuntimeStatus],
+    ) -> Result<u64, ClientError> {
+        if from > to {
+            return Err(ClientError::Invalid {
+                what: "created range",
+                reason: "the start is after the end".into(),
+            });
+        }
+        let ids = self.shared.store.terminal_ids(from, to, statuses).await?;
+        let mut removed = 0;
+        for id in ids {
+            if self.purge(&id, true).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Waits until the instance is finished (or `timeout` passes) and returns its summary.
+    pub async fn wait_for_completion(
+        &self,
+        instance_id: &str,
+        timeout: Duration,
+    ) -> Result<InstanceRecord, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let finished = self.shared.watch(instance_id);
+            let record = self.get(instance_id).await?;
+            if record.status.is_terminal() {
+                return Ok(record);
+            }
+            // Continue-as-new does not finish an instance; wake up now and then to re-check.
+            let wait = tokio::time::timeout_at(deadline, finished);
+            match tokio::time::timeout(Duration::from_secs(1), wait).await {
+                Ok(Err(_)) => return Err(ClientError::Timeout(instance_id.to_owned())),
+                _ => continue,
+            }
+        }
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<String, ClientError> {
+    serde_json::to_string(value).map_err(|e| ClientError::Invalid {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// A fresh instance id: time-ordered, unique within the process.
+fn new_instance_id(now_ms: TimestampMs) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = u64::from(std::process::id());
+    format!("{now_ms:013x}-{pid:06x}-{n:08x}")
+}

@@ -1,0 +1,666 @@
+//! The runtime: one writer that group-commits, an orchestration dispatcher, activity workers.
+//!
+//! - **Writer** (a tokio task): receives [`WriteOp`]s from everyone, takes all that are queued
+//!   (up to `max_batch_ops`) and commits them in one transaction. While one commit waits for its
+//!   fsync, the next batch gathers, so throughput rises with load at one fsync per batch.
+//! - **Orchestration dispatcher** (its own thread; orchestration futures are not `Send`): fetches
+//!   messages after a cursor and due timers, groups them by instance, runs one turn per instance
+//!   with [`Executor`] (kept in a cache between turns, so a turn does not replay its whole history),
+//!   and hands each result to the writer. An instance has at most one turn in flight; messages
+//!   that arrive meanwhile wait for the next turn.
+//! - **Activity workers**: fetch activities after a cursor and run them with bounded concurrency;
+//!   each result goes to the writer, which removes the activity and queues the result message.
+//!
+//! Everyone is woken in-process when the writer commits work for them; timers are waited for
+//! until the earliest is due. There is no poll interval. Shutdown stops fetching, lets turns and
+//! activities in flight finish (up to a grace period), then drains the writer. Anything not
+//! committed is fetched again on the next start.
+
+use std::{
+    collections::{HashMap, HashSet},
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::FutureExt;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+
+use crate::{
+    history::{Failure, Message, RuntimeStatus, TimestampMs},
+    registry::{ActivityContext, Registry},
+    replay::Executor,
+    store::{
+        CommitEffects, MessageRef, OpError, QueuedMessage, Store, StoreError, TurnCommit, WriteOp,
+    },
+};
+
+/// A source of the current time. The runtime stamps turns with it; the replay core never reads it.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> TimestampMs;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> TimestampMs {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as TimestampMs)
+            .unwrap_or(0)
+    }
+}
+
+/// Tuning knobs, with documented defaults.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Messages fetched per dispatcher round. Default 2,000.
+    pub fetch_batch: u32,
+    /// Activities run at once. Default 64.
+    pub activity_concurrency: usize,
+    /// Most write ops in one transaction. Default 4,000.
+    pub max_batch_ops: usize,
+    /// Executors kept in memory between turns. Default 20,000.
+    pub cache_capacity: usize,
+    /// How long shutdown waits for work in flight. Default 10 s.
+    pub shutdown_grace: Duration,
+    /// Largest accepted input, output or event payload in bytes. Default 256 KiB.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            fetch_batch: 2_000,
+            activity_concurrency: 64,
+            max_batch_ops: 4_000,
+            cache_capacity: 20_000,
+            shutdown_grace: Duration::from_secs(10),
+            max_payload_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// The outcome of one write op, as its sender sees it.
+pub(crate) type WriteOutcome = Result<Result<(), OpError>, Arc<StoreError>>;
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<WriteOutcome>,
+}
+
+/// State shared by the runtime's parts and the client.
+pub(crate) struct Shared<S> {
+    pub store: S,
+    pub registry: Registry,
+    pub clock: Arc<dyn Clock>,
+    pub options: RuntimeOptions,
+    writer: mpsc::UnboundedSender<WriteRequest>,
+    orchestrations: Notify,
+    activities: Notify,
+    stopping: AtomicBool,
+    /// Completion waiters by instance id.
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// Instances whose history was replaced since the dispatcher last looked.
+    resets: Mutex<Vec<String>>,
+}
+
+impl<S: Store> Shared<S> {
+    /// Sends one op to the writer and waits for its commit.
+    pub(crate) async fn write(&self, op: WriteOp) -> WriteOutcome {
+        let (reply, rx) = oneshot::channel();
+        if self.writer.send(WriteRequest { op, reply }).is_err() {
+            return Err(Arc::new(StoreError::Corrupt(
+                "the runtime has shut down".into(),
+            )));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Arc::new(StoreError::Corrupt("the writer stopped".into()))))
+    }
+
+    /// Registers interest in an instance reaching a terminal status.
+    pub(crate) fn watch(&self, instance_id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .entry(instance_id.to_owned())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    fn apply_effects(&self, effects: &CommitEffects) {
+        if effects.messages || effects.timers {
+            self.orchestrations.notify_one();
+        }
+        if effects.activities {
+            self.activities.notify_one();
+        }
+        if !effects.finished.is_empty() {
+            let mut waiters = self.waiters.lock().expect("waiters lock");
+            for id in &effects.finished {
+                for tx in waiters.remove(id).unwrap_or_default() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        if !effects.reset.is_empty() {
+            self.resets
+                .lock()
+                .expect("resets lock")
+                .extend(effects.reset.iter().cloned());
+        }
+    }
+}
+
+/// A running engine: writer, dispatchers and workers over one store.
+pub struct Runtime<S: Store> {
+    shared: Arc<Shared<S>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    dispatcher: Option<std::thread::JoinHandle<()>>,
+    activities: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<S: Store> std::fmt::Debug for Runtime<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
+    /// Starts the runtime on the current tokio runtime.
+    pub fn start(store: S, registry: Registry, options: RuntimeOptions) -> Runtime<S> {
+        Self::start_with_clock(store, registry, options, Arc::new(SystemClock))
+    }
+
+    /// Starts the runtime with a custom clock.
+    pub fn start_with_clock(
+        store: S,
+        registry: Registry,
+        options: RuntimeOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Runtime<S> {
+        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            store,
+            registry,
+            clock,
+            options,
+            writer: writer_tx,
+            orchestrations: Notify::new(),
+            activities: Notify::new(),
+            stopping: AtomicBool::new(false),
+            waiters: Mutex::new(HashMap::new()),
+            resets: Mutex::new(Vec::new()),
+        });
+        let writer = tokio::spawn(run_writer(shared.clone(), writer_rx));
+        let activities = tokio::spawn(run_activities(shared.clone()));
+        let dispatcher_shared = shared.clone();
+        let dispatcher = std::thread::Builder::new()
+            .name("switchyard-orchestrations".into())
+            .spawn(move || run_dispatcher(dispatcher_shared))
+            .expect("spawn the orchestration dispatcher thread");
+        Runtime {
+            shared,
+            writer: Some(writer),
+            dispatcher: Some(dispatcher),
+            activities: Some(activities),
+        }
+    }
+
+    /// The management client for this runtime.
+    pub fn client(&self) -> crate::client::Client<S> {
+        crate::client::Client::new(self.shared.clone())
+    }
+
+    /// Stops fetching new work, waits (up to the grace period) for work in flight, then drains the
+    /// writer. Work not committed by then is picked up again by the next start.
+    pub async fn shutdown(mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.orchestrations.notify_one();
+        self.shared.activities.notify_one();
+        if let Some(activities) = self.activities.take() {
+            let _ = activities.await;
+        }
+        if let Some(dispatcher) = self.dispatcher.take() {
+            let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
+        }
+        if let Some(writer) = self.writer.take() {
+            // The writer exits once it sees `stopping` with an empty queue.
+            let _ = tokio::time::timeout(self.shared.options.shutdown_grace, writer).await;
+        }
+    }
+}
+
+async fn run_writer<S: Store>(
+    shared: Arc<Shared<S>>,
+    mut rx: mpsc::UnboundedReceiver<WriteRequest>,
+) {
+    let max = shared.options.max_batch_ops.max(1);
+    loop {
+        let first = tokio::select! {
+            request = rx.recv() => match request {
+                Some(r) => r,
+                None => return,
+            },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if shared.stopping.load(Ordering::SeqCst) && rx.is_empty() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut ops = vec![first.op];
+        let mut replies = vec![first.reply];
+        while ops.len() < max {
+            match rx.try_recv() {
+                Ok(r) => {
+                    ops.push(r.op);
+                    replies.push(r.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        match shared.store.commit(&ops).await {
+            Ok((outcomes, effects)) => {
+                shared.apply_effects(&effects);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ops = ops.len(), "group commit failed");
+                let e = Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
+    let permits = shared.options.activity_concurrency.max(1);
+    let semaphore = Arc::new(Semaphore::new(permits));
+    let mut cursor = 0;
+    // How often an activity was fetched in this process (first delivery is 1).
+    let mut deliveries: HashMap<i64, u32> = HashMap::new();
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let notified = shared.activities.notified();
+        let items = match shared.store.fetch_activities(cursor, 512).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching activities failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if items.is_empty() {
+            notified.await;
+            continue;
+        }
+        for item in items {
+            cursor = item.id;
+            let Ok(permit) = semaphore.clone().acquire_owned().await else {
+                return;
+            };
+            let delivery = deliveries.entry(item.id).or_insert(0);
+            *delivery += 1;
+            let ctx = ActivityContext {
+                instance_id: item.instance_id.clone(),
+                scheduled_id: item.scheduled_id,
+                delivery: *delivery,
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let run = shared.registry.run_activity(&item.name, ctx, item.input);
+                let result = AssertUnwindSafe(run)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Failure::new(
+                            "Panicked",
+                            format!("activity {} panicked", item.name),
+                        ))
+                    });
+                let message = match result {
+                    Ok(result) => Message::TaskCompleted {
+                        scheduled_id: item.scheduled_id,
+                        result,
+                    },
+                    Err(failure) => Message::TaskFailed {
+                        scheduled_id: item.scheduled_id,
+                        failure,
+                    },
+                };
+                let outcome = shared
+                    .write(WriteOp::ActivityDone {
+                        activity_id: item.id,
+                        instance_id: item.instance_id,
+                        message,
+                    })
+                    .await;
+                if let Err(e) = outcome {
+                    // Not committed: the activity stays queued and runs again after a restart.
+                    tracing::error!(error = %e, "recording an activity result failed");
+                }
+                drop(permit);
+            });
+        }
+        deliveries.retain(|id, _| *id > cursor - 100_000);
+    }
+    // Wait for activities in flight to record their results.
+    let grace = shared.options.shutdown_grace;
+    let _ = tokio::time::timeout(grace, semaphore.acquire_many(permits as u32)).await;
+}
+
+/// A finished turn, reported back to the dispatcher loop.
+struct TurnDone {
+    instance_id: String,
+    executor: Option<Executor>,
+    consumed: Vec<QueuedMessage>,
+    committed: bool,
+}
+
+fn run_dispatcher<S: Store + Clone>(shared: Arc<Shared<S>>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the orchestration dispatcher");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, Dispatcher::new(shared).run());
+}
+
+struct Dispatcher<S: Store> {
+    shared: Arc<Shared<S>>,
+    cursor: i64,
+    pending: HashMap<String, Vec<QueuedMessage>>,
+    /// Instances with pending messages, in arrival order.
+    ready: Vec<String>,
+    /// Messages a turn left unconsumed (suspended instances), until something new arrives.
+    parked: HashMap<String, Vec<QueuedMessage>>,
+    in_flight: HashSet<String>,
+    timers_seen: HashSet<i64>,
+    cache: HashMap<String, Executor>,
+    done_tx: mpsc::UnboundedSender<TurnDone>,
+    done_rx: mpsc::UnboundedReceiver<TurnDone>,
+}
+
+impl<S: Store + Clone> Dispatcher<S> {
+    fn new(shared: Arc<Shared<S>>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Dispatcher {
+            shared,
+            cursor: 0,
+            pending: HashMap::new(),
+            ready: Vec::new(),
+            parked: HashMap::new(),
+            in_flight: HashSet::new(),
+            timers_seen: HashSet::new(),
+            cache: HashMap::new(),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    fn enqueue(&mut self, message: QueuedMessage) {
+        let id = message.instance_id.clone();
+        let list = self.pending.entry(id.clone()).or_default();
+        if list.is_empty() {
+            if let Some(mut parked) = self.parked.remove(&id) {
+                list.append(&mut parked);
+            }
+            self.ready.push(id);
+        }
+        list.push(message);
+    }
+
+    async fn fetch(&mut self) -> Result<bool, StoreError> {
+        let limit = self.shared.options.fetch_batch;
+        let messages = self.shared.store.fetch_messages(self.cursor, limit).await?;
+        let mut more = messages.len() as u32 == limit;
+        for m in messages {
+            if let MessageRef::Queue(id) = m.at {
+                self.cursor = self.cursor.max(id);
+            }
+            self.enqueue(m);
+        }
+        let now = self.shared.clock.now_ms();
+        let timers = self.shared.store.fetch_due_timers(now, limit).await?;
+        let fresh: Vec<_> = timers
+            .into_iter()
+            .filter(|t| matches!(t.at, MessageRef::Timer(id) if !self.timers_seen.contains(&id)))
+            .collect();
+        more |= fresh.len() as u32 == limit;
+        for t in fresh {
+            if let MessageRef::Timer(id) = t.at {
+                self.timers_seen.insert(id);
+            }
+            self.enqueue(t);
+        }
+        Ok(more)
+    }
+
+    fn apply_resets(&mut self) {
+        let resets = std::mem::take(&mut *self.shared.resets.lock().expect("resets lock"));
+        for id in resets {
+            self.cache.remove(&id);
+        }
+    }
+
+    async fn run_ready(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        let mut later = Vec::new();
+        for id in ready {
+            if self.in_flight.contains(&id) {
+                later.push(id);
+                continue;
+            }
+            let Some(messages) = self.pending.remove(&id) else {
+                continue;
+            };
+            self.start_turn(id, messages).await;
+        }
+        self.ready = later;
+    }
+
+    async fn start_turn(&mut self, id: String, messages: Vec<QueuedMessage>) {
+        let starts_fresh = messages
+            .iter()
+            .any(|m| matches!(m.message, Message::Start { .. }));
+        let executor = match self.cache.remove(&id) {
+            Some(e) => Some(e),
+            // A queued Start means the history is empty (it is written by the same commit that
+            // consumes the Start), so there is nothing to load.
+            None if starts_fresh => Some(Executor::new(self.shared.registry.clone(), &id)),
+            None => match self.shared.store.load(&id).await {
+                Ok(Some(loaded))
+                    if loaded.status != RuntimeStatus::Pending || !loaded.history.is_empty() =>
+                {
+                    Some(Executor::replay(
+                        self.shared.registry.clone(),
+                        &id,
+                        &loaded.history,
+                    ))
+                }
+                Ok(Some(_)) => Some(Executor::new(self.shared.registry.clone(), &id)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(instance = %id, error = %e, "loading an instance failed; will retry");
+                    self.requeue(&id, messages);
+                    return;
+                }
+            },
+        };
+        let now = self.shared.clock.now_ms();
+        self.in_flight.insert(id.clone());
+        let (op, executor, consumed) = match executor {
+            None => {
+                // The instance is gone (purged): drop its messages.
+                let refs = messages.iter().map(|m| m.at).collect();
+                (WriteOp::Discard(refs), None, messages)
+            }
+            Some(mut executor) => {
+                let previous_status = executor.status();
+                let history_start = executor.history_len();
+                let plain: Vec<Message> = messages.iter().map(|m| m.message.clone()).collect();
+                let result = executor.turn(now, &plain);
+                let mut consumed = Vec::with_capacity(result.consumed.len());
+                let mut left = Vec::new();
+                for (i, m) in messages.into_iter().enumerate() {
+                    if result.consumed.contains(&i) {
+                        consumed.push(m);
+                    } else {
+                        left.push(m);
+                    }
+                }
+                if !left.is_empty() {
+                    self.parked.entry(id.clone()).or_default().extend(left);
+                }
+                let refs: Vec<MessageRef> = consumed.iter().map(|m| m.at).collect();
+                let op = if result.new_events.is_empty() && result.actions.is_empty() {
+                    WriteOp::Discard(refs)
+                } else {
+                    WriteOp::Turn(TurnCommit {
+                        instance_id: id.clone(),
+                        previous_status,
+                        history_start,
+                        new_events: result.new_events,
+                        status: result.status,
+                        output: result.output,
+                        failure: result.failure,
+                        custom_status: result.custom_status,
+                        waiting: result
+                            .waiting
+                            .first()
+                            .map(|w| (w.name.clone(), w.since_ms, w.deadline_ms)),
+                        consumed: refs,
+                        actions: result.actions,
+                        now_ms: now,
+                    })
+                };
+                (op, Some(executor), consumed)
+            }
+        };
+        let shared = self.shared.clone();
+        let done = self.done_tx.clone();
+        tokio::task::spawn_local(async move {
+            let committed = match shared.write(op).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(instance = %id, error = %e, "committing a turn failed");
+                    false
+                }
+            };
+            let _ = done.send(TurnDone {
+                instance_id: id,
+                executor,
+                consumed,
+                committed,
+            });
+        });
+    }
+
+    fn requeue(&mut self, id: &str, messages: Vec<QueuedMessage>) {
+        for m in messages {
+            self.enqueue(m);
+        }
+        let _ = id;
+    }
+
+    fn finish_turn(&mut self, done: TurnDone) {
+        self.in_flight.remove(&done.instance_id);
+        self.apply_resets();
+        if done.committed {
+            for m in &done.consumed {
+                if let MessageRef::Timer(t) = m.at {
+                    self.timers_seen.remove(&t);
+                }
+            }
+            if let Some(executor) = done.executor
+                && !executor.status().is_terminal()
+                && executor.status() != RuntimeStatus::ContinuedAsNew
+            {
+                if self.cache.len() >= self.shared.options.cache_capacity {
+                    self.cache.clear();
+                }
+                self.cache.insert(done.instance_id.clone(), executor);
+            }
+        } else {
+            // Nothing was written: the messages are still stored; try them again.
+            self.cache.remove(&done.instance_id);
+            let id = done.instance_id.clone();
+            self.requeue(&id, done.consumed);
+        }
+        if self.pending.contains_key(&done.instance_id) && !self.ready.contains(&done.instance_id) {
+            self.ready.push(done.instance_id);
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let stopping = self.shared.stopping.load(Ordering::SeqCst);
+            if stopping {
+                // Let turns in flight commit, then stop.
+                let deadline = tokio::time::Instant::now() + self.shared.options.shutdown_grace;
+                while !self.in_flight.is_empty() {
+                    match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
+                        Ok(Some(done)) => self.finish_turn(done),
+                        _ => break,
+                    }
+                }
+                return;
+            }
+            let shared = self.shared.clone();
+            let notified = shared.orchestrations.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let more = match self.fetch().await {
+                Ok(more) => more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetching orchestration work failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            self.apply_resets();
+            self.run_ready().await;
+            while let Ok(done) = self.done_rx.try_recv() {
+                self.finish_turn(done);
+            }
+            if more
+                || !self.ready.is_empty()
+                    && self.ready.iter().any(|id| !self.in_flight.contains(id))
+            {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let now = self.shared.clock.now_ms();
+            let next_timer = self.shared.store.next_timer_at(now).await.ok().flatten();
+            let sleep = match next_timer {
+                Some(at) => {
+                    let wait = (at - self.shared.clock.now_ms()).clamp(0, 60_000);
+                    Duration::from_millis(wait as u64 + 1)
+                }
+                None => Duration::from_secs(60),
+            };
+            tokio::select! {
+                () = &mut notified => {}
+                Some(done) = self.done_rx.recv() => self.finish_turn(done),
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,838 @@
+//! The SQLite store: the embedded default.
+//!
+//! One writer: the runtime sends every mutation through [`Store::commit`] from a single task, so
+//! transactions never contend (no `SQLITE_BUSY` storms). A batch is written with a handful of
+//! multi-row statements whatever its size: history rows, instance updates (`WITH … UPDATE …
+//! FROM`), new activities, timers and messages are each one statement per chunk. Dequeues walk an
+//! index in order (`id > cursor`, `fire_at <= now`), so their cost does not grow with the backlog.
+//!
+//! Leases are in memory: the embedded store serves one process, whose dispatchers remember what
+//! they have fetched. After a crash nothing is remembered, so every uncommitted item is fetched
+//! again — at-least-once for activities, exactly-once for committed orchestration turns.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction, sqlite::SqliteRow};
+
+use crate::{
+    history::{Failure, HistoryEvent, Message, RuntimeStatus, TimestampMs},
+    replay::Action,
+    store::{
+        Accept, ActivityItem, CommitEffects, InstancePage, InstanceQuery, InstanceRecord,
+        LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage, SortBy, Store, StoreAdmin,
+        StoreError, TurnCommit, WriteOp,
+    },
+};
+
+/// Rows per multi-row statement; keeps each under SQLite's bound-parameter limit.
+const CHUNK: usize = 400;
+
+/// The SQLite implementation of [`Store`] and [`StoreAdmin`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// A store over a migrated pool.
+    pub fn new(pool: SqlitePool) -> SqliteStore {
+        SqliteStore { pool }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("engine types always serialise")
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn status_of(text: &str) -> Result<RuntimeStatus, StoreError> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+/// Everything a batch writes, gathered so each kind is one statement per chunk.
+#[derive(Default)]
+struct Pending {
+    new_instances: Vec<NewInstance>,
+    history: Vec<(String, u32, String)>,
+    updates: Vec<TurnCommit>,
+    activities: Vec<(String, u32, String, String)>,
+    timers: Vec<(String, TimestampMs, String)>,
+    messages: Vec<(String, String)>,
+    delete_messages: Vec<i64>,
+    delete_timers: Vec<i64>,
+    delete_activities: Vec<i64>,
+    counts: HashMap<RuntimeStatus, i64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.new_instances.is_empty()
+            && self.history.is_empty()
+            && self.updates.is_empty()
+            && self.activities.is_empty()
+            && self.timers.is_empty()
+            && self.messages.is_empty()
+            && self.delete_messages.is_empty()
+            && self.delete_timers.is_empty()
+            && self.delete_activities.is_empty()
+    }
+
+    fn count(&mut self, from: Option<RuntimeStatus>, to: Option<RuntimeStatus>) {
+        if from == to {
+            return;
+        }
+        if let Some(from) = from {
+            *self.counts.entry(from).or_default() -= 1;
+        }
+        if let Some(to) = to {
+            *self.counts.entry(to).or_default() += 1;
+        }
+    }
+
+    fn consume(&mut self, refs: &[MessageRef]) {
+        for r in refs {
+            match r {
+                MessageRef::Queue(id) => self.delete_messages.push(*id),
+                MessageRef::Timer(id) => self.delete_timers.push(*id),
+            }
+        }
+    }
+
+    fn send(&mut self, instance_id: &str, message: &Message) {
+        self.messages.push((instance_id.to_owned(), json(message)));
+    }
+
+    async fn flush(&mut self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+        for chunk in self.new_instances.chunks(CHUNK / 4) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO instances (instance_id, name, version, status, input, tags, \
+                 parent_instance_id, generation, history_len, created_at, updated_at, \
+                 scheduled_start_at) ",
+            );
+            q.push_values(chunk, |mut b, n| {
+                b.push_bind(&n.instance_id)
+                    .push_bind(&n.name)
+                    .push_bind(&n.version)
+                    .push_bind(RuntimeStatus::Pending.as_str())
+                    .push_bind(&n.input)
+                    .push_bind(json(&n.tags))
+                    .push_bind(n.parent.as_ref().map(|p| p.instance_id.clone()))
+                    .push_bind(0i64)
+                    .push_bind(0i64)
+                    .push_bind(n.now_ms)
+                    .push_bind(n.now_ms)
+                    .push_bind(n.scheduled_start_at);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        for chunk in self.history.chunks(CHUNK) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO history (instance_id, seq, event) ");
+            q.push_values(chunk, |mut b, (id, seq, event)| {
+                b.push_bind(id).push_bind(i64::from(*seq)).push_bind(event);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        for chunk in self.updates.chunks(CHUNK / 4) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "WITH v(id, status, output, failure, custom_status, history_len, updated_at, \
+                 completed_at, waiting_event, waiting_since, waiting_deadline) AS (",
+            );
+            q.push_values(chunk, |mut b, t| {
+                let (we, ws, wd) = match &t.waiting {
+                    Some((name, since, deadline)) => (Some(name.clone()), Some(*since), *deadline),
+                    None => (None, None, None),
+                };
+                b.push_bind(&t.instance_id)
+                    .push_bind(t.status.as_str())
+                    .push_bind(&t.output)
+                    .push_bind(t.failure.as_ref().map(json))
+                    .push_bind(&t.custom_status)
+                    .push_bind(i64::from(t.history_start) + t.new_events.len() as i64)
+                    .push_bind(t.now_ms)
+                    .push_bind(t.status.is_terminal().then_some(t.now_ms))
+                    .push_bind(we)
+                    .push_bind(ws)
+                    .push_bind(wd);
+            });
+            q.push(
+                ") UPDATE instances SET status = v.status, output = v.output, failure = v.failure, \
+                 custom_status = COALESCE(v.custom_status, instances.custom_status), \
+                 history_len = v.history_len, updated_at = v.updated_at, \
+                 completed_at = v.completed_at, waiting_event = v.waiting_event, \
+                 waiting_since = v.waiting_since, waiting_deadline = v.waiting_deadline \
+                 FROM v WHERE instances.instance_id = v.id",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        for chunk in self.activities.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO activities (instance_id, scheduled_id, name, input) ",
+            );
+            q.push_values(chunk, |mut b, (id, sid, name, input)| {
+                b.push_bind(id)
+                    .push_bind(i64::from(*sid))
+                    .push_bind(name)
+                    .push_bind(input);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        for chunk in self.timers.chunks(CHUNK) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO timers (instance_id, fire_at, body) ");
+            q.push_values(chunk, |mut b, (id, at, body)| {
+                b.push_bind(id).push_bind(at).push_bind(body);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        for chunk in self.messages.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO messages (instance_id, body) ");
+            q.push_values(chunk, |mut b, (id, body)| {
+                b.push_bind(id).push_bind(body);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        for (table, ids) in [
+            ("messages", &self.delete_messages),
+            ("timers", &self.delete_timers),
+            ("activities", &self.delete_activities),
+        ] {
+            for chunk in ids.chunks(CHUNK) {
+                let mut q =
+                    QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE id IN ("));
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                q.push(")");
+                q.build().execute(&mut **tx).await?;
+            }
+        }
+        *self = Pending {
+            counts: std::mem::take(&mut self.counts),
+            ..Pending::default()
+        };
+        Ok(())
+    }
+}
+
+async fn stored_status(
+    tx: &mut Transaction<'_, Sqlite>,
+    instance_id: &str,
+) -> Result<Option<RuntimeStatus>, StoreError> {
+    let row: Option<String> =
+        sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
+            .bind(instance_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    row.as_deref().map(status_of).transpose()
+}
+
+/// Deletes an instance's rows (all of them, or all but the instance row).
+async fn wipe(
+    tx: &mut Transaction<'_, Sqlite>,
+    instance_id: &str,
+    keep_instance: bool,
+) -> Result<(), sqlx::Error> {
+    let tables: &[&str] = if keep_instance {
+        &["history", "messages", "timers", "activities"]
+    } else {
+        &["history", "messages", "timers", "activities", "instances"]
+    };
+    for table in tables {
+        sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ?"))
+            .bind(instance_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    async fn fetch_messages(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, instance_id, body FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedMessage {
+                    at: MessageRef::Queue(r.get(0)),
+                    instance_id: r.get(1),
+                    message: parse(r.get::<&str, _>(2), "message")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fetch_due_timers(
+        &self,
+        now_ms: TimestampMs,
+        limit: u32,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, instance_id, body FROM timers WHERE fire_at <= ? ORDER BY fire_at, id LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedMessage {
+                    at: MessageRef::Timer(r.get(0)),
+                    instance_id: r.get(1),
+                    message: parse(r.get::<&str, _>(2), "timer")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_timer_at(
+        &self,
+        after_ms: TimestampMs,
+    ) -> Result<Option<TimestampMs>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(fire_at) FROM timers WHERE fire_at > ?")
+                .bind(after_ms)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn fetch_activities(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ActivityItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, instance_id, scheduled_id, name, input FROM activities WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ActivityItem {
+                id: r.get(0),
+                instance_id: r.get(1),
+                scheduled_id: r.get::<i64, _>(2) as u32,
+                name: r.get(3),
+                input: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>, StoreError> {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
+                .bind(instance_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(status) = status else {
+            return Ok(None);
+        };
+        let history = self.history(instance_id).await?;
+        Ok(Some(LoadedInstance {
+            status: status_of(&status)?,
+            history,
+        }))
+    }
+
+    async fn commit(
+        &self,
+        ops: &[WriteOp],
+    ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut pending = Pending::default();
+        let mut effects = CommitEffects::default();
+        // Statuses as changed by earlier ops of this batch (None: deleted).
+        let mut overlay: HashMap<String, Option<RuntimeStatus>> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(ops.len());
+
+        for op in ops {
+            let outcome = match op {
+                WriteOp::Turn(turn) => {
+                    apply_turn(&mut tx, &mut pending, &mut overlay, &mut effects, turn).await?;
+                    Ok(())
+                }
+                WriteOp::Discard(refs) => {
+                    pending.consume(refs);
+                    Ok(())
+                }
+                WriteOp::ActivityDone {
+                    activity_id,
+                    instance_id,
+                    message,
+                } => {
+                    pending.delete_activities.push(*activity_id);
+                    pending.send(instance_id, message);
+                    Ok(())
+                }
+                WriteOp::Start(new) => {
+                    start_instance(&mut tx, &mut pending, &mut overlay, &mut effects, new).await?
+                }
+                WriteOp::Deliver {
+                    instance_id,
+                    message,
+                    accept,
+                } => {
+                    let status = match overlay.get(instance_id) {
+                        Some(s) => *s,
+                        None => stored_status(&mut tx, instance_id).await?,
+                    };
+                    match status {
+                        None => Err(OpError::NotFound(instance_id.clone())),
+                        Some(status) if !accepts(*accept, status) => Err(OpError::WrongState {
+                            instance_id: instance_id.clone(),
+                            status,
+                            action: action_name(message),
+                        }),
+                        Some(_) => {
+                            pending.send(instance_id, message);
+                            Ok(())
+                        }
+                    }
+                }
+                WriteOp::Purge { instance_id } => {
+                    let status = match overlay.get(instance_id) {
+                        Some(s) => *s,
+                        None => stored_status(&mut tx, instance_id).await?,
+                    };
+                    match status {
+                        None => Err(OpError::NotFound(instance_id.clone())),
+                        Some(status) if !status.is_terminal() => Err(OpError::WrongState {
+                            instance_id: instance_id.clone(),
+                            status,
+                            action: "purge",
+                        }),
+                        Some(status) => {
+                            pending.flush(&mut tx).await?;
+                            wipe(&mut tx, instance_id, false).await?;
+                            pending.count(Some(status), None);
+                            overlay.insert(instance_id.clone(), None);
+                            effects.reset.push(instance_id.clone());
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        effects.messages |= !pending.messages.is_empty();
+        effects.timers |= !pending.timers.is_empty();
+        effects.activities |= !pending.activities.is_empty();
+        if !pending.is_empty() {
+            pending.flush(&mut tx).await?;
+        }
+        for (status, delta) in pending.counts.iter().filter(|(_, d)| **d != 0) {
+            sqlx::query("UPDATE status_counts SET count = count + ? WHERE status = ?")
+                .bind(delta)
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((outcomes, effects))
+    }
+}
+
+fn accepts(accept: Accept, status: RuntimeStatus) -> bool {
+    match accept {
+        Accept::Live => !status.is_terminal(),
+        Accept::Running => matches!(status, RuntimeStatus::Running | RuntimeStatus::Pending),
+        Accept::Suspended => status == RuntimeStatus::Suspended,
+    }
+}
+
+fn action_name(message: &Message) -> &'static str {
+    match message {
+        Message::EventRaised { .. } => "raise event",
+        Message::Terminate { .. } => "terminate",
+        Message::Suspend { .. } => "suspend",
+        Message::Resume { .. } => "resume",
+        _ => "deliver",
+    }
+}
+
+async fn start_instance(
+    tx: &mut Transaction<'_, Sqlite>,
+    pending: &mut Pending,
+    overlay: &mut HashMap<String, Option<RuntimeStatus>>,
+    effects: &mut CommitEffects,
+    new: &NewInstance,
+) -> Result<Result<(), OpError>, StoreError> {
+    let existing = match overlay.get(&new.instance_id) {
+        Some(s) => *s,
+        None => stored_status(tx, &new.instance_id).await?,
+    };
+    if let Some(status) = existing {
+        if !status.is_terminal() {
+            return Ok(Err(OpError::Conflict(new.instance_id.clone())));
+        }
+        // Reusing a finished instance's id replaces its history.
+        pending.flush(tx).await?;
+        wipe(tx, &new.instance_id, false).await?;
+        effects.reset.push(new.instance_id.clone());
+    }
+    pending.count(existing, Some(RuntimeStatus::Pending));
+    overlay.insert(new.instance_id.clone(), Some(RuntimeStatus::Pending));
+    pending.new_instances.push(new.clone());
+    let start = Message::Start {
+        name: new.name.clone(),
+        version: new.version.clone(),
+        input: new.input.clone(),
+        tags: new.tags.clone(),
+        parent: new.parent.clone(),
+        generation: 0,
+    };
+    match new.scheduled_start_at {
+        Some(at) if at > new.now_ms => {
+            pending
+                .timers
+                .push((new.instance_id.clone(), at, json(&start)))
+        }
+        _ => pending.send(&new.instance_id, &start),
+    }
+    Ok(Ok(()))
+}
+
+async fn apply_turn(
+    tx: &mut Transaction<'_, Sqlite>,
+    pending: &mut Pending,
+    overlay: &mut HashMap<String, Option<RuntimeStatus>>,
+    effects: &mut CommitEffects,
+    turn: &TurnCommit,
+) -> Result<(), StoreError> {
+    pending.consume(&turn.consumed);
+    let continued = turn.actions.iter().find_map(|a| match a {
+        Action::ContinueAsNew { start, carry_over } => Some((start, carry_over)),
+        _ => None,
+    });
+    for action in &turn.actions {
+        match action {
+            Action::ScheduleActivity {
+                scheduled_id,
+                name,
+                input,
+            } => pending.activities.push((
+                turn.instance_id.clone(),
+                *scheduled_id,
+                name.clone(),
+                input.clone(),
+            )),
+            Action::CreateTimer {
+                timer_id,
+                fire_at_ms,
+            } => pending.timers.push((
+                turn.instance_id.clone(),
+                *fire_at_ms,
+                json(&Message::TimerFired {
+                    timer_id: *timer_id,
+                }),
+            )),
+            Action::SendMessage {
+                instance_id,
+                message,
+            } => pending.send(instance_id, message),
+            Action::StartSubOrchestration {
+                scheduled_id,
+                instance_id,
+                start:
+                    Message::Start {
+                        name,
+                        version,
+                        input,
+                        tags,
+                        parent,
+                        ..
+                    },
+            } => {
+                let new = NewInstance {
+                    instance_id: instance_id.clone(),
+                    name: name.clone(),
+                    version: version.clone(),
+                    input: input.clone(),
+                    tags: tags.clone(),
+                    parent: parent.clone(),
+                    scheduled_start_at: None,
+                    now_ms: turn.now_ms,
+                };
+                if let Err(e) = start_instance(tx, pending, overlay, effects, &new).await? {
+                    pending.send(
+                        &turn.instance_id,
+                        &Message::SubOrchestrationFailed {
+                            scheduled_id: *scheduled_id,
+                            failure: Failure::new("StartFailed", e.to_string()),
+                        },
+                    );
+                }
+            }
+            Action::StartSubOrchestration { .. } | Action::ContinueAsNew { .. } => {}
+        }
+    }
+    match continued {
+        Some((
+            Message::Start {
+                input, generation, ..
+            },
+            carry_over,
+        )) => {
+            // The next execution begins with an empty history.
+            pending.flush(tx).await?;
+            sqlx::query("DELETE FROM history WHERE instance_id = ?")
+                .bind(&turn.instance_id)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "UPDATE instances SET status = 'Pending', input = ?, output = NULL, \
+                 failure = NULL, generation = ?, history_len = 0, updated_at = ?, \
+                 waiting_event = NULL, waiting_since = NULL, waiting_deadline = NULL \
+                 WHERE instance_id = ?",
+            )
+            .bind(input)
+            .bind(i64::from(*generation))
+            .bind(turn.now_ms)
+            .bind(&turn.instance_id)
+            .execute(&mut **tx)
+            .await?;
+            let (start, _) = continued.expect("matched above");
+            pending.send(&turn.instance_id, start);
+            for message in carry_over {
+                pending.send(&turn.instance_id, message);
+            }
+            pending.count(Some(turn.previous_status), Some(RuntimeStatus::Pending));
+            overlay.insert(turn.instance_id.clone(), Some(RuntimeStatus::Pending));
+            effects.reset.push(turn.instance_id.clone());
+        }
+        _ => {
+            for event in &turn.new_events {
+                pending
+                    .history
+                    .push((turn.instance_id.clone(), event.id, json(event)));
+            }
+            pending.updates.push(turn.clone());
+            pending.count(Some(turn.previous_status), Some(turn.status));
+            overlay.insert(turn.instance_id.clone(), Some(turn.status));
+            if turn.status.is_terminal() {
+                effects.finished.push(turn.instance_id.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+const RECORD_COLUMNS: &str = "instance_id, name, version, status, input, output, custom_status, \
+     failure, tags, parent_instance_id, generation, history_len, created_at, updated_at, \
+     completed_at, scheduled_start_at, waiting_event, waiting_since, waiting_deadline";
+
+fn record(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
+    let failure: Option<String> = row.get("failure");
+    let tags: String = row.get("tags");
+    Ok(InstanceRecord {
+        instance_id: row.get("instance_id"),
+        name: row.get("name"),
+        version: row.get("version"),
+        status: status_of(row.get::<&str, _>("status"))?,
+        input: row.get("input"),
+        output: row.get("output"),
+        custom_status: row.get("custom_status"),
+        failure: failure
+            .as_deref()
+            .map(|f| parse(f, "failure"))
+            .transpose()?,
+        tags: parse(&tags, "tags")?,
+        parent_instance_id: row.get("parent_instance_id"),
+        generation: row.get::<i64, _>("generation") as u32,
+        history_len: row.get::<i64, _>("history_len") as u32,
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+        completed_at: row.get("completed_at"),
+        scheduled_start_at: row.get("scheduled_start_at"),
+        waiting_event: row.get("waiting_event"),
+        waiting_since: row.get("waiting_since"),
+        waiting_deadline: row.get("waiting_deadline"),
+    })
+}
+
+/// Parses a query cursor: `<sort value>|<instance id>`.
+fn parse_cursor(cursor: &str) -> Option<(i64, &str)> {
+    let (ts, id) = cursor.split_once('|')?;
+    Some((ts.parse().ok()?, id))
+}
+
+impl StoreAdmin for SqliteStore {
+    async fn get(&self, instance_id: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM instances WHERE instance_id = ?"
+        ))
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT event FROM history WHERE instance_id = ? ORDER BY seq")
+                .bind(instance_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|e| parse(e, "history event")).collect()
+    }
+
+    async fn query(&self, query: &InstanceQuery) -> Result<InstancePage, StoreError> {
+        let column = match query.sort {
+            SortBy::Created => "created_at",
+            SortBy::Updated => "updated_at",
+        };
+        let page_size = query.page_size.clamp(1, 1000);
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {RECORD_COLUMNS} FROM instances WHERE 1 = 1"
+        ));
+        if !query.statuses.is_empty() {
+            q.push(" AND status IN (");
+            let mut list = q.separated(", ");
+            for s in &query.statuses {
+                list.push_bind(s.as_str());
+            }
+            q.push(")");
+        }
+        if let Some(name) = &query.name {
+            q.push(" AND name = ").push_bind(name);
+        }
+        if let Some(from) = query.created_from {
+            q.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(to) = query.created_to {
+            q.push(" AND created_at < ").push_bind(to);
+        }
+        if let Some(prefix) = &query.id_prefix {
+            // Range on the primary key rather than LIKE, so it uses the index and needs no escaping.
+            q.push(" AND instance_id >= ").push_bind(prefix.clone());
+            q.push(" AND instance_id < ")
+                .push_bind(format!("{prefix}\u{10FFFF}"));
+        }
+        for (key, value) in &query.tags {
+            q.push(" AND json_extract(tags, ")
+                .push_bind(format!("$.\"{}\"", key.replace('"', "")))
+                .push(") = ")
+                .push_bind(value.clone());
+        }
+        let (cmp, dir) = if query.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some(cursor) = &query.cursor {
+            let (ts, id) = parse_cursor(cursor)
+                .ok_or_else(|| StoreError::Corrupt(format!("invalid cursor {cursor:?}")))?;
+            q.push(format!(" AND ({column}, instance_id) {cmp} ("))
+                .push_bind(ts)
+                .push(", ")
+                .push_bind(id.to_owned())
+                .push(")");
+        }
+        q.push(format!(
+            " ORDER BY {column} {dir}, instance_id {dir} LIMIT "
+        ))
+        .push_bind(i64::from(page_size) + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let mut instances = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if instances.len() > page_size as usize {
+            instances.truncate(page_size as usize);
+            instances.last().map(|last| {
+                let ts = match query.sort {
+                    SortBy::Created => last.created_at,
+                    SortBy::Updated => last.updated_at,
+                };
+                format!("{ts}|{}", last.instance_id)
+            })
+        } else {
+            None
+        };
+        Ok(InstancePage {
+            instances,
+            next_cursor,
+        })
+    }
+
+    async fn status_counts(&self) -> Result<BTreeMap<RuntimeStatus, i64>, StoreError> {
+        let rows = sqlx::query("SELECT status, count FROM status_counts")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((status_of(r.get::<&str, _>(0))?, r.get::<i64, _>(1))))
+            .collect()
+    }
+
+    async fn waiting_for_event(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM instances WHERE waiting_event = ? \
+             ORDER BY waiting_since LIMIT ?"
+        ))
+        .bind(name)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn terminal_ids(
+        &self,
+        from: TimestampMs,
+        to: TimestampMs,
+        statuses: &[RuntimeStatus],
+    ) -> Result<Vec<String>, StoreError> {
+        let wanted: Vec<RuntimeStatus> = if statuses.is_empty() {
+            RuntimeStatus::ALL
+                .into_iter()
+                .filter(|s| s.is_terminal())
+                .collect()
+        } else {
+            statuses
+                .iter()
+                .copied()
+                .filter(|s| s.is_terminal())
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT instance_id FROM instances WHERE status IN (");
+        let mut list = q.separated(", ");
+        for s in &wanted {
+            list.push_bind(s.as_str());
+        }
+        q.push(") AND created_at >= ")
+            .push_bind(from)
+            .push(" AND created_at < ")
+            .push_bind(to);
+        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
+    }
+
+    async fn children(&self, instance_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT instance_id FROM instances WHERE parent_instance_id = ?")
+                .bind(instance_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}

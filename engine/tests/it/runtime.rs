@@ -1,0 +1,496 @@
+//! The runtime on a real SQLite file: the samples run to completion, and every management verb
+//! works and refuses what it must.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use engine::{
+    Client, ClientError, Database, DatabaseUrl, Runtime, RuntimeOptions, RuntimeStatus,
+    SqliteStore, StartOptions,
+    db::ConnectOptions,
+    samples::{
+        Approval, ApprovalOutcome, ApprovalRequest, FanOutFanIn, HelloSequence, HumanInteraction,
+        Monitor, MonitorInput, MonitorOutcome,
+    },
+    store::{InstanceQuery, SortBy},
+};
+
+pub async fn open(dir: &Path) -> SqliteStore {
+    let url: DatabaseUrl = format!("sqlite://{}/engine.db", dir.display())
+        .parse()
+        .unwrap();
+    let db = Database::connect(&url, &ConnectOptions::default())
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let Database::Sqlite(pool) = db else {
+        unreachable!()
+    };
+    SqliteStore::new(pool)
+}
+
+async fn runtime(dir: &Path) -> (Runtime<SqliteStore>, Client<SqliteStore>) {
+    let rt = Runtime::start(
+        open(dir).await,
+        engine::samples::registry(),
+        RuntimeOptions::default(),
+    );
+    let client = rt.client();
+    (rt, client)
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn with_id(id: &str) -> StartOptions {
+    StartOptions {
+        instance_id: Some(id.into()),
+        ..StartOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_chaining_sample_completes_with_its_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = runtime(tmp.path()).await;
+    let names: Vec<String> = ["Tokyo", "Seattle", "London", "Lagos", "Lima"]
+        .map(String::from)
+        .to_vec();
+    let id = client
+        .start::<HelloSequence>(&names, with_id("chain-1"))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed);
+    let output: Vec<String> = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
+    assert_eq!(output[0], "Hello, Tokyo!");
+    assert_eq!(output.len(), 5);
+    let history = client.history(&id).await.unwrap();
+    assert_eq!(history.len(), 24);
+    assert_eq!(done.history_len, 24);
+    let counts = client.status_counts().await.unwrap();
+    assert_eq!(counts[&RuntimeStatus::Completed], 1);
+    assert_eq!(counts[&RuntimeStatus::Running], 0);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_fan_in_of_a_thousand_activities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = runtime(tmp.path()).await;
+    let id = client
+        .start::<FanOutFanIn>(&1000, StartOptions::default())
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed, "{done:?}");
+    let expected: u64 = (1..=1000u64).map(|i| i * i).sum();
+    assert_eq!(done.output.as_deref(), Some(expected.to_string().as_str()));
+    let history = client.history(&id).await.unwrap();
+    let scheduled = history
+        .iter()
+        .filter(|e| e.kind.name() == "TaskScheduled")
+        .count();
+    let completed = history
+        .iter()
+        .filter(|e| e.kind.name() == "TaskCompleted")
+        .count();
+    assert_eq!((scheduled, completed), (1000, 1000));
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_backs_off_through_continue_as_new_until_done_or_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = runtime(tmp.path()).await;
+    let input = |ready_after, timeout_ms| MonitorInput {
+        job_id: "job-7".into(),
+        checks: 0,
+        ready_after,
+        interval_ms: 20,
+        max_interval_ms: 80,
+        deadline_ms: 0,
+        timeout_ms,
+    };
+    let done_id = client
+        .start::<Monitor>(&input(4, 60_000), with_id("monitor-done"))
+        .await
+        .unwrap();
+    let timeout_id = client
+        .start::<Monitor>(&input(u32::MAX, 300), with_id("monitor-timeout"))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&done_id, WAIT).await.unwrap();
+    let outcome: MonitorOutcome = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
+    assert_eq!(outcome, MonitorOutcome::Done { checks: 4 });
+    assert_eq!(done.generation, 3, "three continue-as-new hand-overs");
+    // Each execution starts with an empty history.
+    assert!(done.history_len < 12, "{}", done.history_len);
+
+    let timed_out = client.wait_for_completion(&timeout_id, WAIT).await.unwrap();
+    let outcome: MonitorOutcome =
+        serde_json::from_str(timed_out.output.as_deref().unwrap()).unwrap();
+    assert!(
+        matches!(outcome, MonitorOutcome::TimedOut { checks } if checks >= 2),
+        "{outcome:?}"
+    );
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn human_interaction_is_approved_or_escalates_on_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = runtime(tmp.path()).await;
+    let approved = client
+        .start::<HumanInteraction>(
+            &ApprovalRequest {
+                request: "expense #1".into(),
+                timeout_ms: 60_000,
+            },
+            with_id("approval-1"),
+        )
+        .await
+        .unwrap();
+    // It shows up in the inbox query with its deadline.
+    let mut waiting = Vec::new();
+    for _ in 0..200 {
+        waiting = client.waiting_for_event("Approval", 10).await.unwrap();
+        if !waiting.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].instance_id, approved);
+    let deadline = waiting[0].waiting_deadline.unwrap();
+    assert!(deadline - waiting[0].waiting_since.unwrap() >= 59_000);
+
+    client
+        .raise_event(
+            &approved,
+            "Approval",
+            &Approval {
+                approved: true,
+                comment: "ok".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&approved, WAIT).await.unwrap();
+    let outcome: ApprovalOutcome = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        outcome,
+        ApprovalOutcome::Approved {
+            comment: "ok".into()
+        }
+    );
+    assert!(
+        client
+            .waiting_for_event("Approval", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let late = client
+        .start::<HumanInteraction>(
+            &ApprovalRequest {
+                request: "expense #2".into(),
+                timeout_ms: 150,
+            },
+            with_id("approval-2"),
+        )
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&late, WAIT).await.unwrap();
+    let outcome: ApprovalOutcome = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
+    assert!(
+        matches!(outcome, ApprovalOutcome::Escalated { .. }),
+        "{outcome:?}"
+    );
+    rt.shutdown().await;
+}
+
+fn approval(timeout_ms: u64) -> ApprovalRequest {
+    ApprovalRequest {
+        request: "r".into(),
+        timeout_ms,
+    }
+}
+
+async fn wait_status(client: &Client<SqliteStore>, id: &str, status: RuntimeStatus) {
+    for _ in 0..500 {
+        if client.get(id).await.unwrap().status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{id} never reached {status}: {:?}", client.get(id).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_verbs_and_their_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = runtime(tmp.path()).await;
+
+    // start: validation and conflicts.
+    let err = client
+        .start_raw("NoSuchOrchestration", "{}", StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Invalid {
+                what: "orchestration name",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = client
+        .start_raw("HumanInteraction", "{not json", StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Invalid { what: "input", .. }),
+        "{err}"
+    );
+    let huge = format!("\"{}\"", "x".repeat(300 * 1024));
+    let err = client
+        .start_raw("HumanInteraction", &huge, StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::PayloadTooLarge { .. }), "{err}");
+    let err = client
+        .start::<HumanInteraction>(&approval(60_000), with_id(""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Invalid {
+                what: "instance id",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let id = client
+        .start::<HumanInteraction>(&approval(60_000), with_id("mgmt-1"))
+        .await
+        .unwrap();
+    let err = client
+        .start::<HumanInteraction>(&approval(60_000), with_id("mgmt-1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Conflict(_)), "{err}");
+    wait_status(&client, &id, RuntimeStatus::Running).await;
+
+    // get / history: not found.
+    assert!(matches!(
+        client.get("nope").await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        client.history("nope").await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    // suspend / resume and their wrong states.
+    let err = client.resume(&id, "not suspended").await.unwrap_err();
+    assert!(matches!(err, ClientError::WrongState { .. }), "{err}");
+    client.suspend(&id, "maintenance").await.unwrap();
+    wait_status(&client, &id, RuntimeStatus::Suspended).await;
+    let err = client.suspend(&id, "again").await.unwrap_err();
+    assert!(matches!(err, ClientError::WrongState { .. }), "{err}");
+    // An event raised while suspended waits for the resume.
+    client
+        .raise_event(
+            &id,
+            "Approval",
+            &Approval {
+                approved: false,
+                comment: "no".into(),
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        client.get(&id).await.unwrap().status,
+        RuntimeStatus::Suspended
+    );
+    client.resume(&id, "done").await.unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert!(done.output.unwrap().contains("Rejected"));
+
+    // Verbs on a finished instance: gone.
+    let err = client.raise_event(&id, "Approval", &1).await.unwrap_err();
+    assert!(matches!(err, ClientError::Gone { .. }), "{err}");
+    let err = client.terminate(&id, "late", false).await.unwrap_err();
+    assert!(matches!(err, ClientError::Gone { .. }), "{err}");
+    assert!(matches!(
+        client.raise_event("nope", "x", &1).await,
+        Err(ClientError::NotFound(_))
+    ));
+    let err = client.raise_event(&id, "", &1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Invalid {
+                what: "event name",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // terminate a running one.
+    let t = client
+        .start::<HumanInteraction>(&approval(60_000), with_id("mgmt-2"))
+        .await
+        .unwrap();
+    client.terminate(&t, "runaway", true).await.unwrap();
+    let done = client.wait_for_completion(&t, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Terminated);
+    let history = client.history(&t).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| e.kind.name() == "ExecutionTerminated")
+    );
+
+    // purge: a live one is refused, a finished one disappears.
+    let live = client
+        .start::<HumanInteraction>(&approval(60_000), with_id("mgmt-3"))
+        .await
+        .unwrap();
+    let err = client.purge(&live, false).await.unwrap_err();
+    assert!(matches!(err, ClientError::WrongState { .. }), "{err}");
+    assert_eq!(client.purge(&t, true).await.unwrap(), 1);
+    assert!(matches!(
+        client.get(&t).await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        client.purge(&t, false).await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    // restart: same id replaces history, new id copies input.
+    let again = client.restart(&id, None).await.unwrap();
+    assert_eq!(again, id);
+    wait_status(&client, &id, RuntimeStatus::Running).await;
+    let copy = client.restart(&id, Some("mgmt-copy")).await.unwrap();
+    assert_eq!(copy, "mgmt-copy");
+    assert!(matches!(
+        client.restart("nope", None).await,
+        Err(ClientError::NotFound(_))
+    ));
+    let err = client.restart(&live, None).await.unwrap_err();
+    assert!(matches!(err, ClientError::Conflict(_)), "{err}");
+
+    // query: filters, sort, cursor paging.
+    let mut tags = BTreeMap::new();
+    tags.insert("team".to_owned(), "blue".to_owned());
+    for i in 0..5 {
+        client
+            .start::<HelloSequence>(
+                &vec![format!("n{i}")],
+                StartOptions {
+                    instance_id: Some(format!("q-{i}")),
+                    tags: tags.clone(),
+                    scheduled_start_at: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        client
+            .wait_for_completion(&format!("q-{i}"), WAIT)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut query = InstanceQuery {
+        statuses: vec![RuntimeStatus::Completed],
+        name: Some("HelloSequence".into()),
+        id_prefix: Some("q-".into()),
+        tags: tags.clone(),
+        sort: SortBy::Created,
+        descending: true,
+        page_size: 2,
+        ..InstanceQuery::default()
+    };
+    loop {
+        let page = client.query(&query).await.unwrap();
+        assert!(page.instances.len() <= 2);
+        seen.extend(page.instances.into_iter().map(|r| r.instance_id));
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["q-0", "q-1", "q-2", "q-3", "q-4"]);
+    query.cursor = Some("garbage".into());
+    assert!(matches!(
+        client.query(&query).await,
+        Err(ClientError::Invalid { what: "cursor", .. })
+    ));
+
+    // Counts are maintained, never counted: they agree with a real count.
+    let counts = client.status_counts().await.unwrap();
+    let total: i64 = counts.values().sum();
+    let all = client
+        .query(&InstanceQuery {
+            page_size: 1000,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total as usize, all.instances.len(), "{counts:?}");
+
+    // purge by filter removes finished instances in the range.
+    let removed = client
+        .purge_by_filter(0, i64::MAX, &[RuntimeStatus::Completed])
+        .await
+        .unwrap();
+    assert!(removed >= 5, "{removed}");
+    assert!(matches!(
+        client.get("q-0").await,
+        Err(ClientError::NotFound(_))
+    ));
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_start_waits_until_its_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = runtime(tmp.path()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let id = client
+        .start::<HelloSequence>(
+            &vec!["later".into()],
+            StartOptions {
+                instance_id: Some("scheduled".into()),
+                tags: BTreeMap::new(),
+                scheduled_start_at: Some(now + 400),
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        client.get(&id).await.unwrap().status,
+        RuntimeStatus::Pending
+    );
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed);
+    assert!(done.completed_at.unwrap() >= now + 400);
+    rt.shutdown().await;
+}
