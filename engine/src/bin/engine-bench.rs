@@ -1,0 +1,433 @@
+//! Engine benchmark and crash-test worker. Prints its figures; not a test.
+//!
+//! ```text
+//! engine-bench fsync                                   4 KiB write+fsync probe (median)
+//! engine-bench burst     [--n 10000] [--steps 5] [--sync full|normal] [--db FILE]
+//! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal]
+//! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0]
+//! ```
+//!
+//! Throughput comes from stored timestamps (completed / (last completion − first creation));
+//! open-loop latency is completion time minus the client's start time. Every run checks its
+//! correctness gates: no failures, the exact history length, one completion per instance.
+//! `worker` starts any of `crash-0 … crash-(n−1)` that do not exist yet and waits for all of them:
+//! the crash test kills it with SIGKILL and runs it again on the same file.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use engine::{
+    Activity, ActivityContext, Client, ClientError, Database, DatabaseUrl, Failure, Orchestration,
+    OrchestrationContext, Registry, Runtime, RuntimeOptions, RuntimeStatus, SqliteStore,
+    StartOptions,
+    db::{ConnectOptions, Durability},
+    store::{InstanceQuery, StoreAdmin},
+};
+
+static DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+struct Work;
+impl Activity for Work {
+    const NAME: &'static str = "Work";
+    type Input = u32;
+    type Output = u32;
+    async fn run(&self, _: ActivityContext, i: u32) -> Result<u32, Failure> {
+        let delay = DELAY_MS.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        Ok(i + 1)
+    }
+}
+
+/// hello-N: N sequential activity calls.
+struct Hello;
+impl Orchestration for Hello {
+    const NAME: &'static str = "Hello";
+    type Input = u32;
+    type Output = u32;
+    async fn run(ctx: OrchestrationContext, steps: u32) -> Result<u32, Failure> {
+        let mut x = 0;
+        for _ in 0..steps {
+            x = ctx.call_activity::<Work>(&x).await?;
+        }
+        Ok(x)
+    }
+}
+
+struct Args(BTreeMap<String, String>);
+
+impl Args {
+    fn parse(raw: &[String]) -> Result<Args> {
+        let mut map = BTreeMap::new();
+        let mut it = raw.iter();
+        while let Some(flag) = it.next() {
+            let key = flag
+                .strip_prefix("--")
+                .with_context(|| format!("unexpected argument {flag:?}"))?;
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            map.insert(key.to_owned(), value.clone());
+        }
+        Ok(Args(map))
+    }
+    fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid --{key} {v:?}")),
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = argv.first() else {
+        bail!("usage: engine-bench fsync|burst|open-loop|worker [--flag value]…");
+    };
+    let args = Args::parse(&argv[1..])?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match command.as_str() {
+        "fsync" => fsync_probe(&args),
+        "burst" => rt.block_on(burst(&args)),
+        "open-loop" => rt.block_on(open_loop(&args)),
+        "worker" => rt.block_on(worker(&args)),
+        other => bail!("unknown command {other:?}"),
+    }
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.orchestration::<Hello>().activity(Work);
+    r
+}
+
+async fn open_store(path: &PathBuf, durability: Durability) -> Result<SqliteStore> {
+    let url: DatabaseUrl = format!("sqlite://{}", path.display()).parse()?;
+    let db = Database::connect(
+        &url,
+        &ConnectOptions {
+            durability,
+            ..ConnectOptions::default()
+        },
+    )
+    .await?;
+    db.migrate().await?;
+    let Database::Sqlite(pool) = db else {
+        bail!("not sqlite")
+    };
+    Ok(SqliteStore::new(pool))
+}
+
+fn durability(args: &Args) -> Result<Durability> {
+    Ok(match args.get("sync", "full".to_owned())?.as_str() {
+        "full" => Durability::Full,
+        "normal" => Durability::Normal,
+        other => bail!("--sync must be full or normal, not {other:?}"),
+    })
+}
+
+fn fresh_db(args: &Args, label: &str) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if let Some(path) = args.0.get("db") {
+        return Ok((PathBuf::from(path), None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("engine-bench-{label}-"))
+        .tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
+    Ok((dir.path().join("bench.db"), Some(dir)))
+}
+
+/// (CPU seconds, max RSS in MiB) of this process, from /proc.
+fn resources() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, rss_kib / 1024.0)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn fsync_probe(args: &Args) -> Result<()> {
+    let (path, _dir) = fresh_db(args, "fsync")?;
+    let mut file = std::fs::File::create(path.with_extension("probe"))?;
+    let block = [7u8; 4096];
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        file.write_all(&block)?;
+        file.sync_all()?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "fsync probe: 4 KiB write+fsync median {:.3} ms, p90 {:.3} ms (200 samples; load {})",
+        samples[100],
+        samples[180],
+        load_average()
+    );
+    Ok(())
+}
+
+/// Checks the correctness gates over every instance and returns their records.
+async fn verify(
+    store: &SqliteStore,
+    client: &Client<SqliteStore>,
+    expected: usize,
+    steps: u32,
+) -> Result<Vec<engine::store::InstanceRecord>> {
+    let mut records = Vec::with_capacity(expected);
+    let mut query = InstanceQuery {
+        page_size: 1000,
+        ..InstanceQuery::default()
+    };
+    loop {
+        let page = client.query(&query).await?;
+        records.extend(page.instances);
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => break,
+        }
+    }
+    let failed = records
+        .iter()
+        .filter(|r| r.status != RuntimeStatus::Completed)
+        .count();
+    let wrong_len = records
+        .iter()
+        .filter(|r| r.history_len != 4 + 4 * steps)
+        .count();
+    let counts = store.status_counts().await?;
+    println!(
+        "gates: {} instances, {} not Completed, {} with a history length other than {}, counts {:?}",
+        records.len(),
+        failed,
+        wrong_len,
+        4 + 4 * steps,
+        counts
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .collect::<BTreeMap<_, _>>()
+    );
+    if records.len() != expected || failed > 0 || wrong_len > 0 {
+        bail!("correctness gate failed");
+    }
+    Ok(records)
+}
+
+async fn burst(args: &Args) -> Result<()> {
+    let n: usize = args.get("n", 10_000)?;
+    let steps: u32 = args.get("steps", 5)?;
+    let (path, _dir) = fresh_db(args, "burst")?;
+    let store = open_store(&path, durability(args)?).await?;
+    let rt = Runtime::start(store.clone(), registry(), RuntimeOptions::default());
+    let client = rt.client();
+    let (cpu0, _) = resources();
+    let wall = Instant::now();
+    let mut starts = tokio::task::JoinSet::new();
+    let ids: Vec<String> = (0..n).map(|i| format!("burst-{i:06}")).collect();
+    for chunk in ids.chunks(n.div_ceil(64).max(1)) {
+        let client = client.clone();
+        let chunk = chunk.to_vec();
+        starts.spawn(async move {
+            for id in chunk {
+                client
+                    .start::<Hello>(
+                        &steps,
+                        StartOptions {
+                            instance_id: Some(id),
+                            ..StartOptions::default()
+                        },
+                    )
+                    .await?;
+            }
+            Ok::<_, ClientError>(())
+        });
+    }
+    while let Some(r) = starts.join_next().await {
+        r??;
+    }
+    for id in &ids {
+        client
+            .wait_for_completion(id, Duration::from_secs(600))
+            .await?;
+    }
+    let elapsed = wall.elapsed().as_secs_f64();
+    let (cpu1, rss) = resources();
+    let records = verify(&store, &client, n, steps).await?;
+    let first = records.iter().map(|r| r.created_at).min().unwrap_or(0);
+    let last = records
+        .iter()
+        .filter_map(|r| r.completed_at)
+        .max()
+        .unwrap_or(0);
+    let span = ((last - first) as f64 / 1000.0).max(0.001);
+    println!(
+        "burst hello-{steps} N={n} sync={}: {:.0} orchestrations/s from stored timestamps \
+         ({:.2} s span; wall {:.2} s), CPU {:.1} s, max RSS {:.0} MiB, load {}",
+        args.get("sync", "full".to_owned())?,
+        n as f64 / span,
+        span,
+        elapsed,
+        cpu1 - cpu0,
+        rss,
+        load_average()
+    );
+    rt.shutdown().await;
+    Ok(())
+}
+
+async fn open_loop(args: &Args) -> Result<()> {
+    let rate: f64 = args.get("rate", 100.0)?;
+    let seconds: f64 = args.get("seconds", 10.0)?;
+    let steps: u32 = args.get("steps", 3)?;
+    let (path, _dir) = fresh_db(args, "open-loop")?;
+    let store = open_store(&path, durability(args)?).await?;
+    let rt = Runtime::start(store.clone(), registry(), RuntimeOptions::default());
+    let client = rt.client();
+    let n = (rate * seconds) as usize;
+    let (cpu0, _) = resources();
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        interval.tick().await;
+        let client = client.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let id = client
+                .start::<Hello>(
+                    &steps,
+                    StartOptions {
+                        instance_id: Some(format!("open-{i:06}")),
+                        ..StartOptions::default()
+                    },
+                )
+                .await?;
+            let done = client
+                .wait_for_completion(&id, Duration::from_secs(120))
+                .await?;
+            let latency = started.elapsed().as_secs_f64() * 1000.0;
+            Ok::<_, ClientError>((latency, done.status))
+        });
+    }
+    let mut latencies = Vec::with_capacity(n);
+    let mut failures = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (latency, status) = r??;
+        if status != RuntimeStatus::Completed {
+            failures += 1;
+        }
+        latencies.push((latency * 1000.0) as i64);
+    }
+    latencies.sort_unstable();
+    let (cpu1, rss) = resources();
+    verify(&store, &client, n, steps).await?;
+    let ms = |us: i64| us as f64 / 1000.0;
+    println!(
+        "open-loop hello-{steps} at {rate}/s for {seconds}s (n={n}): latency p50 {:.1} ms, \
+         p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; failures {failures}; CPU {:.1} s, \
+         max RSS {:.0} MiB, load {}",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.9)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().unwrap_or(&0)),
+        cpu1 - cpu0,
+        rss,
+        load_average()
+    );
+    rt.shutdown().await;
+    Ok(())
+}
+
+async fn worker(args: &Args) -> Result<()> {
+    let n: usize = args.get("n", 1000)?;
+    let steps: u32 = args.get("steps", 5)?;
+    DELAY_MS.store(args.get("delay-ms", 0)?, Ordering::Relaxed);
+    let path: PathBuf = args
+        .0
+        .get("db")
+        .map(PathBuf::from)
+        .context("worker needs --db")?;
+    let store = open_store(&path, Durability::Full).await?;
+    let rt = Runtime::start(store.clone(), registry(), RuntimeOptions::default());
+    let client = rt.client();
+    let started = Arc::new(AtomicU64::new(0));
+    let mut starts = tokio::task::JoinSet::new();
+    let ids: Vec<String> = (0..n).map(|i| format!("crash-{i:04}")).collect();
+    for chunk in ids.chunks(n.div_ceil(32).max(1)) {
+        let (client, chunk, started) = (client.clone(), chunk.to_vec(), started.clone());
+        starts.spawn(async move {
+            for id in chunk {
+                match client.get(&id).await {
+                    Ok(_) => continue,
+                    Err(ClientError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                let options = StartOptions {
+                    instance_id: Some(id),
+                    ..StartOptions::default()
+                };
+                client.start::<Hello>(&steps, options).await?;
+                started.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, ClientError>(())
+        });
+    }
+    while let Some(r) = starts.join_next().await {
+        r??;
+    }
+    println!(
+        "worker: started {} new instances",
+        started.load(Ordering::Relaxed)
+    );
+    for i in 0..n {
+        client
+            .wait_for_completion(&format!("crash-{i:04}"), Duration::from_secs(300))
+            .await?;
+    }
+    println!("worker: all {n} instances finished");
+    rt.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Crash test: a worker process runs 1,000 hello-5 orchestrations on a SQLite file and is killed
+//! with SIGKILL mid-run; a second worker on the same file finishes the job. Every instance must
+//! complete exactly once with an exact history: nothing lost, nothing duplicated.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use engine::{
+    EventKind, RuntimeStatus,
+    store::{InstanceQuery, StoreAdmin},
+};
+
+const N: usize = 1000;
+const STEPS: u32 = 5;
+
+fn worker(db: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_engine-bench"));
+    cmd.args(["worker", "--db"])
+        .arg(db)
+        .args(["--n", &N.to_string(), "--steps", &STEPS.to_string()])
+        // Slow activities a little so the kill lands mid-run.
+        .args(["--delay-ms", "3"]);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("crash.db");
+    let mut first = worker(&db).stdout(Stdio::null()).spawn().unwrap();
+    // Wait until the run is well under way: some finished, many not.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (existing_at_kill, completed_at_kill, _) = loop {
+        assert!(Instant::now() < deadline, "the worker made no progress");
+        if let Some(status) = first.try_wait().unwrap() {
+            panic!("the worker exited before it could be killed: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Ok(conn) = sqlite_counts(&db).await else {
+            continue;
+        };
+        // A third of all history written: well under way, far from done.
+        if conn.0 >= N as i64 && conn.2 >= (N as i64) * i64::from(4 + 4 * STEPS) / 3 {
+            break conn;
+        }
+    };
+    Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .unwrap();
+    let status = first.wait().unwrap();
+    assert!(!status.success(), "killed, not finished: {status}");
+    assert!(
+        (completed_at_kill as usize) < N,
+        "the kill must land mid-run ({completed_at_kill} of {N} done)"
+    );
+
+    let second = worker(&db).output().unwrap();
+    assert!(
+        second.status.success(),
+        "restarted worker failed: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    // Verify every instance from the database itself.
+    let store = open_dir_with(&db).await;
+    let mut records = Vec::new();
+    let mut query = InstanceQuery {
+        page_size: 1000,
+        ..InstanceQuery::default()
+    };
+    loop {
+        let page = store.query(&query).await.unwrap();
+        records.extend(page.instances);
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(records.len(), N, "no instance lost");
+    for record in &records {
+        assert_eq!(record.status, RuntimeStatus::Completed, "{record:?}");
+        assert_eq!(record.output.as_deref(), Some("5"));
+        let history = store.history(&record.instance_id).await.unwrap();
+        assert_eq!(
+            history.len() as u32,
+            4 + 4 * STEPS,
+            "{}",
+            record.instance_id
+        );
+        let count = |name: &str| history.iter().filter(|e| e.kind.name() == name).count();
+        assert_eq!(count("ExecutionStarted"), 1);
+        assert_eq!(count("ExecutionCompleted"), 1);
+        assert_eq!(count("TaskScheduled"), STEPS as usize);
+        assert_eq!(count("TaskCompleted"), STEPS as usize);
+        // Sequence numbers are dense: no turn was written twice.
+        assert!(history.iter().enumerate().all(|(i, e)| e.id as usize == i));
+        assert!(matches!(
+            history[1].kind,
+            EventKind::ExecutionStarted { .. }
+        ));
+    }
+    let counts = store.status_counts().await.unwrap();
+    assert_eq!(counts[&RuntimeStatus::Completed], N as i64, "{counts:?}");
+    assert_eq!(
+        counts[&RuntimeStatus::Running] + counts[&RuntimeStatus::Pending],
+        0
+    );
+    println!(
+        "killed with {existing_at_kill} instances stored, {completed_at_kill} completed; \
+         after restart all {N} completed exactly once"
+    );
+}
+
+/// (instances, completed, history rows) read straight from the file.
+async fn sqlite_counts(db: &std::path::Path) -> Result<(i64, i64, i64), sqlx::Error> {
+    use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+    let mut conn = SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances")
+        .fetch_one(&mut conn)
+        .await?;
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count FROM status_counts WHERE status = 'Completed'")
+            .fetch_one(&mut conn)
+            .await?;
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM history")
+        .fetch_one(&mut conn)
+        .await?;
+    Ok((total, completed, events))
+}
+
+async fn open_dir_with(db: &std::path::Path) -> engine::SqliteStore {
+    use engine::{Database, DatabaseUrl, db::ConnectOptions};
+    let url: DatabaseUrl = format!("sqlite://{}", db.display()).parse().unwrap();
+    let Database::Sqlite(pool) = Database::connect(&url, &ConnectOptions::default())
+        .await
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    engine::SqliteStore::new(pool)
+}
