@@ -360,6 +360,30 @@ impl<S: Store + StoreAdmin> Client<S> {
         .await
     }
 
+    /// Re-runs a failed instance from its failed steps: failed activities run again and failed
+    /// sub-orchestrations start again. History keeps an `ExecutionRewound` event.
+    pub async fn rewind(&self, instance_id: &str, reason: &str) -> Result<(), ClientError> {
+        validate_name("instance id", instance_id)?;
+        let op = WriteOp::Rewind {
+            instance_id: instance_id.to_owned(),
+            reason: reason.to_owned(),
+            now_ms: self.shared.clock.now_ms(),
+        };
+        match op_result(self.shared.write(op).await) {
+            // Rewind is only for failed instances, finished or not: report the state plainly.
+            Err(ClientError::Gone {
+                instance_id,
+                status,
+                action,
+            }) => Err(ClientError::WrongState {
+                instance_id,
+                status,
+                action,
+            }),
+            other => other,
+        }
+    }
+
     /// Starts the instance again with its original input: under the same id (replacing its
     /// history; it must be finished) or under `new_id`.
     pub async fn restart(

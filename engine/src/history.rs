@@ -176,6 +176,9 @@ pub enum EventKind {
     },
     ExecutionRewound {
         reason: String,
+        /// Scheduled ids whose failure this rewind undoes; replay treats them as still open.
+        #[serde(default)]
+        rewound: Vec<u32>,
     },
     OrchestratorStarted,
     OrchestratorCompleted,

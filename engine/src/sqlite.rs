@@ -427,6 +427,40 @@ impl Store for SqliteStore {
                         }
                     }
                 }
+                WriteOp::Rewind {
+                    instance_id,
+                    reason,
+                    now_ms,
+                } => {
+                    let status = match overlay.get(instance_id) {
+                        Some(s) => *s,
+                        None => stored_status(&mut tx, instance_id).await?,
+                    };
+                    match status {
+                        None => Err(OpError::NotFound(instance_id.clone())),
+                        Some(status) if status != RuntimeStatus::Failed => {
+                            Err(OpError::WrongState {
+                                instance_id: instance_id.clone(),
+                                status,
+                                action: "rewind",
+                            })
+                        }
+                        Some(_) => {
+                            pending.flush(&mut tx).await?;
+                            rewind(
+                                &mut tx,
+                                &mut pending,
+                                &mut effects,
+                                instance_id,
+                                reason,
+                                *now_ms,
+                            )
+                            .await?;
+                            overlay.insert(instance_id.clone(), Some(RuntimeStatus::Running));
+                            Ok(())
+                        }
+                    }
+                }
             };
             outcomes.push(outcome);
         }
@@ -464,6 +498,83 @@ fn action_name(message: &Message) -> &'static str {
         Message::Resume { .. } => "resume",
         _ => "deliver",
     }
+}
+
+async fn rewind(
+    tx: &mut Transaction<'_, Sqlite>,
+    pending: &mut Pending,
+    effects: &mut CommitEffects,
+    instance_id: &str,
+    reason: &str,
+    now_ms: TimestampMs,
+) -> Result<(), StoreError> {
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT event FROM history WHERE instance_id = ? ORDER BY seq")
+            .bind(instance_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let history = rows
+        .iter()
+        .map(|e| parse::<HistoryEvent>(e, "history event"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = crate::replay::plan_rewind(&history);
+    let seq = history.len() as u32;
+    let event = HistoryEvent {
+        id: seq,
+        timestamp_ms: now_ms,
+        kind: crate::history::EventKind::ExecutionRewound {
+            reason: reason.to_owned(),
+            rewound: plan.rewound.clone(),
+        },
+    };
+    pending
+        .history
+        .push((instance_id.to_owned(), seq, json(&event)));
+    for (scheduled_id, name, input) in plan.activities {
+        pending
+            .activities
+            .push((instance_id.to_owned(), scheduled_id, name, input));
+    }
+    for (scheduled_id, child_id, name, input) in plan.children {
+        let parent = crate::history::ParentInstance {
+            instance_id: instance_id.to_owned(),
+            scheduled_id,
+        };
+        let new = NewInstance {
+            instance_id: child_id,
+            name,
+            version: String::new(),
+            input,
+            tags: BTreeMap::new(),
+            parent: Some(parent),
+            scheduled_start_at: None,
+            now_ms,
+        };
+        // A child that is somehow still live is left alone; its result will arrive.
+        let mut overlay = HashMap::new();
+        let _ = start_instance(tx, pending, &mut overlay, effects, &new).await?;
+    }
+    // A turn replays the code; a failure that came from the code itself is then recorded again.
+    pending.send(
+        instance_id,
+        &Message::Resume {
+            reason: "rewind".into(),
+        },
+    );
+    sqlx::query(
+        "UPDATE instances SET status = 'Running', failure = NULL, output = NULL, \
+         completed_at = NULL, history_len = ?, updated_at = ? WHERE instance_id = ?",
+    )
+    .bind(i64::from(seq) + 1)
+    .bind(now_ms)
+    .bind(instance_id)
+    .execute(&mut **tx)
+    .await?;
+    pending.count(Some(RuntimeStatus::Failed), Some(RuntimeStatus::Running));
+    effects.reset.push(instance_id.to_owned());
+    effects.activities = true;
+    effects.messages = true;
+    Ok(())
 }
 
 async fn start_instance(

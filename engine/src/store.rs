@@ -141,6 +141,12 @@ pub enum WriteOp {
     Purge {
         instance_id: String,
     },
+    /// Re-run a failed instance from its failed steps.
+    Rewind {
+        instance_id: String,
+        reason: String,
+        now_ms: TimestampMs,
+    },
 }
 
 /// Why one op of a batch was refused.

@@ -382,3 +382,49 @@ fn terminating_a_pending_instance_records_it() {
     );
     assert_eq!(result.status, RuntimeStatus::Terminated);
 }
+
+#[test]
+fn rewind_plan_reopens_failed_tasks_and_replay_skips_their_failures() {
+    let mut sim = Sim::new(registry(), start("HelloChain", &vec!["a", "b"]));
+    sim.step();
+    sim.inbox.clear();
+    sim.inbox.push(Message::TaskFailed {
+        scheduled_id: 2,
+        failure: Failure::new("Io", "down"),
+    });
+    assert_eq!(sim.step().status, RuntimeStatus::Failed);
+
+    let plan = engine::replay::plan_rewind(&sim.history);
+    assert_eq!(plan.rewound, vec![2]);
+    assert_eq!(
+        plan.activities,
+        vec![(2, "Hello".to_owned(), "\"a\"".to_owned())]
+    );
+    let mut history = sim.history.clone();
+    history.push(ev(
+        history.len() as u32,
+        EventKind::ExecutionRewound {
+            reason: "retry".into(),
+            rewound: plan.rewound,
+        },
+    ));
+    let rewound = Executor::replay(registry(), "sim-1", &history);
+    assert_eq!(rewound.status(), RuntimeStatus::Running);
+    // A second plan finds nothing left to redo.
+    assert!(engine::replay::plan_rewind(&history).rewound.is_empty());
+    let result = execute_turn(
+        &registry(),
+        "sim-1",
+        &history,
+        &[Message::TaskCompleted {
+            scheduled_id: 2,
+            result: "\"Hello, a!\"".into(),
+        }],
+        3_000_000,
+    );
+    assert_eq!(result.status, RuntimeStatus::Running);
+    assert!(matches!(
+        result.actions.as_slice(),
+        [Action::ScheduleActivity { name, .. }] if name == "Hello"
+    ));
+}

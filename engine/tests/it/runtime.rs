@@ -218,8 +218,10 @@ fn approval(timeout_ms: u64) -> ApprovalRequest {
 
 async fn wait_status(client: &Client<SqliteStore>, id: &str, status: RuntimeStatus) {
     for _ in 0..500 {
-        if client.get(id).await.unwrap().status == status {
-            return;
+        match client.get(id).await {
+            Ok(record) if record.status == status => return,
+            Ok(_) | Err(ClientError::NotFound(_)) => {}
+            Err(e) => panic!("{e}"),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -492,5 +494,155 @@ async fn scheduled_start_waits_until_its_time() {
     let done = client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(done.status, RuntimeStatus::Completed);
     assert!(done.completed_at.unwrap() >= now + 400);
+    rt.shutdown().await;
+}
+
+/// Fails while `FLAKY_FAILS` is set; the rewind test flips it.
+static FLAKY_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+struct Flaky;
+impl engine::Activity for Flaky {
+    const NAME: &'static str = "Flaky";
+    type Input = String;
+    type Output = String;
+    async fn run(
+        &self,
+        _: engine::ActivityContext,
+        input: String,
+    ) -> Result<String, engine::Failure> {
+        if FLAKY_FAILS.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(engine::Failure::new("Unavailable", "the service is down"))
+        } else {
+            Ok(format!("{input} done"))
+        }
+    }
+}
+
+/// Greets, calls the flaky service, greets again.
+struct FlakyFlow;
+impl engine::Orchestration for FlakyFlow {
+    const NAME: &'static str = "FlakyFlow";
+    type Input = String;
+    type Output = Vec<String>;
+    async fn run(
+        ctx: engine::OrchestrationContext,
+        input: String,
+    ) -> Result<Vec<String>, engine::Failure> {
+        let a = ctx
+            .call_activity::<engine::samples::SayHello>(&input)
+            .await?;
+        let b = ctx.call_activity::<Flaky>(&input).await?;
+        let c = ctx.call_activity::<engine::samples::SayHello>(&b).await?;
+        Ok(vec![a, b, c])
+    }
+}
+
+/// Runs a HumanInteraction as a child with a fixed id.
+struct Supervisor;
+impl engine::Orchestration for Supervisor {
+    const NAME: &'static str = "Supervisor";
+    type Input = String;
+    type Output = ApprovalOutcome;
+    async fn run(
+        ctx: engine::OrchestrationContext,
+        child_id: String,
+    ) -> Result<ApprovalOutcome, engine::Failure> {
+        ctx.call_sub_orchestration::<HumanInteraction>(&approval(60_000), Some(&child_id))
+            .await
+    }
+}
+
+async fn custom_runtime(dir: &Path) -> (Runtime<SqliteStore>, Client<SqliteStore>) {
+    let mut registry = engine::samples::registry();
+    registry
+        .orchestration::<FlakyFlow>()
+        .orchestration::<Supervisor>()
+        .activity(Flaky);
+    let rt = Runtime::start(open(dir).await, registry, RuntimeOptions::default());
+    let client = rt.client();
+    (rt, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewind_reruns_the_failed_step_and_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = custom_runtime(tmp.path()).await;
+    FLAKY_FAILS.store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = client
+        .start::<FlakyFlow>(&"order-9".to_owned(), with_id("flaky-1"))
+        .await
+        .unwrap();
+    let failed = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(failed.status, RuntimeStatus::Failed);
+    let failure = failed.failure.unwrap();
+    assert_eq!(failure.error_type, "TaskFailed");
+    assert_eq!(failure.root_cause().message, "the service is down");
+
+    // Rewind is refused for anything but a failed instance.
+    let ok = client
+        .start::<HelloSequence>(&vec!["x".into()], with_id("fine"))
+        .await
+        .unwrap();
+    client.wait_for_completion(&ok, WAIT).await.unwrap();
+    let err = client.rewind(&ok, "no").await.unwrap_err();
+    assert!(matches!(err, ClientError::WrongState { .. }), "{err}");
+    assert!(matches!(
+        client.rewind("nope", "x").await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    FLAKY_FAILS.store(false, std::sync::atomic::Ordering::SeqCst);
+    client.rewind(&id, "service is back").await.unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed, "{done:?}");
+    let output: Vec<String> = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        output,
+        ["Hello, order-9!", "order-9 done", "Hello, order-9 done!"]
+    );
+    let history = client.history(&id).await.unwrap();
+    let kinds: Vec<_> = history.iter().map(|e| e.kind.name()).collect();
+    assert!(kinds.contains(&"ExecutionRewound"), "{kinds:?}");
+    // The first greeting ran once: only the failed step was redone.
+    let greetings = history
+        .iter()
+        .filter(|e| matches!(&e.kind, engine::EventKind::TaskScheduled { name, .. } if name == "SayHello"))
+        .count();
+    assert_eq!(greetings, 2);
+    let counts = client.status_counts().await.unwrap();
+    assert_eq!(counts[&RuntimeStatus::Failed], 0, "{counts:?}");
+    assert_eq!(counts[&RuntimeStatus::Completed], 2, "{counts:?}");
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_terminate_stops_the_children_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = custom_runtime(tmp.path()).await;
+    let parent = client
+        .start::<Supervisor>(&"child-1".to_owned(), with_id("supervisor-1"))
+        .await
+        .unwrap();
+    wait_status(&client, "child-1", RuntimeStatus::Running).await;
+    assert_eq!(
+        client
+            .get("child-1")
+            .await
+            .unwrap()
+            .parent_instance_id
+            .as_deref(),
+        Some("supervisor-1")
+    );
+    client.terminate(&parent, "runaway", true).await.unwrap();
+    let p = client.wait_for_completion(&parent, WAIT).await.unwrap();
+    let c = client.wait_for_completion("child-1", WAIT).await.unwrap();
+    assert_eq!(p.status, RuntimeStatus::Terminated);
+    assert_eq!(c.status, RuntimeStatus::Terminated);
+    // Purging the parent recursively removes the child as well.
+    assert_eq!(client.purge(&parent, true).await.unwrap(), 2);
+    assert!(matches!(
+        client.get("child-1").await,
+        Err(ClientError::NotFound(_))
+    ));
     rt.shutdown().await;
 }
