@@ -114,7 +114,7 @@ fn registry() -> Registry {
     r
 }
 
-async fn open_store(path: &PathBuf, durability: Durability) -> Result<SqliteStore> {
+async fn open_store(path: &std::path::Path, durability: Durability) -> Result<SqliteStore> {
     let url: DatabaseUrl = format!("sqlite://{}", path.display()).parse()?;
     let db = Database::connect(
         &url,
