@@ -22,5 +22,5 @@ pub use db::{Database, DatabaseUrl, DbError};
 pub use history::{EventKind, Failure, HistoryEvent, Json, Message, RuntimeStatus};
 pub use registry::{Activity, ActivityContext, Orchestration, Registry};
 pub use replay::{Action, Executor, TurnResult, execute_turn};
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{Runtime, RuntimeOptions, RuntimeStats};
 pub use sqlite::SqliteStore;

@@ -9,7 +9,9 @@
 //!   and hands each result to the writer. An instance has at most one turn in flight; messages
 //!   that arrive meanwhile wait for the next turn.
 //! - **Activity workers**: fetch activities after a cursor and run them with bounded concurrency;
-//!   each result goes to the writer, which removes the activity and queues the result message.
+//!   each result goes to the dispatcher in memory, and the turn that consumes it deletes the
+//!   activity row in the same commit (one commit per step instead of two). A crash before that
+//!   commit leaves the row, so the activity runs again: at least once.
 //!
 //! Everyone is woken in-process when the writer commits work for them; timers are waited for
 //! until the earliest is due. There is no poll interval. Shutdown stops fetching, lets turns and
@@ -21,7 +23,7 @@ use std::{
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -108,6 +110,38 @@ pub(crate) struct Shared<S> {
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     /// Instances whose history was replaced since the dispatcher last looked.
     resets: Mutex<Vec<String>>,
+    /// Activity results on their way to the dispatcher (see `MessageRef::Activity`).
+    results: mpsc::UnboundedSender<QueuedMessage>,
+    results_rx: Mutex<Option<mpsc::UnboundedReceiver<QueuedMessage>>>,
+    pub(crate) stats: Counters,
+}
+
+/// Monotonic counters of what the runtime has done.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    commits: AtomicU64,
+    ops: AtomicU64,
+    turns: AtomicU64,
+    activities: AtomicU64,
+    dispatcher_rounds: AtomicU64,
+    commit_micros: AtomicU64,
+}
+
+/// A snapshot of the runtime's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RuntimeStats {
+    /// Transactions committed by the writer.
+    pub commits: u64,
+    /// Write ops in those transactions (ops / commits is the group-commit factor).
+    pub ops: u64,
+    /// Orchestration turns run.
+    pub turns: u64,
+    /// Activities run.
+    pub activities: u64,
+    /// Dispatcher fetch rounds.
+    pub dispatcher_rounds: u64,
+    /// Time spent inside store commits, in microseconds.
+    pub commit_micros: u64,
 }
 
 impl<S: Store> Shared<S> {
@@ -187,6 +221,7 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
         clock: Arc<dyn Clock>,
     ) -> Runtime<S> {
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             store,
             registry,
@@ -198,6 +233,9 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             stopping: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
             resets: Mutex::new(Vec::new()),
+            results: results_tx,
+            results_rx: Mutex::new(Some(results_rx)),
+            stats: Counters::default(),
         });
         let writer = tokio::spawn(run_writer(shared.clone(), writer_rx));
         let activities = tokio::spawn(run_activities(shared.clone()));
@@ -217,6 +255,19 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
     /// The management client for this runtime.
     pub fn client(&self) -> crate::client::Client<S> {
         crate::client::Client::new(self.shared.clone())
+    }
+
+    /// What the runtime has done so far.
+    pub fn stats(&self) -> RuntimeStats {
+        let c = &self.shared.stats;
+        RuntimeStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            ops: c.ops.load(Ordering::Relaxed),
+            turns: c.turns.load(Ordering::Relaxed),
+            activities: c.activities.load(Ordering::Relaxed),
+            dispatcher_rounds: c.dispatcher_rounds.load(Ordering::Relaxed),
+            commit_micros: c.commit_micros.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops fetching new work, waits (up to the grace period) for work in flight, then drains the
@@ -267,8 +318,19 @@ async fn run_writer<S: Store>(
                 Err(_) => break,
             }
         }
-        match shared.store.commit(&ops).await {
+        let started = std::time::Instant::now();
+        let committed = shared.store.commit(&ops).await;
+        shared
+            .stats
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match committed {
             Ok((outcomes, effects)) => {
+                shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .ops
+                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
                 shared.apply_effects(&effects);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -318,6 +380,7 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
                 delivery: *delivery,
             };
             let shared = shared.clone();
+            shared.stats.activities.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let run = shared.registry.run_activity(&item.name, ctx, item.input);
                 let result = AssertUnwindSafe(run)
@@ -329,6 +392,9 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
                             format!("activity {} panicked", item.name),
                         ))
                     });
+                // The limit bounds activities running, not results waiting for their commit:
+                // releasing here lets many results share one group commit.
+                drop(permit);
                 let message = match result {
                     Ok(result) => Message::TaskCompleted {
                         scheduled_id: item.scheduled_id,
@@ -339,18 +405,15 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
                         failure,
                     },
                 };
-                let outcome = shared
-                    .write(WriteOp::ActivityDone {
-                        activity_id: item.id,
-                        instance_id: item.instance_id,
-                        message,
-                    })
-                    .await;
-                if let Err(e) = outcome {
-                    // Not committed: the activity stays queued and runs again after a restart.
-                    tracing::error!(error = %e, "recording an activity result failed");
+                // The turn that consumes this result deletes the activity row in its commit.
+                let result = QueuedMessage {
+                    at: MessageRef::Activity(item.id),
+                    instance_id: item.instance_id,
+                    message,
+                };
+                if shared.results.send(result).is_ok() {
+                    shared.orchestrations.notify_one();
                 }
-                drop(permit);
             });
         }
         deliveries.retain(|id, _| *id > cursor - 100_000);
@@ -396,11 +459,13 @@ struct Dispatcher<S: Store> {
     cache: HashMap<String, Executor>,
     done_tx: mpsc::UnboundedSender<TurnDone>,
     done_rx: mpsc::UnboundedReceiver<TurnDone>,
+    results: Option<mpsc::UnboundedReceiver<QueuedMessage>>,
 }
 
 impl<S: Store + Clone> Dispatcher<S> {
     fn new(shared: Arc<Shared<S>>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let results = shared.results_rx.lock().expect("results lock").take();
         Dispatcher {
             shared,
             cursor: 0,
@@ -412,6 +477,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             cache: HashMap::new(),
             done_tx,
             done_rx,
+            results,
         }
     }
 
@@ -428,6 +494,10 @@ impl<S: Store + Clone> Dispatcher<S> {
     }
 
     async fn fetch(&mut self) -> Result<bool, StoreError> {
+        self.shared
+            .stats
+            .dispatcher_rounds
+            .fetch_add(1, Ordering::Relaxed);
         let limit = self.shared.options.fetch_batch;
         let messages = self.shared.store.fetch_messages(self.cursor, limit).await?;
         let mut more = messages.len() as u32 == limit;
@@ -436,6 +506,15 @@ impl<S: Store + Clone> Dispatcher<S> {
                 self.cursor = self.cursor.max(id);
             }
             self.enqueue(m);
+        }
+        if let Some(results) = self.results.as_mut() {
+            let mut ready = Vec::new();
+            while let Ok(result) = results.try_recv() {
+                ready.push(result);
+            }
+            for result in ready {
+                self.enqueue(result);
+            }
         }
         let now = self.shared.clock.now_ms();
         let timers = self.shared.store.fetch_due_timers(now, limit).await?;
@@ -517,6 +596,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                 let history_start = executor.history_len();
                 let plain: Vec<Message> = messages.iter().map(|m| m.message.clone()).collect();
                 let result = executor.turn(now, &plain);
+                self.shared.stats.turns.fetch_add(1, Ordering::Relaxed);
                 let mut consumed = Vec::with_capacity(result.consumed.len());
                 let mut left = Vec::new();
                 for (i, m) in messages.into_iter().enumerate() {

@@ -10,9 +10,16 @@
 //! they have fetched. After a crash nothing is remembered, so every uncommitted item is fetched
 //! again — at-least-once for activities, exactly-once for committed orchestration turns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction, sqlite::SqliteRow};
+use sqlx::{
+    ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
+    Transaction, sqlite::SqliteRow,
+};
+use tokio::sync::Mutex;
 
 use crate::{
     history::{Failure, HistoryEvent, Message, RuntimeStatus, TimestampMs},
@@ -28,15 +35,42 @@ use crate::{
 const CHUNK: usize = 400;
 
 /// The SQLite implementation of [`Store`] and [`StoreAdmin`].
+///
+/// The hot path (fetches, loads, commits) runs on one dedicated connection. In WAL mode a
+/// connection that begins a transaction after another connection committed drops its whole page
+/// cache; as the only writer, the hot connection's cache stays warm, which removes most of the
+/// page reads a turn would otherwise cost. Administration reads use the pool.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    hot: Arc<Mutex<SqliteConnection>>,
 }
 
+/// Page cache of the hot connection, in KiB (SQLite's negative `cache_size`).
+const HOT_CACHE_KIB: i64 = 128 * 1024;
+/// WAL size, in pages, that triggers a checkpoint (80 MiB at 4 KiB pages).
+const WAL_CHECKPOINT_PAGES: i64 = 20_000;
+
 impl SqliteStore {
-    /// A store over a migrated pool.
-    pub fn new(pool: SqlitePool) -> SqliteStore {
-        SqliteStore { pool }
+    /// A store over a migrated pool; opens its dedicated hot-path connection.
+    pub async fn new(pool: SqlitePool) -> Result<SqliteStore, StoreError> {
+        let options = (*pool.connect_options()).clone();
+        let mut hot = options.connect().await?;
+        sqlx::query(&format!("PRAGMA cache_size = -{HOT_CACHE_KIB}"))
+            .execute(&mut hot)
+            .await?;
+        // Checkpoint after this many WAL pages instead of SQLite's 1,000. The hot set of pages
+        // (queue heads, recently active instances) is rewritten by nearly every commit; a longer
+        // interval lets one checkpoint copy each such page once instead of every few commits.
+        sqlx::query(&format!(
+            "PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}"
+        ))
+        .execute(&mut hot)
+        .await?;
+        Ok(SqliteStore {
+            pool,
+            hot: Arc::new(Mutex::new(hot)),
+        })
     }
 }
 
@@ -48,6 +82,15 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, St
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// Concatenates history rows (one JSON array of events per turn) into one history.
+fn flatten(rows: &[String]) -> Result<Vec<HistoryEvent>, StoreError> {
+    let mut history = Vec::with_capacity(rows.len() * 4);
+    for row in rows {
+        history.extend(parse::<Vec<HistoryEvent>>(row, "history events")?);
+    }
+    Ok(history)
+}
+
 fn status_of(text: &str) -> Result<RuntimeStatus, StoreError> {
     text.parse().map_err(StoreError::Corrupt)
 }
@@ -56,6 +99,7 @@ fn status_of(text: &str) -> Result<RuntimeStatus, StoreError> {
 #[derive(Default)]
 struct Pending {
     new_instances: Vec<NewInstance>,
+    /// (instance id, first sequence number, JSON array of events): one row per turn.
     history: Vec<(String, u32, String)>,
     updates: Vec<TurnCommit>,
     activities: Vec<(String, u32, String, String)>,
@@ -97,6 +141,7 @@ impl Pending {
             match r {
                 MessageRef::Queue(id) => self.delete_messages.push(*id),
                 MessageRef::Timer(id) => self.delete_timers.push(*id),
+                MessageRef::Activity(id) => self.delete_activities.push(*id),
             }
         }
     }
@@ -130,43 +175,23 @@ impl Pending {
         }
         for chunk in self.history.chunks(CHUNK) {
             let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO history (instance_id, seq, event) ");
+                QueryBuilder::<Sqlite>::new("INSERT INTO history (instance_id, seq, events) ");
             q.push_values(chunk, |mut b, (id, seq, event)| {
                 b.push_bind(id).push_bind(i64::from(*seq)).push_bind(event);
             });
             q.build().execute(&mut **tx).await?;
         }
-        for chunk in self.updates.chunks(CHUNK / 4) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "WITH v(id, status, output, failure, custom_status, history_len, updated_at, \
-                 completed_at, waiting_event, waiting_since, waiting_deadline) AS (",
-            );
-            q.push_values(chunk, |mut b, t| {
-                let (we, ws, wd) = match &t.waiting {
-                    Some((name, since, deadline)) => (Some(name.clone()), Some(*since), *deadline),
-                    None => (None, None, None),
-                };
-                b.push_bind(&t.instance_id)
-                    .push_bind(t.status.as_str())
-                    .push_bind(&t.output)
-                    .push_bind(t.failure.as_ref().map(json))
-                    .push_bind(&t.custom_status)
-                    .push_bind(i64::from(t.history_start) + t.new_events.len() as i64)
-                    .push_bind(t.now_ms)
-                    .push_bind(t.status.is_terminal().then_some(t.now_ms))
-                    .push_bind(we)
-                    .push_bind(ws)
-                    .push_bind(wd);
-            });
-            q.push(
-                ") UPDATE instances SET status = v.status, output = v.output, failure = v.failure, \
-                 custom_status = COALESCE(v.custom_status, instances.custom_status), \
-                 history_len = v.history_len, updated_at = v.updated_at, \
-                 completed_at = v.completed_at, waiting_event = v.waiting_event, \
-                 waiting_since = v.waiting_since, waiting_deadline = v.waiting_deadline \
-                 FROM v WHERE instances.instance_id = v.id",
-            );
-            q.build().execute(&mut **tx).await?;
+        // `updated_at` (indexed, for sorting) moves only when something visible changes: the
+        // status or the custom status. Turns that just make progress leave it, and its index,
+        // alone; that is most turns, and it saves about 15% of commit time.
+        let (touched, progress): (Vec<&TurnCommit>, Vec<&TurnCommit>) = self
+            .updates
+            .iter()
+            .partition(|t| t.status != t.previous_status || t.custom_status.is_some());
+        for (rows, touch) in [(touched, true), (progress, false)] {
+            for chunk in rows.chunks(CHUNK / 4) {
+                update_instances(tx, chunk, touch).await?;
+            }
         }
         for chunk in self.activities.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -217,6 +242,48 @@ impl Pending {
         };
         Ok(())
     }
+}
+
+/// One multi-row update of instance rows after their turns.
+async fn update_instances(
+    tx: &mut Transaction<'_, Sqlite>,
+    turns: &[&TurnCommit],
+    touch: bool,
+) -> Result<(), sqlx::Error> {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "WITH v(id, status, output, failure, custom_status, history_len, updated_at, \
+         completed_at, waiting_event, waiting_since, waiting_deadline) AS (",
+    );
+    q.push_values(turns, |mut b, t| {
+        let (we, ws, wd) = match &t.waiting {
+            Some((name, since, deadline)) => (Some(name.clone()), Some(*since), *deadline),
+            None => (None, None, None),
+        };
+        b.push_bind(&t.instance_id)
+            .push_bind(t.status.as_str())
+            .push_bind(&t.output)
+            .push_bind(t.failure.as_ref().map(json))
+            .push_bind(&t.custom_status)
+            .push_bind(i64::from(t.history_start) + t.new_events.len() as i64)
+            .push_bind(t.now_ms)
+            .push_bind(t.status.is_terminal().then_some(t.now_ms))
+            .push_bind(we)
+            .push_bind(ws)
+            .push_bind(wd);
+    });
+    q.push(
+        ") UPDATE instances SET status = v.status, output = v.output, failure = v.failure, \
+         custom_status = COALESCE(v.custom_status, instances.custom_status), \
+         history_len = v.history_len, completed_at = v.completed_at, \
+         waiting_event = v.waiting_event, waiting_since = v.waiting_since, \
+         waiting_deadline = v.waiting_deadline",
+    );
+    if touch {
+        q.push(", updated_at = v.updated_at");
+    }
+    q.push(" FROM v WHERE instances.instance_id = v.id");
+    q.build().execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn stored_status(
@@ -285,7 +352,7 @@ impl Store for SqliteStore {
         )
         .bind(now_ms)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.hot.lock().await)
         .await?;
         rows.iter()
             .map(|r| {
@@ -320,7 +387,7 @@ impl Store for SqliteStore {
         )
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.hot.lock().await)
         .await?;
         Ok(rows
             .iter()
@@ -335,15 +402,21 @@ impl Store for SqliteStore {
     }
 
     async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>, StoreError> {
+        let mut hot = self.hot.lock().await;
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
                 .bind(instance_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *hot)
                 .await?;
         let Some(status) = status else {
             return Ok(None);
         };
-        let history = self.history(instance_id).await?;
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT events FROM history WHERE instance_id = ? ORDER BY seq")
+                .bind(instance_id)
+                .fetch_all(&mut *hot)
+                .await?;
+        let history = flatten(&rows)?;
         Ok(Some(LoadedInstance {
             status: status_of(&status)?,
             history,
@@ -354,7 +427,8 @@ impl Store for SqliteStore {
         &self,
         ops: &[WriteOp],
     ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut hot = self.hot.lock().await;
+        let mut tx = hot.begin().await?;
         let mut pending = Pending::default();
         let mut effects = CommitEffects::default();
         // Statuses as changed by earlier ops of this batch (None: deleted).
@@ -369,15 +443,6 @@ impl Store for SqliteStore {
                 }
                 WriteOp::Discard(refs) => {
                     pending.consume(refs);
-                    Ok(())
-                }
-                WriteOp::ActivityDone {
-                    activity_id,
-                    instance_id,
-                    message,
-                } => {
-                    pending.delete_activities.push(*activity_id);
-                    pending.send(instance_id, message);
                     Ok(())
                 }
                 WriteOp::Start(new) => {
@@ -509,14 +574,11 @@ async fn rewind(
     now_ms: TimestampMs,
 ) -> Result<(), StoreError> {
     let rows: Vec<String> =
-        sqlx::query_scalar("SELECT event FROM history WHERE instance_id = ? ORDER BY seq")
+        sqlx::query_scalar("SELECT events FROM history WHERE instance_id = ? ORDER BY seq")
             .bind(instance_id)
             .fetch_all(&mut **tx)
             .await?;
-    let history = rows
-        .iter()
-        .map(|e| parse::<HistoryEvent>(e, "history event"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let history = flatten(&rows)?;
     let plan = crate::replay::plan_rewind(&history);
     let seq = history.len() as u32;
     let event = HistoryEvent {
@@ -529,7 +591,7 @@ async fn rewind(
     };
     pending
         .history
-        .push((instance_id.to_owned(), seq, json(&event)));
+        .push((instance_id.to_owned(), seq, json(&[event])));
     for (scheduled_id, name, input) in plan.activities {
         pending
             .activities
@@ -728,10 +790,10 @@ async fn apply_turn(
             effects.reset.push(turn.instance_id.clone());
         }
         _ => {
-            for event in &turn.new_events {
+            if let Some(first) = turn.new_events.first() {
                 pending
                     .history
-                    .push((turn.instance_id.clone(), event.id, json(event)));
+                    .push((turn.instance_id.clone(), first.id, json(&turn.new_events)));
             }
             pending.updates.push(turn.clone());
             pending.count(Some(turn.previous_status), Some(turn.status));
@@ -796,11 +858,11 @@ impl StoreAdmin for SqliteStore {
 
     async fn history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
         let rows: Vec<String> =
-            sqlx::query_scalar("SELECT event FROM history WHERE instance_id = ? ORDER BY seq")
+            sqlx::query_scalar("SELECT events FROM history WHERE instance_id = ? ORDER BY seq")
                 .bind(instance_id)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter().map(|e| parse(e, "history event")).collect()
+        flatten(&rows)
     }
 
     async fn query(&self, query: &InstanceQuery) -> Result<InstancePage, StoreError> {

@@ -23,6 +23,10 @@ use crate::{
 pub enum MessageRef {
     Queue(i64),
     Timer(i64),
+    /// An activity's result, handed to the dispatcher in memory: the turn that consumes it
+    /// deletes the activity row, so the result and the next turn share one commit. Until then
+    /// the row stays, and a crash makes the activity run again.
+    Activity(i64),
 }
 
 /// A message waiting for an orchestration turn.
@@ -66,6 +70,7 @@ pub struct InstanceRecord {
     pub generation: u32,
     pub history_len: u32,
     pub created_at: TimestampMs,
+    /// When the status or custom status last changed (not every turn: see the SQLite store).
     pub updated_at: TimestampMs,
     pub completed_at: Option<TimestampMs>,
     pub scheduled_start_at: Option<TimestampMs>,
@@ -123,12 +128,6 @@ pub enum WriteOp {
     Turn(TurnCommit),
     /// Messages consumed by a turn that recorded nothing (duplicates, a finished instance).
     Discard(Vec<MessageRef>),
-    /// An activity finished (or failed): remove it and deliver its result.
-    ActivityDone {
-        activity_id: i64,
-        instance_id: String,
-        message: Message,
-    },
     /// Create an instance; refused with `Conflict` if the id belongs to a live instance.
     Start(NewInstance),
     /// Deliver a management message if the instance's status allows it.

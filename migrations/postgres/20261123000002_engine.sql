@@ -31,10 +31,12 @@ CREATE INDEX instances_by_waiting ON instances (waiting_event, waiting_since)
 CREATE INDEX instances_by_parent ON instances (parent_instance_id)
     WHERE parent_instance_id IS NOT NULL;
 
+-- One row per turn: `events` is a JSON array of the turn's events, the first of which has
+-- sequence number `seq`. Fewer, larger rows make a group commit of many turns cheaper.
 CREATE TABLE history (
     instance_id TEXT    NOT NULL,
-    seq         BIGINT NOT NULL,
-    event       TEXT    NOT NULL,
+    seq         BIGINT  NOT NULL,
+    events      TEXT    NOT NULL,
     PRIMARY KEY (instance_id, seq)
 );
 

@@ -31,12 +31,16 @@ CREATE INDEX instances_by_waiting ON instances (waiting_event, waiting_since)
 CREATE INDEX instances_by_parent ON instances (parent_instance_id)
     WHERE parent_instance_id IS NOT NULL;
 
+-- One row per turn: `events` is a JSON array of the turn's events, the first of which has
+-- sequence number `seq`. Fewer, larger rows make a group commit of many turns cheaper. A rowid
+-- table on purpose: the rows (hundreds of bytes) are appended in commit order, and only the
+-- small primary-key index takes the scattered inserts.
 CREATE TABLE history (
     instance_id TEXT    NOT NULL,
     seq         INTEGER NOT NULL,
-    event       TEXT    NOT NULL,
+    events      TEXT    NOT NULL,
     PRIMARY KEY (instance_id, seq)
-) WITHOUT ROWID;
+);
 
 CREATE TABLE messages (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

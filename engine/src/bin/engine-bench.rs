@@ -128,7 +128,7 @@ async fn open_store(path: &std::path::Path, durability: Durability) -> Result<Sq
     let Database::Sqlite(pool) = db else {
         bail!("not sqlite")
     };
-    Ok(SqliteStore::new(pool))
+    Ok(SqliteStore::new(pool).await?)
 }
 
 fn durability(args: &Args) -> Result<Durability> {
@@ -295,6 +295,17 @@ async fn burst(args: &Args) -> Result<()> {
     }
     let elapsed = wall.elapsed().as_secs_f64();
     let (cpu1, rss) = resources();
+    let stats = rt.stats();
+    println!(
+        "runtime: {} commits ({:.2} ms each), {} ops ({:.1} ops/commit), {} turns, {} activities, {} dispatcher rounds",
+        stats.commits,
+        stats.commit_micros as f64 / 1000.0 / stats.commits.max(1) as f64,
+        stats.ops,
+        stats.ops as f64 / stats.commits.max(1) as f64,
+        stats.turns,
+        stats.activities,
+        stats.dispatcher_rounds
+    );
     let records = verify(&store, &client, n, steps).await?;
     let first = records.iter().map(|r| r.created_at).min().unwrap_or(0);
     let last = records

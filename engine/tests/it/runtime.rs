@@ -25,7 +25,7 @@ pub async fn open(dir: &Path) -> SqliteStore {
     let Database::Sqlite(pool) = db else {
         unreachable!()
     };
-    SqliteStore::new(pool)
+    SqliteStore::new(pool).await.unwrap()
 }
 
 async fn runtime(dir: &Path) -> (Runtime<SqliteStore>, Client<SqliteStore>) {
