@@ -50,11 +50,10 @@ pub trait Activity: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct ActivityContext {
     pub instance_id: String,
-    /// The `TaskScheduled` event id in the orchestration's history.
+    /// The `TaskScheduled` event id in the orchestration's history. Together with the instance id
+    /// it identifies the call across redeliveries (activities run at least once), so it makes a
+    /// good idempotency key.
     pub scheduled_id: u32,
-    /// 1 for the first delivery; higher when the work item was delivered again (e.g. after a
-    /// crash), which is what "at least once" means.
-    pub delivery: u32,
 }
 
 pub(crate) type OrchestrationFuture = Pin<Box<dyn Future<Output = Result<Json, Failure>>>>;

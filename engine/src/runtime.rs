@@ -19,7 +19,7 @@
 //! committed is fetched again on the next start.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
@@ -67,7 +67,8 @@ pub struct RuntimeOptions {
     pub activity_concurrency: usize,
     /// Most write ops in one transaction. Default 4,000.
     pub max_batch_ops: usize,
-    /// Executors kept in memory between turns. Default 20,000.
+    /// Executors kept in memory between turns (least recently run evicted first). Default
+    /// 100,000.
     pub cache_capacity: usize,
     /// How long shutdown waits for work in flight. Default 10 s.
     pub shutdown_grace: Duration,
@@ -81,7 +82,7 @@ impl Default for RuntimeOptions {
             fetch_batch: 2_000,
             activity_concurrency: 64,
             max_batch_ops: 4_000,
-            cache_capacity: 20_000,
+            cache_capacity: 100_000,
             shutdown_grace: Duration::from_secs(10),
             max_payload_bytes: 256 * 1024,
         }
@@ -351,8 +352,6 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
     let permits = shared.options.activity_concurrency.max(1);
     let semaphore = Arc::new(Semaphore::new(permits));
     let mut cursor = 0;
-    // How often an activity was fetched in this process (first delivery is 1).
-    let mut deliveries: HashMap<i64, u32> = HashMap::new();
     while !shared.stopping.load(Ordering::SeqCst) {
         let notified = shared.activities.notified();
         let items = match shared.store.fetch_activities(cursor, 512).await {
@@ -372,12 +371,9 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
             let Ok(permit) = semaphore.clone().acquire_owned().await else {
                 return;
             };
-            let delivery = deliveries.entry(item.id).or_insert(0);
-            *delivery += 1;
             let ctx = ActivityContext {
                 instance_id: item.instance_id.clone(),
                 scheduled_id: item.scheduled_id,
-                delivery: *delivery,
             };
             let shared = shared.clone();
             shared.stats.activities.fetch_add(1, Ordering::Relaxed);
@@ -416,11 +412,57 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
                 }
             });
         }
-        deliveries.retain(|id, _| *id > cursor - 100_000);
     }
     // Wait for activities in flight to record their results.
     let grace = shared.options.shutdown_grace;
     let _ = tokio::time::timeout(grace, semaphore.acquire_many(permits as u32)).await;
+}
+
+/// Executors kept between turns, evicting the least recently stored when full.
+///
+/// Every turn takes its executor out and puts it back after the commit, so "least recently
+/// stored" is "least recently run". Eviction only costs a reload and replay later.
+struct ExecutorCache {
+    capacity: usize,
+    entries: HashMap<String, (u64, Executor)>,
+    /// (id, stamp) in storing order; stale pairs (re-stored or removed ids) are skipped.
+    order: VecDeque<(String, u64)>,
+    stamp: u64,
+}
+
+impl ExecutorCache {
+    fn new(capacity: usize) -> Self {
+        ExecutorCache {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            stamp: 0,
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Executor> {
+        self.entries.remove(id).map(|(_, e)| e)
+    }
+
+    fn insert(&mut self, id: String, executor: Executor) {
+        self.stamp += 1;
+        self.order.push_back((id.clone(), self.stamp));
+        self.entries.insert(id, (self.stamp, executor));
+        while self.entries.len() > self.capacity {
+            let Some((old, stamp)) = self.order.pop_front() else {
+                break;
+            };
+            if self.entries.get(&old).is_some_and(|(s, _)| *s == stamp) {
+                self.entries.remove(&old);
+            }
+        }
+        // Keep the order list proportional to the cache, not to the number of turns run.
+        if self.order.len() > 2 * self.capacity.max(self.entries.len()) {
+            let entries = &self.entries;
+            self.order
+                .retain(|(id, stamp)| entries.get(id).is_some_and(|(s, _)| s == stamp));
+        }
+    }
 }
 
 /// A finished turn, reported back to the dispatcher loop.
@@ -450,13 +492,15 @@ struct Dispatcher<S: Store> {
     shared: Arc<Shared<S>>,
     cursor: i64,
     pending: HashMap<String, Vec<QueuedMessage>>,
-    /// Instances with pending messages, in arrival order.
-    ready: Vec<String>,
+    /// Instances with pending messages and no turn in flight, in arrival order.
+    ready: VecDeque<String>,
+    /// Membership of `ready`, so queueing an instance is O(1).
+    ready_set: HashSet<String>,
     /// Messages a turn left unconsumed (suspended instances), until something new arrives.
     parked: HashMap<String, Vec<QueuedMessage>>,
     in_flight: HashSet<String>,
     timers_seen: HashSet<i64>,
-    cache: HashMap<String, Executor>,
+    cache: ExecutorCache,
     done_tx: mpsc::UnboundedSender<TurnDone>,
     done_rx: mpsc::UnboundedReceiver<TurnDone>,
     results: Option<mpsc::UnboundedReceiver<QueuedMessage>>,
@@ -466,15 +510,17 @@ impl<S: Store + Clone> Dispatcher<S> {
     fn new(shared: Arc<Shared<S>>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let results = shared.results_rx.lock().expect("results lock").take();
+        let cache = ExecutorCache::new(shared.options.cache_capacity);
         Dispatcher {
             shared,
             cursor: 0,
             pending: HashMap::new(),
-            ready: Vec::new(),
+            ready: VecDeque::new(),
+            ready_set: HashSet::new(),
             parked: HashMap::new(),
             in_flight: HashSet::new(),
             timers_seen: HashSet::new(),
-            cache: HashMap::new(),
+            cache,
             done_tx,
             done_rx,
             results,
@@ -484,13 +530,20 @@ impl<S: Store + Clone> Dispatcher<S> {
     fn enqueue(&mut self, message: QueuedMessage) {
         let id = message.instance_id.clone();
         let list = self.pending.entry(id.clone()).or_default();
-        if list.is_empty() {
-            if let Some(mut parked) = self.parked.remove(&id) {
-                list.append(&mut parked);
-            }
-            self.ready.push(id);
+        if list.is_empty()
+            && let Some(mut parked) = self.parked.remove(&id)
+        {
+            list.append(&mut parked);
         }
         list.push(message);
+        self.mark_ready(id);
+    }
+
+    /// Queues an instance for a turn unless it has one in flight or is queued already.
+    fn mark_ready(&mut self, id: String) {
+        if !self.in_flight.contains(&id) && self.ready_set.insert(id.clone()) {
+            self.ready.push_back(id);
+        }
     }
 
     async fn fetch(&mut self) -> Result<bool, StoreError> {
@@ -540,19 +593,12 @@ impl<S: Store + Clone> Dispatcher<S> {
     }
 
     async fn run_ready(&mut self) {
-        let ready = std::mem::take(&mut self.ready);
-        let mut later = Vec::new();
-        for id in ready {
-            if self.in_flight.contains(&id) {
-                later.push(id);
-                continue;
+        while let Some(id) = self.ready.pop_front() {
+            self.ready_set.remove(&id);
+            if let Some(messages) = self.pending.remove(&id) {
+                self.start_turn(id, messages).await;
             }
-            let Some(messages) = self.pending.remove(&id) else {
-                continue;
-            };
-            self.start_turn(id, messages).await;
         }
-        self.ready = later;
     }
 
     async fn start_turn(&mut self, id: String, messages: Vec<QueuedMessage>) {
@@ -673,9 +719,6 @@ impl<S: Store + Clone> Dispatcher<S> {
                 && !executor.status().is_terminal()
                 && executor.status() != RuntimeStatus::ContinuedAsNew
             {
-                if self.cache.len() >= self.shared.options.cache_capacity {
-                    self.cache.clear();
-                }
                 self.cache.insert(done.instance_id.clone(), executor);
             }
         } else {
@@ -684,8 +727,8 @@ impl<S: Store + Clone> Dispatcher<S> {
             let id = done.instance_id.clone();
             self.requeue(&id, done.consumed);
         }
-        if self.pending.contains_key(&done.instance_id) && !self.ready.contains(&done.instance_id) {
-            self.ready.push(done.instance_id);
+        if self.pending.contains_key(&done.instance_id) {
+            self.mark_ready(done.instance_id);
         }
     }
 
@@ -720,10 +763,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             while let Ok(done) = self.done_rx.try_recv() {
                 self.finish_turn(done);
             }
-            if more
-                || !self.ready.is_empty()
-                    && self.ready.iter().any(|id| !self.in_flight.contains(id))
-            {
+            if more || !self.ready.is_empty() {
                 tokio::task::yield_now().await;
                 continue;
             }

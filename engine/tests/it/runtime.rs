@@ -646,3 +646,166 @@ async fn recursive_terminate_stops_the_children_too() {
     ));
     rt.shutdown().await;
 }
+
+/// Fails its first two deliveries of each distinct input, then succeeds.
+struct FailsTwice;
+static ATTEMPTS: std::sync::Mutex<BTreeMap<String, u32>> = std::sync::Mutex::new(BTreeMap::new());
+impl engine::Activity for FailsTwice {
+    const NAME: &'static str = "FailsTwice";
+    type Input = String;
+    type Output = u32;
+    async fn run(&self, _: engine::ActivityContext, key: String) -> Result<u32, engine::Failure> {
+        let attempt = {
+            let mut attempts = ATTEMPTS.lock().unwrap();
+            let n = attempts.entry(key).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if attempt <= 2 {
+            Err(engine::Failure::new(
+                "Transient",
+                format!("attempt {attempt} failed"),
+            ))
+        } else {
+            Ok(attempt)
+        }
+    }
+}
+
+/// Calls FailsTwice with a retry policy; `max_attempts` comes from the input.
+struct Retrying;
+impl engine::Orchestration for Retrying {
+    const NAME: &'static str = "Retrying";
+    type Input = (String, u32);
+    type Output = u32;
+    async fn run(
+        ctx: engine::OrchestrationContext,
+        (key, max_attempts): (String, u32),
+    ) -> Result<u32, engine::Failure> {
+        ctx.set_custom_status(&"calling");
+        let policy = engine::RetryPolicy::new(max_attempts, Duration::from_millis(20))
+            .backoff_coefficient(2.0)
+            .jitter(0.1)
+            .retry_if(|f| f.error_type == "Transient");
+        let attempts = ctx
+            .call_activity_with_retry::<FailsTwice>(&key, &policy)
+            .await?;
+        ctx.set_custom_status(&format!("succeeded after {attempts} attempts"));
+        Ok(attempts)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_wait_on_durable_timers_and_give_up_when_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut registry = engine::samples::registry();
+    registry.orchestration::<Retrying>().activity(FailsTwice);
+    let rt = Runtime::start(open(tmp.path()).await, registry, RuntimeOptions::default());
+    let client = rt.client();
+
+    let id = client
+        .start::<Retrying>(&("a".to_owned(), 5), with_id("retry-ok"))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed, "{done:?}");
+    assert_eq!(done.output.as_deref(), Some("3"));
+    assert_eq!(
+        done.custom_status.as_deref(),
+        Some("\"succeeded after 3 attempts\"")
+    );
+    let history = client.history(&id).await.unwrap();
+    let count = |name: &str| history.iter().filter(|e| e.kind.name() == name).count();
+    assert_eq!(count("TaskFailed"), 2);
+    assert_eq!(count("TimerCreated"), 2, "each wait is a durable timer");
+    assert_eq!(count("TaskCompleted"), 1);
+
+    let id = client
+        .start::<Retrying>(&("b".to_owned(), 2), with_id("retry-gives-up"))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Failed);
+    assert_eq!(
+        done.failure.unwrap().root_cause().message,
+        "attempt 2 failed"
+    );
+    assert_eq!(done.custom_status.as_deref(), Some("\"calling\""));
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_times_out_and_queries_filter_by_time_and_sort_by_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = runtime(tmp.path()).await;
+    let waiting = client
+        .start::<HumanInteraction>(&approval(60_000), with_id("slow"))
+        .await
+        .unwrap();
+    let err = client
+        .wait_for_completion(&waiting, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+    assert!(matches!(
+        client
+            .wait_for_completion("nope", Duration::from_millis(50))
+            .await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    let before = client.get(&waiting).await.unwrap().created_at;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = client
+        .start::<HelloSequence>(&vec!["x".into()], with_id("later"))
+        .await
+        .unwrap();
+    client.wait_for_completion(&later, WAIT).await.unwrap();
+
+    let created_after = client
+        .query(&InstanceQuery {
+            created_from: Some(before + 1),
+            page_size: 10,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = created_after
+        .instances
+        .iter()
+        .map(|r| r.instance_id.as_str())
+        .collect();
+    assert_eq!(ids, ["later"]);
+    let by_update = client
+        .query(&InstanceQuery {
+            sort: SortBy::Updated,
+            descending: true,
+            page_size: 10,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_update.instances[0].instance_id, "later",
+        "most recently changed first"
+    );
+    let err = client
+        .query(&InstanceQuery {
+            created_from: Some(10),
+            created_to: Some(5),
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Invalid {
+                what: "created range",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    rt.shutdown().await;
+}
