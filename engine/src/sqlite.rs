@@ -298,6 +298,43 @@ async fn stored_status(
     row.as_deref().map(status_of).transpose()
 }
 
+/// The stored status (or absence) of every instance that a start, delivery, purge or rewind in
+/// `ops` names.
+async fn prefetch_statuses(
+    tx: &mut Transaction<'_, Sqlite>,
+    ops: &[WriteOp],
+) -> Result<HashMap<String, Option<RuntimeStatus>>, StoreError> {
+    let mut ids: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Start(new) => Some(new.instance_id.as_str()),
+            WriteOp::Deliver { instance_id, .. }
+            | WriteOp::Purge { instance_id }
+            | WriteOp::Rewind { instance_id, .. } => Some(instance_id.as_str()),
+            WriteOp::Turn(_) | WriteOp::Discard(_) => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut statuses: HashMap<String, Option<RuntimeStatus>> =
+        ids.iter().map(|id| ((*id).to_owned(), None)).collect();
+    for chunk in ids.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT instance_id, status FROM instances WHERE instance_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut **tx).await? {
+            let status = status_of(row.get::<&str, _>(1))?;
+            statuses.insert(row.get(0), Some(status));
+        }
+    }
+    Ok(statuses)
+}
+
 /// Deletes an instance's rows (all of them, or all but the instance row).
 async fn wipe(
     tx: &mut Transaction<'_, Sqlite>,
@@ -431,8 +468,10 @@ impl Store for SqliteStore {
         let mut tx = hot.begin().await?;
         let mut pending = Pending::default();
         let mut effects = CommitEffects::default();
-        // Statuses as changed by earlier ops of this batch (None: deleted).
-        let mut overlay: HashMap<String, Option<RuntimeStatus>> = HashMap::new();
+        // Statuses as stored, then as changed by earlier ops of this batch (None: absent). The
+        // stored statuses of every instance a management op names are read up front in one
+        // query rather than one round trip per op.
+        let mut overlay = prefetch_statuses(&mut tx, ops).await?;
         let mut outcomes = Vec::with_capacity(ops.len());
 
         for op in ops {
