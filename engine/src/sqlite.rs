@@ -82,6 +82,19 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, St
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// Messages from `(id, instance_id, body)` rows of the messages or timers table.
+fn queued(rows: &[SqliteRow], at: fn(i64) -> MessageRef) -> Result<Vec<QueuedMessage>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            Ok(QueuedMessage {
+                at: at(r.get(0)),
+                instance_id: r.get(1),
+                message: parse(r.get::<&str, _>(2), "queued message")?,
+            })
+        })
+        .collect()
+}
+
 /// Concatenates history rows (one JSON array of events per turn) into one history.
 fn flatten(rows: &[String]) -> Result<Vec<HistoryEvent>, StoreError> {
     let mut history = Vec::with_capacity(rows.len() * 4);
@@ -366,17 +379,9 @@ impl Store for SqliteStore {
         )
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.hot.lock().await)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueuedMessage {
-                    at: MessageRef::Queue(r.get(0)),
-                    instance_id: r.get(1),
-                    message: parse(r.get::<&str, _>(2), "message")?,
-                })
-            })
-            .collect()
+        queued(&rows, MessageRef::Queue)
     }
 
     async fn fetch_due_timers(
@@ -391,15 +396,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&mut *self.hot.lock().await)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueuedMessage {
-                    at: MessageRef::Timer(r.get(0)),
-                    instance_id: r.get(1),
-                    message: parse(r.get::<&str, _>(2), "timer")?,
-                })
-            })
-            .collect()
+        queued(&rows, MessageRef::Timer)
     }
 
     async fn next_timer_at(
