@@ -112,6 +112,10 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid TOML for Switchyard: {message}")]
     FileSyntax { path: PathBuf, message: String },
+    /// The database URL is not usable. Only the driver-independent, password-redacted form of the
+    /// URL appears in the message.
+    #[error("invalid database-url: {0}")]
+    DatabaseUrl(#[source] engine::DbError),
     #[error("invalid {setting} {value:?}: {reason}")]
     Invalid {
         setting: &'static str,
@@ -145,7 +149,9 @@ impl Config {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("data"));
         let database_url = match cli.database_url.or(file.database_url) {
-            Some(text) => parse_setting::<DatabaseUrl>("database-url", &text)?,
+            Some(text) => text
+                .parse::<DatabaseUrl>()
+                .map_err(ConfigError::DatabaseUrl)?,
             None => format!("sqlite://{}", data_dir.join("switchyard.db").display())
                 .parse()
                 .map_err(|e: engine::DbError| ConfigError::Invalid {
@@ -231,11 +237,17 @@ where
     })
 }
 
-/// Folds a multi-line message (TOML errors draw the offending line) into one line.
+/// Folds a multi-line message into one line, dropping the source excerpt TOML errors draw
+/// (`1 | key = "value"` and the `^^^` marker under it).
 fn one_line(text: &str) -> String {
+    let is_excerpt = |l: &str| {
+        let digits = l.trim_start_matches(|c: char| c.is_ascii_digit());
+        (digits.len() < l.len() && digits.trim_start().starts_with('|'))
+            || l.chars().all(|c| matches!(c, '|' | '^' | ' '))
+    };
     text.split('\n')
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.chars().all(|c| matches!(c, '|' | '^' | ' ')))
+        .filter(|l| !l.is_empty() && !is_excerpt(l))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -291,6 +303,7 @@ mod tests {
         cli.config = Some(file);
         let err = Config::resolve(cli).unwrap_err().to_string();
         assert!(err.contains("unknown field `bnid`"), "{err}");
+        assert!(!err.contains("1 |"), "no source excerpt: {err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }
 
@@ -302,6 +315,17 @@ mod tests {
         let err = Config::resolve(cli).unwrap_err().to_string();
         assert!(err.starts_with("invalid database-url"), "{err}");
         assert!(err.contains("expected sqlite://"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_database_url_never_prints_its_password() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cli = cli_in(tmp.path());
+        cli.database_url = Some("postgres://app:s3cret@db:notaport/x".into());
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.starts_with("invalid database-url"), "{err}");
+        assert!(err.contains("app:***@db"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

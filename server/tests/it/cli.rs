@@ -52,6 +52,20 @@ fn malformed_database_url_exits_1_naming_the_setting() {
 }
 
 #[test]
+fn malformed_postgres_url_is_reported_without_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = switchyard(tmp.path())
+        .env(
+            "SWITCHYARD_DATABASE_URL",
+            "postgres://app:s3cret@db:notaport/x",
+        )
+        .output()
+        .unwrap();
+    let line = assert_one_line_failure(&out, 1, "invalid database-url");
+    assert!(!line.contains("s3cret"), "{line}");
+}
+
+#[test]
 fn malformed_environment_value_is_reported_like_a_flag() {
     let tmp = tempfile::tempdir().unwrap();
     let out = switchyard(tmp.path())
