@@ -57,3 +57,19 @@ test('unknown paths answer 404 with the not-found page', async ({ request }) => 
   expect(response.status()).toBe(404);
   expect(await response.text()).toContain('Page not found');
 });
+
+test('local mode says so on every page', async ({ page }) => {
+  await page.goto('/instances');
+  await expect(page.getByTestId('local-mode-banner')).toContainText('Local mode');
+});
+
+test('a forged cross-site request cannot change the stored value', async ({ page, request }) => {
+  await page.goto('/');
+  const before = Number(await page.getByTestId('counter-value').textContent());
+  const forged = await request.post('/api/fn/counter/increment', {
+    headers: { origin: 'http://evil.example', 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  expect(forged.status()).toBe(403);
+  await page.reload();
+  await expect(page.getByTestId('counter-value')).toHaveText(String(before));
+});

@@ -123,6 +123,11 @@ pub enum ConfigError {
         reason: String,
     },
     #[error(
+        "refusing to listen on {0}: without an OIDC login (local mode) anyone who can reach the \
+         server is an administrator; bind a loopback address such as 127.0.0.1"
+    )]
+    NonLoopbackInLocalMode(SocketAddr),
+    #[error(
         "data directory {path} is not usable: {reason}; choose a writable folder with --data-dir"
     )]
     DataDir { path: PathBuf, reason: String },
@@ -144,6 +149,11 @@ impl Config {
             (None, Some(text)) => parse_setting("bind", &text)?,
             (None, None) => DEFAULT_BIND.parse().expect("default address parses"),
         };
+        // There is no login yet (OIDC arrives with the dashboard's auth): this is local mode, and
+        // local mode is reachable from this machine only.
+        if !bind.ip().is_loopback() {
+            return Err(ConfigError::NonLoopbackInLocalMode(bind));
+        }
         let data_dir = cli
             .data_dir
             .or(file.data_dir)
@@ -326,6 +336,18 @@ mod tests {
         assert!(err.starts_with("invalid database-url"), "{err}");
         assert!(err.contains("app:***@db"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn local_mode_refuses_non_loopback_addresses() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cli = cli_in(tmp.path());
+        cli.bind = Some("0.0.0.0:3000".parse().unwrap());
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.contains("refusing to listen on 0.0.0.0:3000"), "{err}");
+        let mut cli = cli_in(tmp.path());
+        cli.bind = Some("[::1]:3000".parse().unwrap());
+        assert!(Config::resolve(cli).is_ok());
     }
 
     #[test]

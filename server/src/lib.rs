@@ -6,6 +6,7 @@
 //! requests in flight and closes the database.
 
 pub mod config;
+pub mod csrf;
 pub mod health;
 pub mod state;
 pub mod telemetry;
@@ -51,6 +52,7 @@ pub fn app(state: AppState) -> Router {
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn(csrf::verify_origin))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

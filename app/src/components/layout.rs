@@ -1,5 +1,8 @@
 //! The page frame: header with the product name and the primary navigation, then the page.
 //!
+//! Until OIDC login exists the server runs in local mode (loopback only, everyone is an
+//! administrator), and the frame says so on every page.
+//!
 //! Navigation uses the router's `<A>` links, which mark the current page with `aria-current` for
 //! assistive technology and for styling.
 
@@ -35,6 +38,10 @@ pub fn Layout(children: Children) -> impl IntoView {
                 </ul>
             </nav>
         </header>
+        <p class="banner" role="status" data-testid="local-mode-banner">
+            <strong>"Local mode."</strong>
+            " There is no login: everyone who can reach this address acts as an administrator. The server only listens on this machine."
+        </p>
         <main id="main" tabindex="-1">{children()}</main>
     }
 }

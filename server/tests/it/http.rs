@@ -98,6 +98,55 @@ async fn overview_is_server_rendered_with_the_stored_value() {
     );
 }
 
+async fn post_with(router: &Router, path: &str, headers: &[(&str, &str)]) -> StatusCode {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    response.status()
+}
+
+#[tokio::test]
+async fn mutating_requests_from_another_site_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sqlite(tmp.path()).await;
+    db.migrate().await.unwrap();
+    let router = router(db);
+    let path = "/api/fn/counter/increment";
+    let forged = [
+        vec![
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://evil.example"),
+        ],
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("host", "127.0.0.1:3000"), ("origin", "null")],
+    ];
+    for headers in &forged {
+        assert_eq!(
+            post_with(&router, path, headers).await,
+            StatusCode::FORBIDDEN,
+            "{headers:?}"
+        );
+    }
+    // Nothing changed.
+    assert_eq!(send(&router, "POST", "/api/fn/counter/get").await.1, "0");
+    let same_origin = [
+        ("host", "127.0.0.1:3000"),
+        ("origin", "http://127.0.0.1:3000"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    assert_eq!(post_with(&router, path, &same_origin).await, StatusCode::OK);
+    assert_eq!(send(&router, "POST", "/api/fn/counter/get").await.1, "1");
+}
+
 #[tokio::test]
 async fn unknown_page_is_404() {
     let tmp = tempfile::tempdir().unwrap();
