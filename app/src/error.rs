@@ -40,3 +40,39 @@ impl From<engine::DbError> for AppError {
         AppError::Unavailable
     }
 }
+
+#[cfg(feature = "ssr")]
+impl From<engine::ClientError> for AppError {
+    fn from(err: engine::ClientError) -> Self {
+        use engine::ClientError as E;
+        match err {
+            E::NotFound(id) => AppError::NotFound(format!("instance {id}")),
+            e @ (E::Invalid { .. } | E::PayloadTooLarge { .. }) => {
+                AppError::Validation(e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "engine error in a server function");
+                AppError::Unavailable
+            }
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl AppError {
+    /// Sets the HTTP status of the current server-function response to match this error (400,
+    /// 404 or 503), so scripts and logs see a 4xx for bad input rather than a 500, and returns
+    /// the error.
+    pub fn with_status(self) -> Self {
+        use http::StatusCode;
+        let status = match &self {
+            AppError::Validation(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Unavailable | AppError::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(status);
+        }
+        self
+    }
+}

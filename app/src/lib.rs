@@ -6,12 +6,17 @@
 //! server functions become HTTP calls. Nothing server-only (sqlx, axum, the engine) is reachable
 //! from the `hydrate` build; see `ARCHITECTURE.md`.
 //!
-//! Layout: `routes/` holds one module per page, `components/` the shared pieces, [`error`] the typed
-//! error every server function returns.
+//! Layout: `routes/` holds one module per page, `components/` the shared pieces, [`models`] the
+//! serializable shapes server functions return, [`error`] the typed error they all return.
 
 pub mod components;
 pub mod error;
+pub mod models;
 pub mod routes;
+
+/// The engine's management client as the server provides it to server functions.
+#[cfg(feature = "ssr")]
+pub type EngineClient = engine::Client<engine::SqliteStore>;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -21,7 +26,9 @@ use leptos_router::{
 };
 
 use crate::components::layout::Layout;
-use crate::routes::{not_found::NotFound, overview::Overview, planned::Planned};
+use crate::routes::{
+    instances::Instances, not_found::NotFound, overview::Overview, planned::Planned,
+};
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -56,7 +63,7 @@ pub fn App() -> impl IntoView {
             <Layout>
                 <Routes fallback=NotFound>
                     <Route path=path!("") view=Overview />
-                    <Route path=path!("/instances") view=|| view! { <Planned area="Instances" /> } />
+                    <Route path=path!("/instances") view=Instances />
                     <Route path=path!("/approvals") view=|| view! { <Planned area="Approvals" /> } />
                     <Route path=path!("/entities") view=|| view! { <Planned area="Entities" /> } />
                     <Route path=path!("/resilience") view=|| view! { <Planned area="Resilience" /> } />

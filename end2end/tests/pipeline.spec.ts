@@ -73,3 +73,19 @@ test('a forged cross-site request cannot change the stored value', async ({ page
   await page.reload();
   await expect(page.getByTestId('counter-value')).toHaveText(String(before));
 });
+
+test('overview counts link to the instance list filtered by status', async ({ page }) => {
+  await page.goto('/');
+  const completed = page.getByTestId('count-Completed');
+  await expect(completed).toContainText('Completed');
+  await expect(page.getByTestId('increment')).toBeEnabled();
+  await completed.click();
+  await expect(page).toHaveURL(/\/instances\?status=Completed$/);
+  await expect(page.getByTestId('status-filter').getByRole('link', { name: 'Completed' })).toHaveAttribute(
+    'aria-current',
+    'page',
+  );
+  await expect(page.getByTestId('no-instances')).toBeVisible();
+  await page.goto('/instances?status=Sleeping');
+  await expect(page.getByTestId('list-error')).toContainText('unknown status');
+});

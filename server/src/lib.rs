@@ -2,8 +2,9 @@
 //!
 //! [`app`] builds the complete router from an [`AppState`] and performs no I/O, so tests drive it
 //! in-process. [`Server::start`] does the side effects in order (open and migrate the database,
-//! bind the socket) and [`Server::run`] serves until the shutdown future resolves, then drains
-//! requests in flight and closes the database.
+//! bind the socket, start the engine with the sample orchestrations) and [`Server::run`] serves
+//! until the shutdown future resolves, then drains requests in flight, shuts the engine down and
+//! closes the database.
 
 pub mod config;
 pub mod csrf;
@@ -15,7 +16,7 @@ use std::{future::Future, io, net::SocketAddr};
 
 use app::{App, shell};
 use axum::Router;
-use engine::{Database, DbError, db::ConnectOptions};
+use engine::{Database, DbError, Runtime, RuntimeOptions, SqliteStore, db::ConnectOptions};
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio::net::TcpListener;
@@ -33,6 +34,8 @@ pub enum StartError {
         "address {addr} is already in use: stop the other process or choose another with --bind"
     )]
     AddressInUse { addr: SocketAddr },
+    #[error("cannot start the engine: {0}")]
+    Engine(#[source] engine::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -44,10 +47,16 @@ pub enum StartError {
 /// The full HTTP surface: probes, Leptos pages and server functions, static files.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let db = state.db.clone();
+    let (db, engine) = (state.db.clone(), state.engine.clone());
+    let context = move || {
+        provide_context(db.clone());
+        if let Some(engine) = &engine {
+            provide_context(engine.clone());
+        }
+    };
     Router::new()
         .merge(health::router())
-        .leptos_routes_with_context(&state, routes, move || provide_context(db.clone()), {
+        .leptos_routes_with_context(&state, routes, context, {
             let options = state.leptos.clone();
             move || shell(options.clone())
         })
@@ -57,11 +66,12 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A started server: database open and migrated, socket bound.
+/// A started server: socket bound, database open and migrated, engine running.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    runtime: Option<Runtime<SqliteStore>>,
 }
 
 impl Server {
@@ -91,15 +101,34 @@ impl Server {
         db.migrate().await?;
         tracing::info!(database = %config.database_url, "database ready");
 
+        // The engine runs on SQLite; the PostgreSQL store is not built yet.
+        let runtime = match &db {
+            Database::Sqlite(pool) => {
+                let store = SqliteStore::new(pool.clone())
+                    .await
+                    .map_err(StartError::Engine)?;
+                let registry = engine::samples::registry();
+                tracing::info!(orchestrations = ?registry.orchestration_names(), "engine started");
+                Some(Runtime::start(store, registry, RuntimeOptions::default()))
+            }
+            Database::Postgres(_) => {
+                tracing::warn!(
+                    "the engine does not run on PostgreSQL yet: orchestration pages are unavailable"
+                );
+                None
+            }
+        };
         if !config.site_root.join("pkg").join("app.js").is_file() {
             tracing::warn!(
                 site_root = %config.site_root.display(),
                 "no browser bundle found: pages render but will not hydrate (build with `cargo xtask serve`)"
             );
         }
+        let engine = runtime.as_ref().map(Runtime::client);
         Ok(Server {
             listener,
-            state: AppState::new(db, &config.site_root, addr),
+            state: AppState::new(db, engine, &config.site_root, addr),
+            runtime,
         })
     }
 
@@ -115,12 +144,20 @@ impl Server {
 
     /// Serves until `shutdown` resolves, lets requests in flight finish, then closes the database.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            state,
+            runtime,
+        } = self;
         let db = state.db.clone();
         tracing::info!(address = %state.leptos.site_addr, "serving http://{}", state.leptos.site_addr);
         axum::serve(listener, app(state))
             .with_graceful_shutdown(shutdown)
             .await?;
+        if let Some(runtime) = runtime {
+            // Lets turns and activities in flight commit; the rest is picked up on next start.
+            runtime.shutdown().await;
+        }
         db.close().await;
         tracing::info!("shut down cleanly");
         Ok(())

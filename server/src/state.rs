@@ -6,24 +6,31 @@ use axum::extract::FromRef;
 use engine::Database;
 use leptos::config::LeptosOptions;
 
-/// What handlers and server functions need: the database and Leptos' rendering options.
+/// What handlers and server functions need: the database, the engine's management client (absent
+/// when the engine does not run on this backend) and Leptos' rendering options.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub db: Database,
+    pub engine: Option<app::EngineClient>,
     pub leptos: LeptosOptions,
 }
 
 impl AppState {
     /// State for a server whose browser bundle lives in `site_root/pkg` and which is reachable at
     /// `addr`.
-    pub fn new(db: Database, site_root: &Path, addr: SocketAddr) -> AppState {
+    pub fn new(
+        db: Database,
+        engine: Option<app::EngineClient>,
+        site_root: &Path,
+        addr: SocketAddr,
+    ) -> AppState {
         let leptos = LeptosOptions::builder()
             .output_name("app")
             .site_root(site_root.display().to_string())
             .site_pkg_dir("pkg")
             .site_addr(addr)
             .build();
-        AppState { db, leptos }
+        AppState { db, engine, leptos }
     }
 }
 

@@ -1,11 +1,14 @@
-//! The overview page. For now it carries the pipeline check: a value stored in the database, read
+//! The overview page: instance counts per status, and the pipeline check: a value stored in the database, read
 //! through a server function during server rendering and changed by a button that only works once
 //! the page has hydrated. It proves SSR, hydration, server functions and the database end to end.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::error::AppError;
+use crate::{
+    error::AppError,
+    models::{STATUSES, StatusCount},
+};
 
 /// The counter the pipeline check reads and increments.
 pub const PIPELINE_COUNTER: &str = "pipeline-check";
@@ -24,13 +27,79 @@ pub async fn increment_counter() -> Result<i64, AppError> {
     Ok(ssr::increment_counter(&db, PIPELINE_COUNTER).await?)
 }
 
+/// Instance counts per status, as the engine maintains them; `None` when the engine does not run
+/// on this server's database backend.
+#[server(prefix = "/api/fn", endpoint = "instances/counts")]
+pub async fn status_counts() -> Result<Option<Vec<StatusCount>>, AppError> {
+    let Some(engine) = leptos::prelude::use_context::<crate::EngineClient>() else {
+        return Ok(None);
+    };
+    let counts = engine
+        .status_counts()
+        .await
+        .map_err(|e| AppError::from(e).with_status())?;
+    Ok(Some(
+        counts
+            .into_iter()
+            .map(|(status, count)| StatusCount {
+                status: status.to_string(),
+                count,
+            })
+            .collect(),
+    ))
+}
+
 /// The overview page.
 #[component]
 pub fn Overview() -> impl IntoView {
     view! {
         <Title text="Overview" />
         <h1>"Overview"</h1>
+        <StatusCounts />
         <PipelineCheck />
+    }
+}
+
+/// One tile per status; each links to the list filtered by it.
+#[component]
+fn StatusCounts() -> impl IntoView {
+    let counts = Resource::new(|| (), |_| status_counts());
+    view! {
+        <section class="card" aria-labelledby="counts-title" data-testid="status-counts">
+            <h2 id="counts-title">"Instances by status"</h2>
+            <Suspense fallback=|| view! { <p>"…"</p> }>
+                {move || counts.get().map(|result| match result {
+                    Ok(None) => view! {
+                        <p class="notice" data-testid="engine-unavailable">
+                            "Orchestrations are not available on this database backend yet (the engine runs on SQLite)."
+                        </p>
+                    }
+                    .into_any(),
+                    Ok(Some(counts)) => {
+                        let by_name = |name: &str| {
+                            counts.iter().find(|c| c.status == name).map_or(0, |c| c.count)
+                        };
+                        view! {
+                            <ul class="tiles">
+                                {STATUSES
+                                    .iter()
+                                    .map(|s| view! {
+                                        <li>
+                                            <a href=format!("/instances?status={s}") data-testid=format!("count-{s}")>
+                                                <span class="tile-count">{by_name(s)}</span>
+                                                <span class="tile-label">{*s}</span>
+                                            </a>
+                                        </li>
+                                    })
+                                    .collect_view()}
+                            </ul>
+                        }
+                        .into_any()
+                    }
+                    Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
     }
 }
 

@@ -19,16 +19,24 @@ pub async fn sqlite(dir: &Path) -> Database {
 }
 
 pub fn router(db: Database) -> Router {
+    router_with(db, None)
+}
+
+fn router_with(db: Database, engine: Option<app::EngineClient>) -> Router {
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    app(AppState::new(db, Path::new("target/site"), addr))
+    app(AppState::new(db, engine, Path::new("target/site"), addr))
 }
 
 pub async fn send(router: &Router, method: &str, path: &str) -> (StatusCode, String) {
+    send_form(router, method, path, "").await
+}
+
+async fn send_form(router: &Router, method: &str, path: &str, form: &str) -> (StatusCode, String) {
     let request = Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::empty())
+        .body(Body::from(form.to_owned()))
         .unwrap();
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
@@ -74,6 +82,11 @@ async fn overview_is_server_rendered_with_the_stored_value() {
     assert_eq!(status, StatusCode::OK);
     assert!(
         html.contains("<title>Overview · Switchyard</title>"),
+        "{html}"
+    );
+    // Without an engine the counts tile says so instead of failing the page.
+    assert!(
+        html.contains(r#"data-testid="engine-unavailable""#),
         "{html}"
     );
     assert!(
@@ -155,4 +168,63 @@ async fn unknown_page_is_404() {
     let (status, html) = send(&router(db), "GET", "/definitely/not/here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains("Page not found"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_counts_and_the_instance_list_come_from_the_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sqlite(tmp.path()).await;
+    db.migrate().await.unwrap();
+    let Database::Sqlite(pool) = &db else {
+        unreachable!()
+    };
+    let store = engine::SqliteStore::new(pool.clone()).await.unwrap();
+    let runtime = engine::Runtime::start(
+        store,
+        engine::samples::registry(),
+        engine::RuntimeOptions::default(),
+    );
+    let client = runtime.client();
+    let id = client
+        .start::<engine::samples::HelloSequence>(
+            &vec!["Ada".to_owned()],
+            engine::StartOptions {
+                instance_id: Some("hello-ada".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .wait_for_completion(&id, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let router = router_with(db, Some(client));
+
+    let (status, html) = send(&router, "GET", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"data-testid="count-Completed""#), "{html}");
+    assert!(
+        html.contains(
+            r#"<span class="tile-count">1</span><span class="tile-label">Completed</span>"#
+        ),
+        "{html}"
+    );
+
+    let (status, html) = send(&router, "GET", "/instances?status=Completed").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<code>hello-ada</code>"), "{html}");
+    assert!(html.contains("HelloSequence"), "{html}");
+    let (_, html) = send(&router, "GET", "/instances?status=Failed").await;
+    assert!(html.contains(r#"data-testid="no-instances""#), "{html}");
+
+    // A bad filter is a clear 400 from the server function, and a message on the page.
+    let (status, body) =
+        send_form(&router, "POST", "/api/fn/instances/list", "status=Sleeping").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("unknown status"), "{body}");
+    let (status, html) = send(&router, "GET", "/instances?status=Sleeping").await;
+    assert!(status.is_success() || status.is_client_error(), "{status}");
+    assert!(html.contains("unknown status"), "{html}");
+    runtime.shutdown().await;
 }

@@ -1,0 +1,75 @@
+//! Serializable shapes shared by server functions and components (both builds compile them).
+
+use serde::{Deserialize, Serialize};
+
+/// How many instances have one status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCount {
+    pub status: String,
+    pub count: i64,
+}
+
+/// One row of the instance list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSummary {
+    pub instance_id: String,
+    pub name: String,
+    pub status: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A page of the instance list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceList {
+    pub instances: Vec<InstanceSummary>,
+    /// Present when another page follows.
+    pub next_cursor: Option<String>,
+}
+
+/// The statuses the list can filter by, in display order.
+pub const STATUSES: [&str; 8] = [
+    "Pending",
+    "Running",
+    "Suspended",
+    "Completed",
+    "Failed",
+    "Terminated",
+    "Canceled",
+    "ContinuedAsNew",
+];
+
+/// `YYYY-MM-DD HH:MM:SS` UTC for a millisecond timestamp, computed without a date library.
+pub fn format_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(1_795_000_000_000), "2026-11-18 08:26:40");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
+    }
+}
