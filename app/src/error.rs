@@ -16,6 +16,9 @@ pub enum AppError {
     /// The thing asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The user's role does not allow this action.
+    #[error("not allowed: {0}")]
+    Forbidden(String),
     /// The server could not do the work right now (database unreachable, shutting down).
     #[error("the server could not complete the request; try again")]
     Unavailable,
@@ -47,9 +50,12 @@ impl From<engine::ClientError> for AppError {
         use engine::ClientError as E;
         match err {
             E::NotFound(id) => AppError::NotFound(format!("instance {id}")),
-            e @ (E::Invalid { .. } | E::PayloadTooLarge { .. }) => {
-                AppError::Validation(e.to_string())
-            }
+            // Refusals the user can act on: bad input, or an instance in the wrong state.
+            e @ (E::Invalid { .. }
+            | E::PayloadTooLarge { .. }
+            | E::Conflict(_)
+            | E::WrongState { .. }
+            | E::Gone { .. }) => AppError::Validation(e.to_string()),
             other => {
                 tracing::error!(error = %other, "engine error in a server function");
                 AppError::Unavailable
@@ -68,6 +74,7 @@ impl AppError {
         let status = match &self {
             AppError::Validation(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable | AppError::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {

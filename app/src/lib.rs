@@ -13,6 +13,7 @@ pub mod components;
 pub mod error;
 pub mod models;
 pub mod routes;
+pub mod session;
 
 /// The engine's management client as the server provides it to server functions.
 #[cfg(feature = "ssr")]
@@ -27,7 +28,7 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::routes::{
-    instances::Instances, not_found::NotFound, overview::Overview, planned::Planned,
+    instances::Instances, not_found::NotFound, overview::Overview, planned::Planned, start::Start,
 };
 
 /// The HTML document around the app, rendered on the server only.
@@ -64,6 +65,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=NotFound>
                     <Route path=path!("") view=Overview />
                     <Route path=path!("/instances") view=Instances />
+                    <Route path=path!("/start") view=Start />
                     <Route path=path!("/approvals") view=|| view! { <Planned area="Approvals" /> } />
                     <Route path=path!("/entities") view=|| view! { <Planned area="Entities" /> } />
                     <Route path=path!("/resilience") view=|| view! { <Planned area="Resilience" /> } />

@@ -89,3 +89,25 @@ test('overview counts link to the instance list filtered by status', async ({ pa
   await page.goto('/instances?status=Sleeping');
   await expect(page.getByTestId('list-error')).toContainText('unknown status');
 });
+
+test('start page checks the JSON before submitting and starts a sample', async ({ page }) => {
+  await page.goto('/start');
+  await page.getByTestId('start-name').selectOption('HelloSequence');
+  const input = page.getByTestId('start-input');
+  const submit = page.getByTestId('start-submit');
+  await expect(submit).toBeEnabled();
+  await input.fill('["Ada", ');
+  await expect(page.getByTestId('start-input-problem')).toContainText('not valid JSON');
+  await expect(submit).toBeDisabled();
+  await input.fill('["Ada", "Grace"]');
+  await expect(page.getByTestId('start-input-problem')).toBeEmpty();
+  await page.getByTestId('start-id').fill('e2e-hello');
+  await submit.click();
+  await expect(page.getByTestId('start-result')).toContainText('e2e-hello');
+
+  // It runs to completion and shows up in the list.
+  await expect(async () => {
+    await page.goto('/instances?status=Completed');
+    await expect(page.getByTestId('instance-row').filter({ hasText: 'e2e-hello' })).toBeVisible();
+  }).toPass({ timeout: 15_000 });
+});

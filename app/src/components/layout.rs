@@ -13,6 +13,7 @@ use leptos_router::components::A;
 const NAV: &[(&str, &str)] = &[
     ("/", "Overview"),
     ("/instances", "Instances"),
+    ("/start", "Start"),
     ("/approvals", "Approvals"),
     ("/entities", "Entities"),
     ("/resilience", "Resilience"),

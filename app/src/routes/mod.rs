@@ -4,3 +4,4 @@ pub mod instances;
 pub mod not_found;
 pub mod overview;
 pub mod planned;
+pub mod start;

@@ -226,5 +226,31 @@ async fn overview_counts_and_the_instance_list_come_from_the_engine() {
     let (status, html) = send(&router, "GET", "/instances?status=Sleeping").await;
     assert!(status.is_success() || status.is_client_error(), "{status}");
     assert!(html.contains("unknown status"), "{html}");
+
+    // Starting through the server function: validated, and a clear 400 when the input is bad.
+    let (status, id) = send_form(
+        &router,
+        "POST",
+        "/api/fn/instances/start",
+        "name=HelloSequence&input=%5B%22Grace%22%5D&instance_id=hello-grace",
+    )
+    .await;
+    assert_eq!((status, id.as_str()), (StatusCode::OK, r#""hello-grace""#));
+    for (form, expected) in [
+        ("name=HelloSequence&input=%7Bnope", "not valid JSON"),
+        ("name=NoSuchThing&input=1", "no orchestration named"),
+        (
+            "name=HelloSequence&input=%5B%5D&instance_id=hello-grace",
+            "still running",
+        ),
+    ] {
+        let (status, body) = send_form(&router, "POST", "/api/fn/instances/start", form).await;
+        // A conflict only happens while hello-grace runs; once it finished, reuse is allowed.
+        if expected == "still running" && status == StatusCode::OK {
+            continue;
+        }
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{form}: {body}");
+        assert!(body.contains(expected), "{form}: {body}");
+    }
     runtime.shutdown().await;
 }

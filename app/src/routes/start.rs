@@ -1,0 +1,147 @@
+//! The Start page: pick a registered orchestration, give its JSON input (checked in the browser
+//! before submit, and again on the server) and optionally an instance id.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::error::AppError;
+
+/// Registered orchestration names.
+#[server(prefix = "/api/fn", endpoint = "orchestrations")]
+pub async fn orchestration_names() -> Result<Vec<String>, AppError> {
+    let engine = ssr::engine()?;
+    Ok(engine
+        .orchestration_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Starts `name` with `input` (JSON); returns the instance id. Needs the operator role.
+#[server(prefix = "/api/fn", endpoint = "instances/start")]
+pub async fn start_instance(
+    name: String,
+    input: String,
+    instance_id: Option<String>,
+) -> Result<String, AppError> {
+    crate::session::ssr::require(crate::session::Role::Operator)?;
+    ssr::start(name, input, instance_id)
+        .await
+        .map_err(AppError::with_status)
+}
+
+/// Why `text` is not acceptable JSON input, if it is not.
+pub fn json_problem(text: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .err()
+        .map(|e| format!("not valid JSON: {e}"))
+}
+
+/// The Start page.
+#[component]
+pub fn Start() -> impl IntoView {
+    let names = Resource::new(|| (), |_| orchestration_names());
+    let start = ServerAction::<StartInstance>::new();
+    let (name, set_name) = signal(String::new());
+    let (input, set_input) = signal("null".to_owned());
+    let (instance_id, set_instance_id) = signal(String::new());
+    let problem = move || input.with(|t| json_problem(t));
+    let (hydrated, set_hydrated) = signal(false);
+    Effect::new(move |_| set_hydrated.set(true));
+
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if problem().is_some() || name.get().is_empty() {
+            return;
+        }
+        let id = instance_id.get();
+        start.dispatch(StartInstance {
+            name: name.get(),
+            input: input.get(),
+            instance_id: (!id.trim().is_empty()).then(|| id.trim().to_owned()),
+        });
+    };
+
+    view! {
+        <Title text="Start" />
+        <h1>"Start an orchestration"</h1>
+        <form class="card form" on:submit=submit data-testid="start-form">
+            <label for="start-name">"Orchestration"</label>
+            <Suspense fallback=|| view! { <p>"…"</p> }>
+                {move || names.get().map(|result| match result {
+                    Ok(list) => {
+                        if name.get_untracked().is_empty()
+                            && let Some(first) = list.first()
+                        {
+                            set_name.set(first.clone());
+                        }
+                        view! {
+                            <select id="start-name" data-testid="start-name"
+                                on:change=move |ev| set_name.set(event_target_value(&ev))>
+                                {list.into_iter().map(|n| {
+                                    let selected = n == name.get_untracked();
+                                    let label = n.clone();
+                                    view! { <option value=n selected=selected>{label}</option> }
+                                }).collect_view()}
+                            </select>
+                        }.into_any()
+                    }
+                    Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+            <label for="start-input">"Input (JSON)"</label>
+            <textarea id="start-input" data-testid="start-input" rows="5"
+                aria-invalid=move || problem().is_some().to_string()
+                aria-describedby="start-input-problem"
+                prop:value=input
+                on:input=move |ev| set_input.set(event_target_value(&ev))></textarea>
+            <p id="start-input-problem" class="error" data-testid="start-input-problem" aria-live="polite">
+                {problem}
+            </p>
+            <label for="start-id">"Instance id (optional)"</label>
+            <input id="start-id" data-testid="start-id" type="text"
+                prop:value=instance_id
+                on:input=move |ev| set_instance_id.set(event_target_value(&ev)) />
+            <button type="submit" data-testid="start-submit"
+                disabled=move || !hydrated.get() || problem().is_some() || start.pending().get()>
+                "Start"
+            </button>
+            {move || start.value().get().map(|result| match result {
+                Ok(id) => view! {
+                    <p class="ok" role="status" data-testid="start-result">
+                        "Started " <code>{id}</code> ". " <a href="/instances">"See the instances"</a>
+                    </p>
+                }.into_any(),
+                Err(e) => view! { <p class="error" role="alert" data-testid="start-error">{e.to_string()}</p> }.into_any(),
+            })}
+        </form>
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    //! Server side of the Start page.
+
+    use crate::{EngineClient, error::AppError};
+
+    pub fn engine() -> Result<EngineClient, AppError> {
+        leptos::prelude::use_context::<EngineClient>()
+            .ok_or(AppError::Unavailable)
+            .map_err(AppError::with_status)
+    }
+
+    pub async fn start(
+        name: String,
+        input: String,
+        instance_id: Option<String>,
+    ) -> Result<String, AppError> {
+        if let Some(problem) = super::json_problem(&input) {
+            return Err(AppError::Validation(format!("input is {problem}")));
+        }
+        let options = engine::StartOptions {
+            instance_id,
+            ..engine::StartOptions::default()
+        };
+        Ok(engine()?.start_raw(&name, &input, options).await?)
+    }
+}
