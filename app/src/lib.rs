@@ -28,7 +28,8 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::routes::{
-    instances::Instances, not_found::NotFound, overview::Overview, planned::Planned, start::Start,
+    approvals::Approvals, instances::Instances, not_found::NotFound, overview::Overview,
+    planned::Planned, start::Start,
 };
 
 /// The HTML document around the app, rendered on the server only.
@@ -66,7 +67,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=Overview />
                     <Route path=path!("/instances") view=Instances />
                     <Route path=path!("/start") view=Start />
-                    <Route path=path!("/approvals") view=|| view! { <Planned area="Approvals" /> } />
+                    <Route path=path!("/approvals") view=Approvals />
                     <Route path=path!("/entities") view=|| view! { <Planned area="Entities" /> } />
                     <Route path=path!("/resilience") view=|| view! { <Planned area="Resilience" /> } />
                     <Route path=path!("/audit") view=|| view! { <Planned area="Audit" /> } />

@@ -111,3 +111,30 @@ test('start page checks the JSON before submitting and starts a sample', async (
     await expect(page.getByTestId('instance-row').filter({ hasText: 'e2e-hello' })).toBeVisible();
   }).toPass({ timeout: 15_000 });
 });
+
+test('an approval waiting in the inbox is approved and the instance completes', async ({ page, request }) => {
+  const started = await request.post('/api/fn/instances/start', {
+    form: {
+      name: 'HumanInteraction',
+      input: JSON.stringify({ request: 'expense 42', timeout_ms: 600000 }),
+      instance_id: 'e2e-approval',
+    },
+  });
+  expect(started.status()).toBe(200);
+
+  const item = page.locator('[data-testid="approval"][data-instance="e2e-approval"]');
+  await expect(async () => {
+    await page.goto('/approvals');
+    await expect(item).toBeVisible();
+  }).toPass({ timeout: 15_000 });
+  await expect(item).toContainText('escalates at');
+  await expect(item.getByTestId('approve')).toBeEnabled();
+  await item.getByTestId('approval-comment').fill('within budget');
+  await item.getByTestId('approve').click();
+  await expect(item).toHaveCount(0);
+
+  await expect(async () => {
+    await page.goto('/instances?status=Completed');
+    await expect(page.getByTestId('instance-row').filter({ hasText: 'e2e-approval' })).toBeVisible();
+  }).toPass({ timeout: 15_000 });
+});

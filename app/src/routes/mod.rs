@@ -1,5 +1,6 @@
 //! One module per page of the dashboard.
 
+pub mod approvals;
 pub mod instances;
 pub mod not_found;
 pub mod overview;

@@ -252,5 +252,24 @@ async fn overview_counts_and_the_instance_list_come_from_the_engine() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{form}: {body}");
         assert!(body.contains(expected), "{form}: {body}");
     }
+
+    // Deciding an approval: unknown instance is 404, a finished one is a clear 400.
+    let (status, body) = send_form(
+        &router,
+        "POST",
+        "/api/fn/approvals/decide",
+        "instance_id=nobody&approved=true&comment=ok",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = send_form(
+        &router,
+        "POST",
+        "/api/fn/approvals/decide",
+        "instance_id=hello-ada&approved=true&comment=late",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("already finished"), "{body}");
     runtime.shutdown().await;
 }

@@ -1,0 +1,142 @@
+//! The approvals inbox: instances waiting for an `Approval` event, how long they have waited and
+//! when their timeout escalates. Approving or rejecting (with a comment) raises the event; the
+//! instance then moves on by itself.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use serde::{Deserialize, Serialize};
+
+use crate::{error::AppError, models::format_utc};
+
+/// The event name the inbox answers.
+pub const APPROVAL_EVENT: &str = "Approval";
+
+/// One waiting approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub instance_id: String,
+    pub name: String,
+    pub waiting_since: i64,
+    pub deadline: Option<i64>,
+}
+
+/// Instances waiting for an approval, oldest first.
+#[server(prefix = "/api/fn", endpoint = "approvals/pending")]
+pub async fn pending_approvals() -> Result<Vec<PendingApproval>, AppError> {
+    ssr::pending().await.map_err(AppError::with_status)
+}
+
+/// Approves or rejects one instance with a comment. Needs the operator role.
+#[server(prefix = "/api/fn", endpoint = "approvals/decide")]
+pub async fn decide(instance_id: String, approved: bool, comment: String) -> Result<(), AppError> {
+    crate::session::ssr::require(crate::session::Role::Operator)?;
+    ssr::decide(instance_id, approved, comment)
+        .await
+        .map_err(AppError::with_status)
+}
+
+/// The approvals page.
+#[component]
+pub fn Approvals() -> impl IntoView {
+    let decide = ServerAction::<Decide>::new();
+    let pending = Resource::new(move || decide.version().get(), |_| pending_approvals());
+    view! {
+        <Title text="Approvals" />
+        <h1>"Approvals"</h1>
+        {move || decide.value().get().and_then(Result::err).map(|e| view! {
+            <p class="error" role="alert" data-testid="decide-error">{e.to_string()}</p>
+        })}
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || pending.get().map(|result| match result {
+                Ok(list) if list.is_empty() => view! {
+                    <p class="notice" data-testid="no-approvals">"Nothing is waiting for an approval."</p>
+                }.into_any(),
+                Ok(list) => view! {
+                    <ul class="inbox" data-testid="approvals">
+                        {list.into_iter().map(|a| view! { <ApprovalItem approval=a decide /> }).collect_view()}
+                    </ul>
+                }.into_any(),
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn ApprovalItem(approval: PendingApproval, decide: ServerAction<Decide>) -> impl IntoView {
+    let (comment, set_comment) = signal(String::new());
+    let id = approval.instance_id.clone();
+    let answer = move |approved: bool| {
+        let instance_id = id.clone();
+        move |_| {
+            decide.dispatch(Decide {
+                instance_id: instance_id.clone(),
+                approved,
+                comment: comment.get(),
+            });
+        }
+    };
+    let deadline = approval
+        .deadline
+        .map_or_else(|| "none".to_owned(), format_utc);
+    let comment_id = format!("comment-{}", approval.instance_id);
+    view! {
+        <li class="card" data-testid="approval" data-instance=approval.instance_id.clone()>
+            <p>
+                <code>{approval.instance_id.clone()}</code> " · " {approval.name}
+                " · waiting since " {format_utc(approval.waiting_since)} " UTC · escalates at " {deadline}
+            </p>
+            <label for=comment_id.clone()>"Comment"</label>
+            <input id=comment_id type="text" data-testid="approval-comment"
+                prop:value=comment on:input=move |ev| set_comment.set(event_target_value(&ev)) />
+            <div class="actions">
+                <button type="button" data-testid="approve" disabled=move || decide.pending().get()
+                    on:click=answer(true)>"Approve"</button>
+                <button type="button" class="secondary" data-testid="reject" disabled=move || decide.pending().get()
+                    on:click=answer(false)>"Reject"</button>
+            </div>
+        </li>
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    //! Server side of the approvals inbox.
+
+    use super::{APPROVAL_EVENT, PendingApproval};
+    use crate::{EngineClient, error::AppError};
+
+    fn engine() -> Result<EngineClient, AppError> {
+        leptos::prelude::use_context::<EngineClient>().ok_or(AppError::Unavailable)
+    }
+
+    pub async fn pending() -> Result<Vec<PendingApproval>, AppError> {
+        let waiting = engine()?.waiting_for_event(APPROVAL_EVENT, 200).await?;
+        Ok(waiting
+            .into_iter()
+            .map(|r| PendingApproval {
+                instance_id: r.instance_id,
+                name: r.name,
+                waiting_since: r.waiting_since.unwrap_or(r.created_at),
+                deadline: r.waiting_deadline,
+            })
+            .collect())
+    }
+
+    pub async fn decide(
+        instance_id: String,
+        approved: bool,
+        comment: String,
+    ) -> Result<(), AppError> {
+        if comment.len() > 2_000 {
+            return Err(AppError::Validation(
+                "the comment is longer than 2,000 bytes".into(),
+            ));
+        }
+        let payload = serde_json::json!({ "approved": approved, "comment": comment });
+        engine()?
+            .raise_event(&instance_id, APPROVAL_EVENT, &payload)
+            .await?;
+        Ok(())
+    }
+}
