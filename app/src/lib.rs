@@ -28,8 +28,8 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::routes::{
-    approvals::Approvals, instances::Instances, not_found::NotFound, overview::Overview,
-    planned::Planned, start::Start,
+    approvals::Approvals, detail::InstanceDetailPage, instances::Instances, not_found::NotFound,
+    overview::Overview, planned::Planned, start::Start,
 };
 
 /// The HTML document around the app, rendered on the server only.
@@ -66,6 +66,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=NotFound>
                     <Route path=path!("") view=Overview />
                     <Route path=path!("/instances") view=Instances />
+                    <Route path=path!("/instances/:id") view=InstanceDetailPage />
                     <Route path=path!("/start") view=Start />
                     <Route path=path!("/approvals") view=Approvals />
                     <Route path=path!("/entities") view=|| view! { <Planned area="Entities" /> } />

@@ -40,6 +40,20 @@ pub const STATUSES: [&str; 8] = [
     "ContinuedAsNew",
 ];
 
+/// Percent-encodes `value` for a URL path segment or query value: everything but RFC 3986's
+/// unreserved characters. Instance ids may contain `/`, `?`, `#`, `&` or spaces.
+pub fn url_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// `YYYY-MM-DD HH:MM:SS` UTC for a millisecond timestamp, computed without a date library.
 pub fn format_utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -65,6 +79,13 @@ pub fn format_utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_url_components() {
+        assert_eq!(url_component("hello-ada_1.2~x"), "hello-ada_1.2~x");
+        assert_eq!(url_component("a/b?c#d&e f|g"), "a%2Fb%3Fc%23d%26e%20f%7Cg");
+        assert_eq!(url_component("é"), "%C3%A9");
+    }
 
     #[test]
     fn formats_utc_timestamps() {

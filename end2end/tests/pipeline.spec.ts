@@ -138,3 +138,29 @@ test('an approval waiting in the inbox is approved and the instance completes', 
     await expect(page.getByTestId('instance-row').filter({ hasText: 'e2e-approval' })).toBeVisible();
   }).toPass({ timeout: 15_000 });
 });
+
+test('a running instance is terminated from its detail page with a reason', async ({ page, request }) => {
+  const started = await request.post('/api/fn/instances/start', {
+    form: {
+      name: 'HumanInteraction',
+      input: JSON.stringify({ request: 'laptop', timeout_ms: 600000 }),
+      instance_id: 'e2e-detail',
+    },
+  });
+  expect(started.status()).toBe(200);
+  await expect(async () => {
+    await page.goto('/instances/e2e-detail');
+    await expect(page.getByTestId('detail-status')).toHaveText('Running');
+  }).toPass({ timeout: 15_000 });
+  await expect(page.getByTestId('history-row').first()).toBeVisible();
+  const terminate = page.getByTestId('terminate');
+  await expect(terminate).toBeDisabled(); // a reason is required
+  await page.getByTestId('action-reason').fill('no longer needed');
+  await expect(terminate).toBeEnabled();
+  await terminate.click();
+  await expect(async () => {
+    await page.goto('/instances/e2e-detail');
+    await expect(page.getByTestId('detail-status')).toHaveText('Terminated');
+  }).toPass({ timeout: 15_000 });
+  await expect(page.getByTestId('history')).toContainText('no longer needed');
+});

@@ -8,7 +8,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::{
     error::AppError,
-    models::{InstanceList, STATUSES, format_utc},
+    models::{InstanceList, STATUSES, format_utc, url_component},
 };
 
 /// Instances per page.
@@ -73,7 +73,11 @@ fn InstanceTable(list: InstanceList) -> impl IntoView {
     let next = list.next_cursor.map(|cursor| {
         let query = use_query_map();
         let status = query.with_untracked(|q| q.get("status").unwrap_or_default());
-        let href = format!("/instances?status={status}&cursor={cursor}");
+        let href = format!(
+            "/instances?status={}&cursor={}",
+            url_component(&status),
+            url_component(&cursor)
+        );
         view! { <a class="next" href=href>"Next page →"</a> }
     });
     view! {
@@ -89,7 +93,7 @@ fn InstanceTable(list: InstanceList) -> impl IntoView {
                         let class = format!("status status-{}", i.status.to_lowercase());
                         view! {
                         <tr data-testid="instance-row">
-                            <td><code>{i.instance_id}</code></td>
+                            <td><a href=format!("/instances/{}", url_component(&i.instance_id))><code>{i.instance_id.clone()}</code></a></td>
                             <td>{i.name}</td>
                             <td><span class=class>{i.status}</span></td>
                             <td>{format_utc(i.created_at)}</td>

@@ -1,6 +1,7 @@
 //! One module per page of the dashboard.
 
 pub mod approvals;
+pub mod detail;
 pub mod instances;
 pub mod not_found;
 pub mod overview;

@@ -199,7 +199,7 @@ async fn overview_counts_and_the_instance_list_come_from_the_engine() {
         .wait_for_completion(&id, std::time::Duration::from_secs(20))
         .await
         .unwrap();
-    let router = router_with(db, Some(client));
+    let router = router_with(db, Some(client.clone()));
 
     let (status, html) = send(&router, "GET", "/").await;
     assert_eq!(status, StatusCode::OK);
@@ -271,5 +271,79 @@ async fn overview_counts_and_the_instance_list_come_from_the_engine() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("already finished"), "{body}");
+
+    // The detail page, also for an id that needs percent-encoding in the URL.
+    let odd = client
+        .start::<engine::samples::HumanInteraction>(
+            &engine::samples::ApprovalRequest {
+                request: "r".into(),
+                timeout_ms: 600_000,
+            },
+            engine::StartOptions {
+                instance_id: Some("team a/approval 1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (status, html) = send(&router, "GET", "/instances/hello-ada").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(r#"data-testid="detail-status" class="status status-completed">Completed<"#),
+        "{html}"
+    );
+    assert!(html.contains("ExecutionCompleted"), "{html}");
+    assert!(html.contains("Hello, Ada!"), "{html}");
+    let (_, html) = send(&router, "GET", "/instances/team%20a%2Fapproval%201").await;
+    assert!(html.contains("<code>team a/approval 1</code>"), "{html}");
+    let (_, html) = send(&router, "GET", "/instances/nobody").await;
+    assert!(html.contains(r#"data-testid="detail-error""#), "{html}");
+
+    // Actions: a reason is required; finished instances refuse; unknown ones are 404.
+    let act = |id: &str, action: &str, reason: &str| {
+        format!(
+            "instance_id={}&action={action}&reason={}",
+            app::models::url_component(id),
+            app::models::url_component(reason)
+        )
+    };
+    let (status, body) = send_form(
+        &router,
+        "POST",
+        "/api/fn/instances/act",
+        &act(&odd, "Terminate", " "),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("a reason is required"), "{body}");
+    let (status, body) = send_form(
+        &router,
+        "POST",
+        "/api/fn/instances/act",
+        &act("hello-ada", "Terminate", "x"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = send_form(
+        &router,
+        "POST",
+        "/api/fn/instances/act",
+        &act("nobody", "Suspend", "x"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = send_form(
+        &router,
+        "POST",
+        "/api/fn/instances/act",
+        &act(&odd, "Terminate", "test"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let done = client
+        .wait_for_completion(&odd, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done.status, engine::RuntimeStatus::Terminated);
     runtime.shutdown().await;
 }
