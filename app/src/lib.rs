@@ -9,7 +9,10 @@
 //! Layout: `routes/` holds one module per page, `components/` the shared pieces, [`models`] the
 //! serializable shapes server functions return, [`error`] the typed error they all return.
 
+pub mod audit;
 pub mod components;
+#[cfg(feature = "ssr")]
+pub mod context;
 pub mod error;
 pub mod models;
 pub mod routes;
@@ -28,8 +31,8 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::routes::{
-    approvals::Approvals, detail::InstanceDetailPage, instances::Instances, not_found::NotFound,
-    overview::Overview, planned::Planned, start::Start,
+    approvals::Approvals, audit::AuditLog, detail::InstanceDetailPage, instances::Instances, not_found::NotFound,
+    overview::Overview, planned::Planned, runaways::Runaways, start::Start,
 };
 
 /// The HTML document around the app, rendered on the server only.
@@ -71,7 +74,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/approvals") view=Approvals />
                     <Route path=path!("/entities") view=|| view! { <Planned area="Entities" /> } />
                     <Route path=path!("/resilience") view=|| view! { <Planned area="Resilience" /> } />
-                    <Route path=path!("/audit") view=|| view! { <Planned area="Audit" /> } />
+                    <Route path=path!("/runaways") view=Runaways />
+                    <Route path=path!("/audit") view=AuditLog />
                 </Routes>
             </Layout>
         </Router>

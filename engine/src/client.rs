@@ -14,7 +14,8 @@ use crate::{
     history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
     runtime::{Shared, WriteOutcome},
     store::{
-        Accept, InstancePage, InstanceQuery, InstanceRecord, NewInstance, OpError, Store,
+        Accept, InstancePage, InstanceQuery, InstanceRecord, NewInstance, OpError, RunawayLimits,
+        Store,
         StoreAdmin, StoreError, WriteOp,
     },
 };
@@ -267,6 +268,19 @@ impl<S: Store + StoreAdmin> Client<S> {
     ) -> Result<Vec<InstanceRecord>, ClientError> {
         validate_name("event name", name)?;
         Ok(self.shared.store.waiting_for_event(name, limit).await?)
+    }
+
+    /// Live instances past any of `limits`, worst first; see [`StoreAdmin::suspected_runaways`].
+    pub async fn suspected_runaways(
+        &self,
+        limits: &RunawayLimits,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>, ClientError> {
+        Ok(self
+            .shared
+            .store
+            .suspected_runaways(limits, limit)
+            .await?)
     }
 
     async fn deliver(

@@ -26,7 +26,8 @@ use crate::{
     replay::Action,
     store::{
         Accept, ActivityItem, CommitEffects, InstancePage, InstanceQuery, InstanceRecord,
-        LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage, SortBy, Store, StoreAdmin,
+        LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage, RunawayLimits, SortBy, Store,
+        StoreAdmin,
         StoreError, TurnCommit, WriteOp,
     },
 };
@@ -996,6 +997,26 @@ impl StoreAdmin for SqliteStore {
              ORDER BY waiting_since LIMIT ?"
         ))
         .bind(name)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn suspected_runaways(
+        &self,
+        limits: &RunawayLimits,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM instances \
+             WHERE status IN ('Pending', 'Running', 'Suspended') \
+             AND (history_len >= ? OR generation >= ? OR created_at <= ?) \
+             ORDER BY history_len DESC, generation DESC, created_at LIMIT ?"
+        ))
+        .bind(i64::from(limits.history_len))
+        .bind(i64::from(limits.generations))
+        .bind(limits.created_before)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;

@@ -249,6 +249,17 @@ pub struct InstanceQuery {
     pub cursor: Option<String>,
 }
 
+/// When a live instance looks like a runaway: any one threshold reached flags it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunawayLimits {
+    /// History events in the current execution.
+    pub history_len: u32,
+    /// Continue-as-new generations.
+    pub generations: u32,
+    /// Created at or before this time.
+    pub created_before: TimestampMs,
+}
+
 /// Sort key for queries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SortBy {
@@ -286,6 +297,13 @@ pub trait StoreAdmin: Send + Sync + 'static {
     fn waiting_for_event(
         &self,
         name: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
+    /// Live instances (pending, running or suspended) past any of `limits`, worst first (the
+    /// longest history, then the most generations, then the oldest), at most `limit` of them.
+    fn suspected_runaways(
+        &self,
+        limits: &RunawayLimits,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
     /// Ids of terminal instances created in `[from, to)` with one of `statuses` (all terminal

@@ -53,6 +53,64 @@ pub struct Cli {
     /// Log format [default: human].
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// OpenID Connect issuer URL. Enables login; without it the server runs in local mode.
+    #[arg(long, env = "SWITCHYARD_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// OIDC client id.
+    #[arg(long, env = "SWITCHYARD_OIDC_CLIENT_ID", value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+    /// OIDC client secret. Prefer the environment variable or the file: flags show in `ps`.
+    #[arg(
+        long,
+        env = "SWITCHYARD_OIDC_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub oidc_client_secret: Option<Secret>,
+    /// Where the provider sends the browser back [default: http://<bind>/auth/callback].
+    #[arg(long, env = "SWITCHYARD_OIDC_REDIRECT_URL", value_name = "URL")]
+    pub oidc_redirect_url: Option<String>,
+    /// Scopes to request, separated by spaces or commas [default: openid profile email].
+    #[arg(long, env = "SWITCHYARD_OIDC_SCOPES", value_name = "SCOPES")]
+    pub oidc_scopes: Option<String>,
+    /// The claim whose values grant roles, a string or an array of strings [default: groups].
+    #[arg(long, env = "SWITCHYARD_OIDC_ROLE_CLAIM", value_name = "CLAIM")]
+    pub oidc_role_claim: Option<String>,
+    /// Claim values that grant the admin role, comma-separated [default: switchyard-admin].
+    #[arg(long, env = "SWITCHYARD_OIDC_ADMINS", value_name = "VALUES")]
+    pub oidc_admins: Option<String>,
+    /// Claim values that grant the operator role [default: switchyard-operator].
+    #[arg(long, env = "SWITCHYARD_OIDC_OPERATORS", value_name = "VALUES")]
+    pub oidc_operators: Option<String>,
+    /// Claim values that grant the viewer role [default: switchyard-viewer].
+    #[arg(long, env = "SWITCHYARD_OIDC_VIEWERS", value_name = "VALUES")]
+    pub oidc_viewers: Option<String>,
+}
+
+/// A secret setting: never printed by `Debug` or in errors.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 /// Log output format.
@@ -87,6 +145,60 @@ struct FileConfig {
     site_root: Option<PathBuf>,
     log: Option<String>,
     log_format: Option<LogFormat>,
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<Secret>,
+    oidc_redirect_url: Option<String>,
+    oidc_scopes: Option<String>,
+    oidc_role_claim: Option<String>,
+    oidc_admins: Option<String>,
+    oidc_operators: Option<String>,
+    oidc_viewers: Option<String>,
+}
+
+/// How users sign in.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// No login: loopback only, everyone is the local administrator.
+    Local,
+    Oidc(OidcSettings),
+}
+
+/// A validated OpenID Connect client configuration.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub redirect_url: openidconnect::RedirectUrl,
+    pub scopes: Vec<String>,
+    pub role_claim: String,
+    pub roles: RoleMap,
+}
+
+/// Which claim values grant which role.
+#[derive(Debug, Clone, Default)]
+pub struct RoleMap {
+    pub admins: Vec<String>,
+    pub operators: Vec<String>,
+    pub viewers: Vec<String>,
+}
+
+impl RoleMap {
+    /// The highest role any of `values` grants.
+    pub fn role_for(&self, values: &[String]) -> Option<app::session::Role> {
+        use app::session::Role;
+        let has = |list: &[String]| values.iter().any(|v| list.contains(v));
+        if has(&self.admins) {
+            Some(Role::Admin)
+        } else if has(&self.operators) {
+            Some(Role::Operator)
+        } else if has(&self.viewers) {
+            Some(Role::Viewer)
+        } else {
+            None
+        }
+    }
 }
 
 /// The validated configuration the server runs with.
@@ -99,6 +211,7 @@ pub struct Config {
     pub site_root: PathBuf,
     pub log: String,
     pub log_format: LogFormat,
+    pub auth: AuthConfig,
 }
 
 /// A configuration problem. Each message is one line that says what to fix.
@@ -144,14 +257,15 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let bind = match (cli.bind, file.bind) {
+        let bind = match (cli.bind, file.bind.as_deref()) {
             (Some(addr), _) => addr,
-            (None, Some(text)) => parse_setting("bind", &text)?,
+            (None, Some(text)) => parse_setting("bind", text)?,
             (None, None) => DEFAULT_BIND.parse().expect("default address parses"),
         };
-        // There is no login yet (OIDC arrives with the dashboard's auth): this is local mode, and
-        // local mode is reachable from this machine only.
-        if !bind.ip().is_loopback() {
+        let auth = oidc_settings(&cli_oidc(&cli, &file), bind)?;
+        // Without a login, everyone who reaches the server is an administrator: local mode is
+        // reachable from this machine only.
+        if matches!(auth, AuthConfig::Local) && !bind.ip().is_loopback() {
             return Err(ConfigError::NonLoopbackInLocalMode(bind));
         }
         let data_dir = cli
@@ -194,6 +308,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("target/site")),
             log,
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            auth,
         };
         config.prepare_data_dir()?;
         Ok(config)
@@ -222,6 +337,111 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The OIDC settings as given, flag/environment first, then file.
+struct OidcInput {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    redirect_url: Option<String>,
+    scopes: Option<String>,
+    role_claim: Option<String>,
+    admins: Option<String>,
+    operators: Option<String>,
+    viewers: Option<String>,
+}
+
+fn cli_oidc(cli: &Cli, file: &FileConfig) -> OidcInput {
+    let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+    OidcInput {
+        issuer: pick(&cli.oidc_issuer, &file.oidc_issuer),
+        client_id: pick(&cli.oidc_client_id, &file.oidc_client_id),
+        client_secret: cli
+            .oidc_client_secret
+            .clone()
+            .or_else(|| file.oidc_client_secret.clone()),
+        redirect_url: pick(&cli.oidc_redirect_url, &file.oidc_redirect_url),
+        scopes: pick(&cli.oidc_scopes, &file.oidc_scopes),
+        role_claim: pick(&cli.oidc_role_claim, &file.oidc_role_claim),
+        admins: pick(&cli.oidc_admins, &file.oidc_admins),
+        operators: pick(&cli.oidc_operators, &file.oidc_operators),
+        viewers: pick(&cli.oidc_viewers, &file.oidc_viewers),
+    }
+}
+
+/// Validates the OIDC settings: none at all is local mode; an issuer needs a client id.
+fn oidc_settings(input: &OidcInput, bind: SocketAddr) -> Result<AuthConfig, ConfigError> {
+    let Some(issuer) = input.issuer.clone().filter(|i| !i.trim().is_empty()) else {
+        if input.client_id.is_some() || input.client_secret.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "oidc-issuer",
+                value: String::new(),
+                reason: "an OIDC client id or secret is set but no issuer; set --oidc-issuer"
+                    .into(),
+            });
+        }
+        return Ok(AuthConfig::Local);
+    };
+    openidconnect::IssuerUrl::new(issuer.clone()).map_err(|e| ConfigError::Invalid {
+        setting: "oidc-issuer",
+        value: issuer.clone(),
+        reason: e.to_string(),
+    })?;
+    let client_id = input
+        .client_id
+        .clone()
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| ConfigError::Invalid {
+            setting: "oidc-client-id",
+            value: String::new(),
+            reason: "required with --oidc-issuer".into(),
+        })?;
+    let redirect = input
+        .redirect_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bind}/auth/callback"));
+    let redirect_url =
+        openidconnect::RedirectUrl::new(redirect.clone()).map_err(|e| ConfigError::Invalid {
+            setting: "oidc-redirect-url",
+            value: redirect.clone(),
+            reason: e.to_string(),
+        })?;
+    if !matches!(redirect_url.url().scheme(), "http" | "https") {
+        return Err(ConfigError::Invalid {
+            setting: "oidc-redirect-url",
+            value: redirect,
+            reason: "must be an http or https URL".into(),
+        });
+    }
+    let list = |value: &Option<String>, default: &str| -> Vec<String> {
+        value
+            .as_deref()
+            .unwrap_or(default)
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let scopes = list(&input.scopes, "openid profile email");
+    let roles = RoleMap {
+        admins: list(&input.admins, "switchyard-admin"),
+        operators: list(&input.operators, "switchyard-operator"),
+        viewers: list(&input.viewers, "switchyard-viewer"),
+    };
+    Ok(AuthConfig::Oidc(OidcSettings {
+        issuer,
+        client_id,
+        client_secret: input.client_secret.clone(),
+        redirect_url,
+        scopes,
+        role_claim: input
+            .role_claim
+            .clone()
+            .unwrap_or_else(|| "groups".to_owned()),
+        roles,
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -348,6 +568,50 @@ mod tests {
         let mut cli = cli_in(tmp.path());
         cli.bind = Some("[::1]:3000".parse().unwrap());
         assert!(Config::resolve(cli).is_ok());
+    }
+
+    #[test]
+    fn oidc_needs_a_client_id_allows_other_addresses_and_hides_the_secret() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cli = cli_in(tmp.path());
+        cli.oidc_issuer = Some("http://127.0.0.1:9/".into());
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.contains("oidc-client-id"), "{err}");
+
+        let mut cli = cli_in(tmp.path());
+        cli.bind = Some("0.0.0.0:3000".parse().unwrap());
+        cli.oidc_issuer = Some("http://127.0.0.1:9/".into());
+        cli.oidc_client_id = Some("switchyard".into());
+        cli.oidc_client_secret = Some("hunter2".parse().unwrap());
+        cli.oidc_admins = Some("ops-leads, sre".into());
+        let config = Config::resolve(cli).unwrap();
+        let AuthConfig::Oidc(oidc) = &config.auth else {
+            panic!("expected OIDC");
+        };
+        assert_eq!(oidc.redirect_url.as_str(), "http://0.0.0.0:3000/auth/callback");
+        assert_eq!(oidc.roles.admins, vec!["ops-leads", "sre"]);
+        assert_eq!(oidc.scopes, vec!["openid", "profile", "email"]);
+        assert!(!format!("{config:?}").contains("hunter2"), "Debug hides the secret");
+
+        let mut cli = cli_in(tmp.path());
+        cli.oidc_client_secret = Some("hunter2".parse().unwrap());
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.contains("no issuer") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_highest_matching_role_wins() {
+        use app::session::Role;
+        let map = RoleMap {
+            admins: vec!["a".into()],
+            operators: vec!["o".into()],
+            viewers: vec!["v".into()],
+        };
+        let values = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(map.role_for(&values(&["v", "o"])), Some(Role::Operator));
+        assert_eq!(map.role_for(&values(&["a", "v"])), Some(Role::Admin));
+        assert_eq!(map.role_for(&values(&["v"])), Some(Role::Viewer));
+        assert_eq!(map.role_for(&values(&["x"])), None);
     }
 
     #[test]

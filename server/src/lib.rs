@@ -6,6 +6,7 @@
 //! until the shutdown future resolves, then drains requests in flight, shuts the engine down and
 //! closes the database.
 
+pub mod auth;
 pub mod config;
 pub mod csrf;
 pub mod health;
@@ -34,6 +35,8 @@ pub enum StartError {
         "address {addr} is already in use: stop the other process or choose another with --bind"
     )]
     AddressInUse { addr: SocketAddr },
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
     #[error("cannot start the engine: {0}")]
     Engine(#[source] engine::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -44,7 +47,11 @@ pub enum StartError {
     },
 }
 
-/// The full HTTP surface: probes, Leptos pages and server functions, static files.
+/// The full HTTP surface: probes, login, Leptos pages and server functions, static files.
+///
+/// Layers, outermost first: tracing, CSRF (refuses cross-site mutations before anything reads
+/// the session), sessions, then authentication, which attaches the current user or turns the
+/// request away.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let (db, engine) = (state.db.clone(), state.engine.clone());
@@ -54,16 +61,70 @@ pub fn app(state: AppState) -> Router {
             provide_context(engine.clone());
         }
     };
-    Router::new()
+    let router = Router::new()
         .merge(health::router())
+        .merge(auth::router())
         .leptos_routes_with_context(&state, routes, context, {
             let options = state.leptos.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::authenticate,
+        ));
+    let secure = state.auth.secure_cookies();
+    let router = match &state.db {
+        Database::Sqlite(pool) => router.layer(session_layer(
+            tower_sessions_sqlx_store::SqliteStore::new(pool.clone()),
+            secure,
+        )),
+        Database::Postgres(pool) => router.layer(session_layer(
+            tower_sessions_sqlx_store::PostgresStore::new(pool.clone()),
+            secure,
+        )),
+    };
+    router
         .layer(axum::middleware::from_fn(csrf::verify_origin))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// How long a session lasts without a request.
+const SESSION_IDLE: time::Duration = time::Duration::hours(8);
+
+/// Session cookies: HttpOnly, SameSite=Lax, Secure behind https, expiring after idle time.
+fn session_layer<S: tower_sessions::SessionStore + Clone>(
+    store: S,
+    secure: bool,
+) -> tower_sessions::SessionManagerLayer<S> {
+    tower_sessions::SessionManagerLayer::new(store)
+        .with_name(auth::COOKIE)
+        .with_http_only(true)
+        .with_same_site(tower_sessions::cookie::SameSite::Lax)
+        .with_secure(secure)
+        .with_expiry(tower_sessions::Expiry::OnInactivity(SESSION_IDLE))
+}
+
+/// Deletes expired sessions once an hour, for as long as the server runs.
+fn spawn_session_cleanup(db: &Database) {
+    use tower_sessions::ExpiredDeletion;
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(3600);
+    let task = match db {
+        Database::Sqlite(pool) => tokio::spawn(
+            tower_sessions_sqlx_store::SqliteStore::new(pool.clone())
+                .continuously_delete_expired(PERIOD),
+        ),
+        Database::Postgres(pool) => tokio::spawn(
+            tower_sessions_sqlx_store::PostgresStore::new(pool.clone())
+                .continuously_delete_expired(PERIOD),
+        ),
+    };
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = task.await {
+            tracing::error!(error = %e, "expired-session cleanup stopped");
+        }
+    });
 }
 
 /// A started server: socket bound, database open and migrated, engine running.
@@ -97,9 +158,23 @@ impl Server {
             durability: config.durability,
             ..ConnectOptions::default()
         };
+        let auth = match &config.auth {
+            config::AuthConfig::Local => {
+                tracing::warn!("local mode: no login, everyone on this machine is an administrator");
+                auth::Auth::Local
+            }
+            config::AuthConfig::Oidc(settings) => {
+                let oidc = auth::Oidc::new(settings.clone())?;
+                // Fail at start, with the reason, rather than at the first login.
+                oidc.discover().await?;
+                auth::Auth::Oidc(std::sync::Arc::new(oidc))
+            }
+        };
+
         let db = Database::connect(&config.database_url, &options).await?;
         db.migrate().await?;
         tracing::info!(database = %config.database_url, "database ready");
+        spawn_session_cleanup(&db);
 
         // The engine runs on SQLite; the PostgreSQL store is not built yet.
         let runtime = match &db {
@@ -127,7 +202,7 @@ impl Server {
         let engine = runtime.as_ref().map(Runtime::client);
         Ok(Server {
             listener,
-            state: AppState::new(db, engine, &config.site_root, addr),
+            state: AppState::new(db, engine, auth, &config.site_root, addr),
             runtime,
         })
     }

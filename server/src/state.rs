@@ -6,12 +6,16 @@ use axum::extract::FromRef;
 use engine::Database;
 use leptos::config::LeptosOptions;
 
+use crate::auth::Auth;
+
 /// What handlers and server functions need: the database, the engine's management client (absent
-/// when the engine does not run on this backend) and Leptos' rendering options.
+/// when the engine does not run on this backend), how users sign in, and Leptos' rendering
+/// options.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub db: Database,
     pub engine: Option<app::EngineClient>,
+    pub auth: Auth,
     pub leptos: LeptosOptions,
 }
 
@@ -21,6 +25,7 @@ impl AppState {
     pub fn new(
         db: Database,
         engine: Option<app::EngineClient>,
+        auth: Auth,
         site_root: &Path,
         addr: SocketAddr,
     ) -> AppState {
@@ -30,12 +35,23 @@ impl AppState {
             .site_pkg_dir("pkg")
             .site_addr(addr)
             .build();
-        AppState { db, engine, leptos }
+        AppState {
+            db,
+            engine,
+            auth,
+            leptos,
+        }
     }
 }
 
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.leptos.clone()
+    }
+}
+
+impl FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
     }
 }

@@ -1,7 +1,9 @@
-//! The page frame: header with the product name and the primary navigation, then the page.
+//! The page frame: header with the product name, the primary navigation and who is signed in,
+//! then the page.
 //!
-//! Until OIDC login exists the server runs in local mode (loopback only, everyone is an
-//! administrator), and the frame says so on every page.
+//! The frame loads the current user once ([`crate::session::whoami`]) and provides it to every
+//! page, which hide what the role cannot do. In local mode (no login, loopback only, everyone is
+//! an administrator) the frame says so on every page.
 //!
 //! Navigation uses the router's `<A>` links, which mark the current page with `aria-current` for
 //! assistive technology and for styling.
@@ -9,12 +11,15 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use crate::session::{UserResource, whoami};
+
 /// The primary navigation, in the order operators use it.
 const NAV: &[(&str, &str)] = &[
     ("/", "Overview"),
     ("/instances", "Instances"),
     ("/start", "Start"),
     ("/approvals", "Approvals"),
+    ("/runaways", "Runaways"),
     ("/entities", "Entities"),
     ("/resilience", "Resilience"),
     ("/audit", "Audit"),
@@ -23,6 +28,26 @@ const NAV: &[(&str, &str)] = &[
 /// Header, navigation and the main landmark around `children`.
 #[component]
 pub fn Layout(children: Children) -> impl IntoView {
+    let user: UserResource = Resource::new(|| (), |_| whoami());
+    provide_context(user);
+    let who = move || {
+        user.get().and_then(Result::ok).flatten().map(|u| {
+            let local = u.local;
+            view! {
+                <div class="who" data-testid="who">
+                    <span data-testid="user-name">{u.name}</span>
+                    " · "
+                    <span class="role" data-testid="user-role">{u.role.label()}</span>
+                    {(!local).then(|| view! {
+                        <form method="post" action="/auth/logout" class="inline">
+                            <button type="submit" class="link" data-testid="logout">"Sign out"</button>
+                        </form>
+                    })}
+                </div>
+            }
+        })
+    };
+    let local = move || user.get().and_then(Result::ok).flatten().is_some_and(|u| u.local);
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
         <header class="site-header">
@@ -38,11 +63,16 @@ pub fn Layout(children: Children) -> impl IntoView {
                         .collect_view()}
                 </ul>
             </nav>
+            <Suspense fallback=|| ()>{who}</Suspense>
         </header>
-        <p class="banner" role="status" data-testid="local-mode-banner">
-            <strong>"Local mode."</strong>
-            " There is no login: everyone who can reach this address acts as an administrator. The server only listens on this machine."
-        </p>
+        <Suspense fallback=|| ()>
+            <Show when=local>
+                <p class="banner" role="status" data-testid="local-mode-banner">
+                    <strong>"Local mode."</strong>
+                    " There is no login: everyone who can reach this address acts as an administrator. The server only listens on this machine."
+                </p>
+            </Show>
+        </Suspense>
         <main id="main" tabindex="-1">{children()}</main>
     }
 }

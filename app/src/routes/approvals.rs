@@ -29,10 +29,18 @@ pub async fn pending_approvals() -> Result<Vec<PendingApproval>, AppError> {
 /// Approves or rejects one instance with a comment. Needs the operator role.
 #[server(prefix = "/api/fn", endpoint = "approvals/decide")]
 pub async fn decide(instance_id: String, approved: bool, comment: String) -> Result<(), AppError> {
-    crate::session::ssr::require(crate::session::Role::Operator)?;
-    ssr::decide(instance_id, approved, comment)
-        .await
-        .map_err(AppError::with_status)
+    use crate::audit::ssr::{Action, guarded};
+    let audit = Action {
+        name: if approved { "approve" } else { "reject" },
+        target: &instance_id,
+        reason: &comment,
+    };
+    guarded(
+        crate::session::Role::Operator,
+        audit,
+        ssr::decide(instance_id.clone(), approved, comment.clone()),
+    )
+    .await
 }
 
 /// The approvals page.
@@ -104,11 +112,8 @@ mod ssr {
     //! Server side of the approvals inbox.
 
     use super::{APPROVAL_EVENT, PendingApproval};
-    use crate::{EngineClient, error::AppError};
+    use crate::{context::engine, error::AppError};
 
-    fn engine() -> Result<EngineClient, AppError> {
-        leptos::prelude::use_context::<EngineClient>().ok_or(AppError::Unavailable)
-    }
 
     pub async fn pending() -> Result<Vec<PendingApproval>, AppError> {
         let waiting = engine()?.waiting_for_event(APPROVAL_EVENT, 200).await?;

@@ -1,12 +1,18 @@
-//! One instance: its summary, input and output, failure, custom status and history; and the
-//! operator actions terminate, suspend and resume, each with a reason.
+//! One instance: its summary, input and output, failure, custom status, history and a timeline of
+//! its activities, timers and sub-orchestrations; and the actions on it, each with a reason:
+//! terminate, suspend, resume and raise event (operators), rewind, restart and purge (admins).
+//! Controls the user's role does not allow are not shown; the server checks again regardless.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::AppError, models::format_utc};
+use crate::{
+    error::AppError,
+    models::format_utc,
+    session::{Role, can},
+};
 
 /// What the detail page shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +27,22 @@ pub struct InstanceDetail {
     pub custom_status: Option<String>,
     pub failure: Option<String>,
     pub history: Vec<HistoryRow>,
+    /// Activities, timers and sub-orchestrations, in the order they were scheduled.
+    pub timeline: Vec<Span>,
+}
+
+/// One bar of the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// `activity`, `timer` or `sub-orchestration`.
+    pub kind: String,
+    /// Activity or orchestration name; for a timer, its scheduled id.
+    pub label: String,
+    pub start: i64,
+    /// Absent while the span is still open.
+    pub end: Option<i64>,
+    /// `open`, `completed` or `failed`.
+    pub outcome: String,
 }
 
 /// One history event, flattened for display.
@@ -33,12 +55,39 @@ pub struct HistoryRow {
     pub details: String,
 }
 
-/// An operator action on one instance.
+/// An action on one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InstanceAction {
     Terminate,
     Suspend,
     Resume,
+    Rewind,
+    Restart,
+    Purge,
+}
+
+impl InstanceAction {
+    /// The least role that may take the action.
+    pub fn needs(self) -> Role {
+        match self {
+            InstanceAction::Terminate | InstanceAction::Suspend | InstanceAction::Resume => {
+                Role::Operator
+            }
+            InstanceAction::Rewind | InstanceAction::Restart | InstanceAction::Purge => Role::Admin,
+        }
+    }
+
+    /// The name in the audit log.
+    pub fn audit_name(self) -> &'static str {
+        match self {
+            InstanceAction::Terminate => "terminate",
+            InstanceAction::Suspend => "suspend",
+            InstanceAction::Resume => "resume",
+            InstanceAction::Rewind => "rewind",
+            InstanceAction::Restart => "restart",
+            InstanceAction::Purge => "purge",
+        }
+    }
 }
 
 /// The instance, with its history.
@@ -47,17 +96,45 @@ pub async fn get_instance(instance_id: String) -> Result<InstanceDetail, AppErro
     ssr::get(instance_id).await.map_err(AppError::with_status)
 }
 
-/// Terminates, suspends or resumes an instance. Needs the operator role and a reason.
+/// Takes `action` on an instance, with a reason. Terminate, suspend and resume need the operator
+/// role; rewind, restart and purge the admin role. Returns the id of the instance to show next
+/// (the new one after a restart), or `None` after a purge.
 #[server(prefix = "/api/fn", endpoint = "instances/act")]
 pub async fn act_on_instance(
     instance_id: String,
     action: InstanceAction,
     reason: String,
+) -> Result<Option<String>, AppError> {
+    use crate::audit::ssr::{Action, guarded};
+    let audit = Action {
+        name: action.audit_name(),
+        target: &instance_id,
+        reason: &reason,
+    };
+    guarded(action.needs(), audit, ssr::act(&instance_id, action, &reason)).await
+}
+
+/// Raises event `name` with a JSON payload on an instance. Needs the operator role.
+#[server(prefix = "/api/fn", endpoint = "instances/raise")]
+pub async fn raise_event(
+    instance_id: String,
+    name: String,
+    payload: String,
+    reason: String,
 ) -> Result<(), AppError> {
-    crate::session::ssr::require(crate::session::Role::Operator)?;
-    ssr::act(instance_id, action, reason)
-        .await
-        .map_err(AppError::with_status)
+    use crate::audit::ssr::{Action, guarded};
+    let target = format!("{instance_id} event {name}");
+    let audit = Action {
+        name: "raise-event",
+        target: &target,
+        reason: &reason,
+    };
+    guarded(
+        Role::Operator,
+        audit,
+        ssr::raise(&instance_id, &name, &payload, &reason),
+    )
+    .await
 }
 
 /// The detail page.
@@ -66,15 +143,26 @@ pub fn InstanceDetailPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let act = ServerAction::<ActOnInstance>::new();
+    let raise = ServerAction::<RaiseEvent>::new();
     let detail = Resource::new(
-        move || (id(), act.version().get()),
-        |(id, _)| get_instance(id),
+        move || (id(), act.version().get(), raise.version().get()),
+        |(id, _, _)| get_instance(id),
     );
+    // After a purge the instance is gone, and after a restart under a new id it is elsewhere.
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| match act.value().get() {
+        Some(Ok(None)) => navigate("/instances", Default::default()),
+        Some(Ok(Some(next))) if next != id() => navigate(
+            &format!("/instances/{}", crate::models::url_component(&next)),
+            Default::default(),
+        ),
+        _ => {}
+    });
     view! {
         <Title text=move || format!("Instance {}", id()) />
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || detail.get().map(|result| match result {
-                Ok(d) => view! { <Detail detail=d act /> }.into_any(),
+                Ok(d) => view! { <Detail detail=d act raise /> }.into_any(),
                 Err(e) => view! {
                     <h1>"Instance"</h1>
                     <p class="error" role="alert" data-testid="detail-error">{e.to_string()}</p>
@@ -85,27 +173,16 @@ pub fn InstanceDetailPage() -> impl IntoView {
 }
 
 #[component]
-fn Detail(detail: InstanceDetail, act: ServerAction<ActOnInstance>) -> impl IntoView {
-    let (reason, set_reason) = signal(String::new());
-    let live = !matches!(
-        detail.status.as_str(),
-        "Completed" | "Failed" | "Terminated" | "Canceled"
-    );
-    let suspended = detail.status == "Suspended";
-    let id = detail.instance_id.clone();
-    let run = move |action: InstanceAction| {
-        let id = id.clone();
-        move |_| {
-            act.dispatch(ActOnInstance {
-                instance_id: id.clone(),
-                action,
-                reason: reason.get(),
-            });
-        }
-    };
+fn Detail(
+    detail: InstanceDetail,
+    act: ServerAction<ActOnInstance>,
+    raise: ServerAction<RaiseEvent>,
+) -> impl IntoView {
     let field = |label: &'static str, value: Option<String>, testid: &'static str| {
         value.map(|v| view! { <dt>{label}</dt><dd><pre data-testid=testid>{v}</pre></dd> })
     };
+    let status = detail.status.clone();
+    let id = detail.instance_id.clone();
     view! {
         <h1>"Instance " <code>{detail.instance_id.clone()}</code></h1>
         <section class="card">
@@ -121,31 +198,9 @@ fn Detail(detail: InstanceDetail, act: ServerAction<ActOnInstance>) -> impl Into
                 {field("Failure", detail.failure, "detail-failure")}
             </dl>
         </section>
-        {live.then(|| view! {
-            <section class="card" aria-labelledby="actions-title" data-testid="actions">
-                <h2 id="actions-title">"Actions"</h2>
-                <label for="action-reason">"Reason (required)"</label>
-                <input id="action-reason" type="text" data-testid="action-reason"
-                    prop:value=reason on:input=move |ev| set_reason.set(event_target_value(&ev)) />
-                <div class="actions">
-                    <button type="button" class="danger" data-testid="terminate"
-                        disabled=move || reason.with(|r| r.trim().is_empty()) || act.pending().get()
-                        on:click=run(InstanceAction::Terminate)>"Terminate"</button>
-                    {if suspended {
-                        view! { <button type="button" class="secondary" data-testid="resume"
-                            disabled=move || reason.with(|r| r.trim().is_empty()) || act.pending().get()
-                            on:click=run(InstanceAction::Resume)>"Resume"</button> }.into_any()
-                    } else {
-                        view! { <button type="button" class="secondary" data-testid="suspend"
-                            disabled=move || reason.with(|r| r.trim().is_empty()) || act.pending().get()
-                            on:click=run(InstanceAction::Suspend)>"Suspend"</button> }.into_any()
-                    }}
-                </div>
-                {move || act.value().get().and_then(Result::err).map(|e| view! {
-                    <p class="error" role="alert" data-testid="action-error">{e.to_string()}</p>
-                })}
-            </section>
-        })}
+        <Actions instance_id=id.clone() status=status.clone() act />
+        {move || (can(Role::Operator) && is_live(&status)).then(|| view! { <RaiseForm instance_id=id.clone() raise /> })}
+        <Timeline spans=detail.timeline />
         <section class="card" aria-labelledby="history-title">
             <h2 id="history-title">"History"</h2>
             <table class="instances" data-testid="history">
@@ -165,15 +220,250 @@ fn Detail(detail: InstanceDetail, act: ServerAction<ActOnInstance>) -> impl Into
     }
 }
 
+/// Whether an instance with this status can still change.
+fn is_live(status: &str) -> bool {
+    !matches!(status, "Completed" | "Failed" | "Terminated" | "Canceled")
+}
+
+/// The actions this instance's status and the user's role allow, with one shared reason field.
+#[component]
+fn Actions(instance_id: String, status: String, act: ServerAction<ActOnInstance>) -> impl IntoView {
+    let (reason, set_reason) = signal(String::new());
+    let live = is_live(&status);
+    let suspended = status == "Suspended";
+    let failed = status == "Failed";
+    let allowed = move |action: InstanceAction| {
+        let by_state = match action {
+            InstanceAction::Terminate => live,
+            InstanceAction::Suspend => live && !suspended,
+            InstanceAction::Resume => suspended,
+            InstanceAction::Rewind => failed,
+            InstanceAction::Restart => true,
+            InstanceAction::Purge => !live,
+        };
+        by_state && can(action.needs())
+    };
+    let button = move |action: InstanceAction, label: &'static str, class: &'static str| {
+        let id = instance_id.clone();
+        allowed(action).then(|| {
+            let confirm_purge = action == InstanceAction::Purge;
+            view! {
+                <button type="button" class=class data-testid=action.audit_name()
+                    disabled=move || reason.with(|r| r.trim().is_empty()) || act.pending().get()
+                    on:click=move |_| {
+                        if confirm_purge && !confirm("Purge this instance and its history? This cannot be undone.") {
+                            return;
+                        }
+                        act.dispatch(ActOnInstance { instance_id: id.clone(), action, reason: reason.get() });
+                    }>{label}</button>
+            }
+        })
+    };
+    let any = move || {
+        [
+            InstanceAction::Terminate,
+            InstanceAction::Suspend,
+            InstanceAction::Resume,
+            InstanceAction::Rewind,
+            InstanceAction::Restart,
+            InstanceAction::Purge,
+        ]
+        .into_iter()
+        .any(allowed)
+    };
+    view! {
+        <Show when=any>
+            <section class="card" aria-labelledby="actions-title" data-testid="actions">
+                <h2 id="actions-title">"Actions"</h2>
+                <label for="action-reason">"Reason (required, recorded in the audit log)"</label>
+                <input id="action-reason" type="text" data-testid="action-reason" maxlength="1000"
+                    prop:value=reason on:input=move |ev| set_reason.set(event_target_value(&ev)) />
+                <div class="actions">
+                    {button(InstanceAction::Terminate, "Terminate", "danger")}
+                    {button(InstanceAction::Suspend, "Suspend", "secondary")}
+                    {button(InstanceAction::Resume, "Resume", "secondary")}
+                    {button(InstanceAction::Rewind, "Rewind", "secondary")}
+                    {button(InstanceAction::Restart, "Restart", "secondary")}
+                    {button(InstanceAction::Purge, "Purge", "danger")}
+                </div>
+                {move || act.value().get().and_then(Result::err).map(|e| view! {
+                    <p class="error" role="alert" data-testid="action-error">{e.to_string()}</p>
+                })}
+            </section>
+        </Show>
+    }
+}
+
+/// Asks the browser to confirm; always yes while rendering on the server.
+fn confirm(message: &str) -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        window().confirm_with_message(message).unwrap_or(false)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = message;
+        true
+    }
+}
+
+/// Raise an event with a JSON payload.
+#[component]
+fn RaiseForm(instance_id: String, raise: ServerAction<RaiseEvent>) -> impl IntoView {
+    let (name, set_name) = signal(String::new());
+    let (payload, set_payload) = signal("null".to_owned());
+    let (reason, set_reason) = signal(String::new());
+    let problem = move || payload.with(|p| crate::routes::start::json_problem(p));
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if problem().is_none() {
+            raise.dispatch(RaiseEvent {
+                instance_id: instance_id.clone(),
+                name: name.get(),
+                payload: payload.get(),
+                reason: reason.get(),
+            });
+        }
+    };
+    view! {
+        <section class="card" aria-labelledby="raise-title" data-testid="raise">
+            <h2 id="raise-title">"Raise event"</h2>
+            <form on:submit=submit class="stack">
+                <label for="raise-name">"Event name"</label>
+                <input id="raise-name" type="text" required data-testid="raise-name"
+                    prop:value=name on:input=move |ev| set_name.set(event_target_value(&ev)) />
+                <label for="raise-payload">"Payload (JSON)"</label>
+                <textarea id="raise-payload" rows="3" data-testid="raise-payload"
+                    prop:value=payload on:input=move |ev| set_payload.set(event_target_value(&ev)) />
+                {move || problem().map(|p| view! { <p class="error" role="alert">{p}</p> })}
+                <label for="raise-reason">"Reason (required)"</label>
+                <input id="raise-reason" type="text" required maxlength="1000" data-testid="raise-reason"
+                    prop:value=reason on:input=move |ev| set_reason.set(event_target_value(&ev)) />
+                <button type="submit" data-testid="raise-submit"
+                    disabled=move || problem().is_some() || raise.pending().get()>"Raise"</button>
+                {move || raise.value().get().map(|r| match r {
+                    Ok(()) => view! { <p class="notice" role="status" data-testid="raise-done">"Event raised."</p> }.into_any(),
+                    Err(e) => view! { <p class="error" role="alert" data-testid="raise-error">{e.to_string()}</p> }.into_any(),
+                })}
+            </form>
+        </section>
+    }
+}
+
+/// A Gantt chart of the instance's activities, timers and sub-orchestrations: one bar per span,
+/// placed on a shared time axis from the first span's start to the last end.
+#[component]
+fn Timeline(spans: Vec<Span>) -> impl IntoView {
+    if spans.is_empty() {
+        return view! {
+            <section class="card" aria-labelledby="timeline-title">
+                <h2 id="timeline-title">"Timeline"</h2>
+                <p class="notice">"No activities, timers or sub-orchestrations yet."</p>
+            </section>
+        }
+        .into_any();
+    }
+    let origin = spans.iter().map(|s| s.start).min().unwrap_or(0);
+    let last = spans
+        .iter()
+        .map(|s| s.end.unwrap_or(s.start))
+        .max()
+        .unwrap_or(origin);
+    let total = (last - origin).max(1) as f64;
+    view! {
+        <section class="card" aria-labelledby="timeline-title">
+            <h2 id="timeline-title">"Timeline"</h2>
+            <p class="hint">{format!("{} spans over {}", spans.len(), format_duration(last - origin))}</p>
+            <ol class="gantt" data-testid="timeline">
+                {spans.into_iter().map(|s| {
+                    let left = (s.start - origin) as f64 / total * 100.0;
+                    let width = ((s.end.unwrap_or(last) - s.start) as f64 / total * 100.0).max(0.5);
+                    let took = s.end.map_or_else(|| "still open".to_owned(), |e| format_duration(e - s.start));
+                    let title = format!("{} {} · {} · {}", s.kind, s.label, s.outcome, took);
+                    view! {
+                        <li data-testid="span">
+                            <span class="gantt-label">{format!("{} {}", s.kind, s.label)}</span>
+                            <span class="gantt-track">
+                                <span class=format!("gantt-bar gantt-{}", s.outcome)
+                                    style=format!("left:{left:.2}%;width:{width:.2}%") title=title.clone()></span>
+                            </span>
+                            <span class="gantt-took">{took}</span>
+                        </li>
+                    }
+                }).collect_view()}
+            </ol>
+        </section>
+    }
+    .into_any()
+}
+
+/// `1.234 s`, `56 ms`, `2 min 3 s`.
+fn format_duration(ms: i64) -> String {
+    match ms {
+        ..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.3} s", ms as f64 / 1000.0),
+        _ => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
 #[cfg(feature = "ssr")]
 mod ssr {
     //! Server side of the detail page.
 
-    use super::{HistoryRow, InstanceAction, InstanceDetail};
-    use crate::{EngineClient, error::AppError};
+    use std::collections::HashMap;
 
-    fn engine() -> Result<EngineClient, AppError> {
-        leptos::prelude::use_context::<EngineClient>().ok_or(AppError::Unavailable)
+    use engine::history::{EventKind, HistoryEvent};
+
+    use super::{HistoryRow, InstanceAction, InstanceDetail, Span};
+    use crate::{audit::ssr::required_reason, context::engine, error::AppError};
+
+    /// The spans of a history: each scheduling event opens one, its completion or failure closes
+    /// it. Timers end when they fire.
+    pub fn timeline(history: &[HistoryEvent]) -> Vec<Span> {
+        let mut spans: Vec<Span> = Vec::new();
+        let mut open: HashMap<u32, usize> = HashMap::new();
+        for event in history {
+            let opened = match &event.kind {
+                EventKind::TaskScheduled { name, .. } => Some(("activity", name.clone())),
+                EventKind::TimerCreated { .. } => Some(("timer", format!("#{}", event.id))),
+                EventKind::SubOrchestrationInstanceCreated { name, .. } => {
+                    Some(("sub-orchestration", name.clone()))
+                }
+                _ => None,
+            };
+            if let Some((kind, label)) = opened {
+                open.insert(event.id, spans.len());
+                spans.push(Span {
+                    kind: kind.to_owned(),
+                    label,
+                    start: event.timestamp_ms,
+                    end: None,
+                    outcome: "open".to_owned(),
+                });
+                continue;
+            }
+            let closed = match &event.kind {
+                EventKind::TaskCompleted { scheduled_id, .. }
+                | EventKind::SubOrchestrationInstanceCompleted { scheduled_id, .. } => {
+                    Some((*scheduled_id, "completed"))
+                }
+                EventKind::TimerFired { timer_id } => Some((*timer_id, "completed")),
+                EventKind::TaskFailed { scheduled_id, .. }
+                | EventKind::SubOrchestrationInstanceFailed { scheduled_id, .. } => {
+                    Some((*scheduled_id, "failed"))
+                }
+                _ => None,
+            };
+            if let Some(span) = closed.and_then(|(id, outcome)| {
+                let index = open.remove(&id)?;
+                Some((index, outcome))
+            }) {
+                let (index, outcome) = span;
+                spans[index].end = Some(event.timestamp_ms);
+                spans[index].outcome = outcome.to_owned();
+            }
+        }
+        spans
     }
 
     pub async fn get(instance_id: String) -> Result<InstanceDetail, AppError> {
@@ -190,6 +480,7 @@ mod ssr {
             output: record.output,
             custom_status: record.custom_status,
             failure: record.failure.map(|f| f.to_string()),
+            timeline: timeline(&history),
             history: history
                 .into_iter()
                 .map(|e| {
@@ -213,25 +504,80 @@ mod ssr {
     }
 
     pub async fn act(
-        instance_id: String,
+        instance_id: &str,
         action: InstanceAction,
-        reason: String,
-    ) -> Result<(), AppError> {
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(AppError::Validation("a reason is required".into()));
-        }
-        if reason.len() > 1_000 {
-            return Err(AppError::Validation(
-                "the reason is longer than 1,000 bytes".into(),
-            ));
-        }
+        reason: &str,
+    ) -> Result<Option<String>, AppError> {
+        let reason = required_reason(reason)?;
         let engine = engine()?;
         match action {
-            InstanceAction::Terminate => engine.terminate(&instance_id, reason, true).await?,
-            InstanceAction::Suspend => engine.suspend(&instance_id, reason).await?,
-            InstanceAction::Resume => engine.resume(&instance_id, reason).await?,
+            InstanceAction::Terminate => engine.terminate(instance_id, reason, true).await?,
+            InstanceAction::Suspend => engine.suspend(instance_id, reason).await?,
+            InstanceAction::Resume => engine.resume(instance_id, reason).await?,
+            InstanceAction::Rewind => engine.rewind(instance_id, reason).await?,
+            InstanceAction::Restart => return Ok(Some(engine.restart(instance_id, None).await?)),
+            InstanceAction::Purge => {
+                engine.purge(instance_id, true).await?;
+                return Ok(None);
+            }
         }
+        Ok(Some(instance_id.to_owned()))
+    }
+
+    pub async fn raise(
+        instance_id: &str,
+        name: &str,
+        payload: &str,
+        reason: &str,
+    ) -> Result<(), AppError> {
+        required_reason(reason)?;
+        if let Some(problem) = crate::routes::start::json_problem(payload) {
+            return Err(AppError::Validation(format!("event payload is {problem}")));
+        }
+        engine()?.raise_event_raw(instance_id, name, payload).await?;
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use engine::history::{EventKind, HistoryEvent};
+
+    use super::ssr::timeline;
+
+    fn event(id: u32, at: i64, kind: EventKind) -> HistoryEvent {
+        HistoryEvent {
+            id,
+            timestamp_ms: at,
+            kind,
+        }
+    }
+
+    #[test]
+    fn spans_open_on_scheduling_and_close_on_their_completion() {
+        let history = vec![
+            event(0, 0, EventKind::OrchestratorStarted),
+            event(1, 10, EventKind::TaskScheduled { name: "A".into(), input: "1".into() }),
+            event(2, 10, EventKind::TaskScheduled { name: "B".into(), input: "2".into() }),
+            event(3, 12, EventKind::TimerCreated { fire_at_ms: 50 }),
+            event(4, 30, EventKind::TaskFailed { scheduled_id: 2, failure: engine::Failure::new("Boom", "boom") }),
+            event(5, 40, EventKind::TaskCompleted { scheduled_id: 1, result: "3".into() }),
+            event(6, 55, EventKind::TimerFired { timer_id: 3 }),
+            event(7, 60, EventKind::TaskScheduled { name: "C".into(), input: "4".into() }),
+        ];
+        let spans = timeline(&history);
+        let summary: Vec<_> = spans
+            .iter()
+            .map(|s| (s.kind.as_str(), s.label.as_str(), s.start, s.end, s.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("activity", "A", 10, Some(40), "completed"),
+                ("activity", "B", 10, Some(30), "failed"),
+                ("timer", "#3", 12, Some(55), "completed"),
+                ("activity", "C", 60, None, "open"),
+            ]
+        );
     }
 }

@@ -120,14 +120,10 @@ mod ssr {
 
     use super::PAGE_SIZE;
     use crate::{
-        EngineClient,
+        context::engine,
         error::AppError,
         models::{InstanceList, InstanceSummary},
     };
-
-    pub fn engine() -> Result<EngineClient, AppError> {
-        leptos::prelude::use_context::<EngineClient>().ok_or(AppError::Unavailable)
-    }
 
     pub async fn list(
         status: Option<String>,

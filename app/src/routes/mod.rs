@@ -1,9 +1,11 @@
 //! One module per page of the dashboard.
 
 pub mod approvals;
+pub mod audit;
 pub mod detail;
 pub mod instances;
 pub mod not_found;
 pub mod overview;
 pub mod planned;
+pub mod runaways;
 pub mod start;

@@ -16,15 +16,24 @@ pub const PIPELINE_COUNTER: &str = "pipeline-check";
 /// Reads the pipeline-check counter (0 before its first increment).
 #[server(prefix = "/api/fn", endpoint = "counter/get")]
 pub async fn get_counter() -> Result<i64, AppError> {
-    let db = ssr::database()?;
+    let db = crate::context::database()?;
     Ok(ssr::read_counter(&db, PIPELINE_COUNTER).await?)
 }
 
-/// Adds one to the pipeline-check counter and returns the new value.
+/// Adds one to the pipeline-check counter and returns the new value. Needs the operator role.
 #[server(prefix = "/api/fn", endpoint = "counter/increment")]
 pub async fn increment_counter() -> Result<i64, AppError> {
-    let db = ssr::database()?;
-    Ok(ssr::increment_counter(&db, PIPELINE_COUNTER).await?)
+    use crate::audit::ssr::{Action, guarded};
+    let db = crate::context::database()?;
+    let audit = Action {
+        name: "increment-counter",
+        target: PIPELINE_COUNTER,
+        reason: "",
+    };
+    guarded(crate::session::Role::Operator, audit, async {
+        Ok(ssr::increment_counter(&db, PIPELINE_COUNTER).await?)
+    })
+    .await
 }
 
 /// Instance counts per status, as the engine maintains them; `None` when the engine does not run
@@ -157,17 +166,6 @@ mod ssr {
     //! Server-only helpers for the overview page's server functions.
 
     use engine::{Database, DbError};
-    use leptos::prelude::use_context;
-
-    use crate::error::AppError;
-
-    /// The database handle the server provides to every request's context.
-    pub fn database() -> Result<Database, AppError> {
-        use_context::<Database>().ok_or_else(|| {
-            tracing::error!("no Database in the server function context");
-            AppError::Unavailable
-        })
-    }
 
     pub async fn read_counter(db: &Database, name: &str) -> Result<i64, DbError> {
         const SQL: &str = "SELECT value FROM counters WHERE name = $1";

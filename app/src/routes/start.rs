@@ -9,7 +9,7 @@ use crate::error::AppError;
 /// Registered orchestration names.
 #[server(prefix = "/api/fn", endpoint = "orchestrations")]
 pub async fn orchestration_names() -> Result<Vec<String>, AppError> {
-    let engine = ssr::engine()?;
+    let engine = crate::context::engine()?;
     Ok(engine
         .orchestration_names()
         .into_iter()
@@ -24,10 +24,22 @@ pub async fn start_instance(
     input: String,
     instance_id: Option<String>,
 ) -> Result<String, AppError> {
-    crate::session::ssr::require(crate::session::Role::Operator)?;
-    ssr::start(name, input, instance_id)
-        .await
-        .map_err(AppError::with_status)
+    use crate::audit::ssr::{Action, guarded};
+    let target = match &instance_id {
+        Some(id) if !id.trim().is_empty() => format!("{name} as {}", id.trim()),
+        _ => name.clone(),
+    };
+    let audit = Action {
+        name: "start",
+        target: &target,
+        reason: "",
+    };
+    guarded(
+        crate::session::Role::Operator,
+        audit,
+        ssr::start(name.clone(), input, instance_id),
+    )
+    .await
 }
 
 /// Why `text` is not acceptable JSON input, if it is not.
@@ -122,13 +134,8 @@ pub fn Start() -> impl IntoView {
 mod ssr {
     //! Server side of the Start page.
 
-    use crate::{EngineClient, error::AppError};
+    use crate::{context::engine, error::AppError};
 
-    pub fn engine() -> Result<EngineClient, AppError> {
-        leptos::prelude::use_context::<EngineClient>()
-            .ok_or(AppError::Unavailable)
-            .map_err(AppError::with_status)
-    }
 
     pub async fn start(
         name: String,
