@@ -1,17 +1,28 @@
-// Playwright configuration: Debian's chromium (never a downloaded browser) against a freshly
-// started Switchyard server on a loopback port with its own empty data directory.
+// Playwright configuration: Debian's chromium (never a downloaded browser) against freshly
+// started servers on loopback, each with its own empty data directory:
+//   - a real OpenID Connect provider (npm `oidc-provider`, `oidc/provider.mjs`);
+//   - Switchyard with OIDC login against it (most tests; signed in by `auth.setup.ts`);
+//   - Switchyard in local mode (no login), for `local.spec.ts`.
 import { defineConfig } from '@playwright/test';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const port = Number(process.env.E2E_PORT ?? 3917);
+const oidcPort = port + 1;
+const localPort = port + 2;
 const bin = process.env.SWITCHYARD_BIN;
 const siteRoot = process.env.SWITCHYARD_SITE_ROOT;
 if (!bin || !siteRoot) {
   throw new Error('SWITCHYARD_BIN and SWITCHYARD_SITE_ROOT must be set: run `cargo xtask e2e` or `cargo xtask test`');
 }
-const dataDir = process.env.E2E_DATA_DIR ?? mkdtempSync(join(tmpdir(), 'switchyard-e2e-'));
+const dataDir = (name: string) => mkdtempSync(join(tmpdir(), `switchyard-e2e-${name}-`));
+const appUrl = `http://127.0.0.1:${port}`;
+const clientSecret = 'e2e-client-secret';
+
+export const users = ['alice', 'oscar', 'victor'] as const;
+export const stateFile = (user: string) => join(__dirname, '.auth', `${user}.json`);
+export const localURL = `http://127.0.0.1:${localPort}`;
 
 export default defineConfig({
   testDir: './tests',
@@ -22,7 +33,7 @@ export default defineConfig({
   reporter: [['list']],
   timeout: 30_000,
   use: {
-    baseURL: `http://127.0.0.1:${port}`,
+    baseURL: appUrl,
     trace: 'retain-on-failure',
     launchOptions: {
       executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
@@ -38,12 +49,48 @@ export default defineConfig({
       ],
     },
   },
-  webServer: {
-    command: `"${bin}" --bind 127.0.0.1:${port} --data-dir "${dataDir}" --site-root "${siteRoot}"`,
-    url: `http://127.0.0.1:${port}/readyz`,
-    reuseExistingServer: false,
-    timeout: 60_000,
-    stdout: 'pipe',
-    stderr: 'pipe',
-  },
+  projects: [
+    { name: 'sign-in', testMatch: /auth\.setup\.ts/ },
+    {
+      name: 'oidc',
+      testMatch: /.*\.spec\.ts/,
+      testIgnore: /local\.spec\.ts/,
+      dependencies: ['sign-in'],
+      use: { storageState: stateFile('alice') },
+    },
+    { name: 'local', testMatch: /local\.spec\.ts/, use: { baseURL: localURL } },
+  ],
+  webServer: [
+    {
+      command: 'node oidc/provider.mjs',
+      url: `http://127.0.0.1:${oidcPort}/.well-known/openid-configuration`,
+      env: { OIDC_PORT: String(oidcPort), APP_URL: appUrl, OIDC_CLIENT_SECRET: clientSecret },
+      reuseExistingServer: false,
+      timeout: 30_000,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    },
+    {
+      command: `"${bin}" --bind 127.0.0.1:${port} --data-dir "${dataDir('oidc')}" --site-root "${siteRoot}"`,
+      url: `${appUrl}/readyz`,
+      env: {
+        SWITCHYARD_OIDC_ISSUER: `http://127.0.0.1:${oidcPort}`,
+        SWITCHYARD_OIDC_CLIENT_ID: 'switchyard',
+        SWITCHYARD_OIDC_CLIENT_SECRET: clientSecret,
+        SWITCHYARD_OIDC_SCOPES: 'openid profile email groups',
+      },
+      reuseExistingServer: false,
+      timeout: 60_000,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    },
+    {
+      command: `"${bin}" --bind 127.0.0.1:${localPort} --data-dir "${dataDir('local')}" --site-root "${siteRoot}"`,
+      url: `${localURL}/readyz`,
+      reuseExistingServer: false,
+      timeout: 60_000,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    },
+  ],
 });

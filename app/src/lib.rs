@@ -14,6 +14,7 @@ pub mod components;
 #[cfg(feature = "ssr")]
 pub mod context;
 pub mod error;
+pub mod live;
 pub mod models;
 pub mod routes;
 pub mod session;

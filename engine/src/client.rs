@@ -14,7 +14,7 @@ use crate::{
     history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
     runtime::{Shared, WriteOutcome},
     store::{
-        Accept, InstancePage, InstanceQuery, InstanceRecord, NewInstance, OpError, RunawayLimits,
+        Accept, InstancePage, InstanceQuery, InstanceRecord, NewInstance, OpError, RunawayLimits, CompletionBucket,
         Store,
         StoreAdmin, StoreError, WriteOp,
     },
@@ -280,6 +280,26 @@ impl<S: Store + StoreAdmin> Client<S> {
             .shared
             .store
             .suspected_runaways(limits, limit)
+            .await?)
+    }
+
+    /// Finished instances per time bucket, name and status since `since`; see
+    /// [`StoreAdmin::completion_stats`].
+    pub async fn completion_stats(
+        &self,
+        since: TimestampMs,
+        bucket_ms: i64,
+    ) -> Result<Vec<CompletionBucket>, ClientError> {
+        if bucket_ms <= 0 {
+            return Err(ClientError::Invalid {
+                what: "bucket_ms",
+                reason: format!("must be positive, not {bucket_ms}"),
+            });
+        }
+        Ok(self
+            .shared
+            .store
+            .completion_stats(since, bucket_ms)
             .await?)
     }
 

@@ -26,7 +26,7 @@ use crate::{
     replay::Action,
     store::{
         Accept, ActivityItem, CommitEffects, InstancePage, InstanceQuery, InstanceRecord,
-        LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage, RunawayLimits, SortBy, Store,
+        LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage, RunawayLimits, SortBy, Store, CompletionBucket,
         StoreAdmin,
         StoreError, TurnCommit, WriteOp,
     },
@@ -1021,6 +1021,38 @@ impl StoreAdmin for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(record).collect()
+    }
+
+    async fn completion_stats(
+        &self,
+        since: TimestampMs,
+        bucket_ms: i64,
+    ) -> Result<Vec<CompletionBucket>, StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        let rows: Vec<(i64, String, String, i64, f64, i64)> = sqlx::query_as(
+            "SELECT (completed_at / ?1) * ?1 AS bucket, name, status, COUNT(*), \
+             AVG(completed_at - created_at), MAX(completed_at - created_at) \
+             FROM instances WHERE completed_at >= ?2 \
+             GROUP BY bucket, name, status ORDER BY bucket, name, status",
+        )
+        .bind(bucket_ms)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(bucket_start, name, status, count, mean, max)| {
+                Ok(CompletionBucket {
+                    bucket_start,
+                    name,
+                    status: status
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("unknown status {status:?}")))?,
+                    count: count as u64,
+                    mean_latency_ms: mean,
+                    max_latency_ms: max,
+                })
+            })
+            .collect()
     }
 
     async fn terminal_ids(

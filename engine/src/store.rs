@@ -260,6 +260,19 @@ pub struct RunawayLimits {
     pub created_before: TimestampMs,
 }
 
+/// Finished instances of one name and status in one time bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionBucket {
+    /// Start of the bucket.
+    pub bucket_start: TimestampMs,
+    pub name: String,
+    pub status: RuntimeStatus,
+    pub count: u64,
+    /// Mean and maximum of `completed_at - created_at`.
+    pub mean_latency_ms: f64,
+    pub max_latency_ms: i64,
+}
+
 /// Sort key for queries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SortBy {
@@ -306,6 +319,13 @@ pub trait StoreAdmin: Send + Sync + 'static {
         limits: &RunawayLimits,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
+    /// Instances that finished at or after `since`, counted per `bucket_ms` time bucket, name
+    /// and terminal status, with their start-to-finish latency, oldest bucket first.
+    fn completion_stats(
+        &self,
+        since: TimestampMs,
+        bucket_ms: i64,
+    ) -> impl Future<Output = Result<Vec<CompletionBucket>, StoreError>> + Send;
     /// Ids of terminal instances created in `[from, to)` with one of `statuses` (all terminal
     /// statuses when empty), for purge by filter.
     fn terminal_ids(

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod csrf;
 pub mod health;
+pub mod live;
 pub mod state;
 pub mod telemetry;
 
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .merge(health::router())
         .merge(auth::router())
+        .merge(live::router())
         .leptos_routes_with_context(&state, routes, context, {
             let options = state.leptos.clone();
             move || shell(options.clone())
@@ -165,8 +167,20 @@ impl Server {
             }
             config::AuthConfig::Oidc(settings) => {
                 let oidc = auth::Oidc::new(settings.clone())?;
-                // Fail at start, with the reason, rather than at the first login.
-                oidc.discover().await?;
+                // Fail at start, with the reason, rather than at the first login; but give a
+                // provider that starts alongside this server a few seconds to come up.
+                let mut delay = std::time::Duration::from_millis(250);
+                loop {
+                    match oidc.discover().await {
+                        Ok(()) => break,
+                        Err(e) if delay < std::time::Duration::from_secs(4) => {
+                            tracing::warn!(error = %e, "identity provider not reachable yet; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 auth::Auth::Oidc(std::sync::Arc::new(oidc))
             }
         };
@@ -225,7 +239,15 @@ impl Server {
             runtime,
         } = self;
         let db = state.db.clone();
+        let live = state.live.clone();
         tracing::info!(address = %state.leptos.site_addr, "serving http://{}", state.leptos.site_addr);
+        let shutdown = async move {
+            shutdown.await;
+            // Ends the open event streams, which would otherwise hold the drain open.
+            if let Some(live) = live {
+                live.stop();
+            }
+        };
         axum::serve(listener, app(state))
             .with_graceful_shutdown(shutdown)
             .await?;

@@ -16,6 +16,8 @@ pub struct AppState {
     pub db: Database,
     pub engine: Option<app::EngineClient>,
     pub auth: Auth,
+    /// Live dashboard figures (absent without the engine).
+    pub live: Option<crate::live::LiveFeed>,
     pub leptos: LeptosOptions,
 }
 
@@ -35,10 +37,16 @@ impl AppState {
             .site_pkg_dir("pkg")
             .site_addr(addr)
             .build();
+        // The feed's task needs a runtime; outside one (route listing) it is simply absent.
+        let live = engine
+            .clone()
+            .filter(|_| tokio::runtime::Handle::try_current().is_ok())
+            .map(crate::live::start);
         AppState {
             db,
             engine,
             auth,
+            live,
             leptos,
         }
     }

@@ -30,6 +30,12 @@ const NAV: &[(&str, &str)] = &[
 pub fn Layout(children: Children) -> impl IntoView {
     let user: UserResource = Resource::new(|| (), |_| whoami());
     provide_context(user);
+    let live: crate::live::LiveSignal = RwSignal::new(None);
+    provide_context(live);
+    crate::live::subscribe(live);
+    // Effects run only in the browser: the header says when the page has hydrated.
+    let (hydrated, set_hydrated) = signal(false);
+    Effect::new(move |_| set_hydrated.set(true));
     let who = move || {
         user.get().and_then(Result::ok).flatten().map(|u| {
             let local = u.local;
@@ -50,7 +56,7 @@ pub fn Layout(children: Children) -> impl IntoView {
     let local = move || user.get().and_then(Result::ok).flatten().is_some_and(|u| u.local);
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
-        <header class="site-header">
+        <header class="site-header" data-hydrated=move || hydrated.get().to_string()>
             <a class="brand" href="/">
                 <span class="brand-mark" aria-hidden="true">"⇄"</span>
                 "Switchyard"

@@ -328,7 +328,7 @@ fn RaiseForm(instance_id: String, raise: ServerAction<RaiseEvent>) -> impl IntoV
     view! {
         <section class="card" aria-labelledby="raise-title" data-testid="raise">
             <h2 id="raise-title">"Raise event"</h2>
-            <form on:submit=submit class="stack">
+            <form on:submit=submit class="form">
                 <label for="raise-name">"Event name"</label>
                 <input id="raise-name" type="text" required data-testid="raise-name"
                     prop:value=name on:input=move |ev| set_name.set(event_target_value(&ev)) />

@@ -6,7 +6,9 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::{
+    components::chart::{Line, LineChart},
     error::AppError,
+    live::{LiveSignal, LiveSnapshot, current_figures},
     models::{STATUSES, StatusCount},
 };
 
@@ -61,53 +63,101 @@ pub async fn status_counts() -> Result<Option<Vec<StatusCount>>, AppError> {
 /// The overview page.
 #[component]
 pub fn Overview() -> impl IntoView {
+    let first = Resource::new(|| (), |_| current_figures());
+    let live = use_context::<LiveSignal>();
+    // The pushed snapshot once it arrives; until then the one rendered on the server.
+    let snapshot = move || match live.and_then(|l| l.get()) {
+        Some(pushed) => Some(Ok(Some(pushed))),
+        None => first.get(),
+    };
     view! {
         <Title text="Overview" />
         <h1>"Overview"</h1>
-        <StatusCounts />
+        <Suspense fallback=|| view! { <p>"…"</p> }>
+            {move || snapshot().map(|result| match result {
+                Ok(None) => view! {
+                    <p class="notice" data-testid="engine-unavailable">
+                        "Orchestrations are not available on this database backend yet (the engine runs on SQLite)."
+                    </p>
+                }
+                .into_any(),
+                Ok(Some(s)) => view! { <Figures snapshot=s /> }.into_any(),
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+            })}
+        </Suspense>
         <PipelineCheck />
     }
 }
 
-/// One tile per status; each links to the list filtered by it.
+/// Tiles per status, attention items, and the charts.
 #[component]
-fn StatusCounts() -> impl IntoView {
-    let counts = Resource::new(|| (), |_| status_counts());
+fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
+    let by_name = |name: &str| {
+        snapshot.counts.iter().find(|c| c.status == name).map_or(0, |c| c.count)
+    };
+    let tiles = STATUSES
+        .iter()
+        .map(|s| view! {
+            <li>
+                <a href=format!("/instances?status={s}") data-testid=format!("count-{s}")>
+                    <span class="tile-count">{by_name(s)}</span>
+                    <span class="tile-label">{*s}</span>
+                </a>
+            </li>
+        })
+        .collect_view();
+    let t = &snapshot.throughput;
+    let per_second = |v: u64| Some(v as f64 * 1000.0 / t.bucket_ms as f64);
+    let mut lines: Vec<Line> = t
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Line {
+            label: format!("{} completed", s.name),
+            values: s.completed.iter().map(|v| per_second(*v)).collect(),
+            class: format!("series-{}", i % 6),
+        })
+        .collect();
+    if t.series.iter().any(|s| s.failed.iter().any(|v| *v > 0)) {
+        let buckets = t.mean_latency_ms.len();
+        lines.push(Line {
+            label: "failed (all names)".into(),
+            values: (0..buckets)
+                .map(|i| per_second(t.series.iter().map(|s| s.failed[i]).sum()))
+                .collect(),
+            class: "series-failed".into(),
+        });
+    }
+    let latency = vec![
+        Line {
+            label: "mean".into(),
+            values: t.mean_latency_ms.clone(),
+            class: "series-0".into(),
+        },
+        Line {
+            label: "max".into(),
+            values: t.max_latency_ms.iter().map(|v| v.map(|v| v as f64)).collect(),
+            class: "series-failed".into(),
+        },
+    ];
+    let total = t.total();
     view! {
         <section class="card" aria-labelledby="counts-title" data-testid="status-counts">
             <h2 id="counts-title">"Instances by status"</h2>
-            <Suspense fallback=|| view! { <p>"…"</p> }>
-                {move || counts.get().map(|result| match result {
-                    Ok(None) => view! {
-                        <p class="notice" data-testid="engine-unavailable">
-                            "Orchestrations are not available on this database backend yet (the engine runs on SQLite)."
-                        </p>
-                    }
-                    .into_any(),
-                    Ok(Some(counts)) => {
-                        let by_name = |name: &str| {
-                            counts.iter().find(|c| c.status == name).map_or(0, |c| c.count)
-                        };
-                        view! {
-                            <ul class="tiles">
-                                {STATUSES
-                                    .iter()
-                                    .map(|s| view! {
-                                        <li>
-                                            <a href=format!("/instances?status={s}") data-testid=format!("count-{s}")>
-                                                <span class="tile-count">{by_name(s)}</span>
-                                                <span class="tile-label">{*s}</span>
-                                            </a>
-                                        </li>
-                                    })
-                                    .collect_view()}
-                            </ul>
-                        }
-                        .into_any()
-                    }
-                    Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
+            <ul class="tiles">{tiles}</ul>
+            <p class="attention">
+                <a href="/approvals" data-testid="waiting-approvals">{snapshot.waiting_approvals} " waiting for approval"</a>
+                " · "
+                <a href="/runaways" data-testid="suspected-runaways">{snapshot.runaways} " suspected runaways"</a>
+            </p>
+        </section>
+        <section class="card" aria-labelledby="charts-title">
+            <h2 id="charts-title">"Last 5 minutes"</h2>
+            <p class="hint" data-testid="finished-total">{total} " instances finished in the window"</p>
+            <div class="charts">
+                <LineChart title="Throughput (instances finished per second)" unit="/s" lines testid="throughput-chart" />
+                <LineChart title="Start-to-finish latency" unit="ms" lines=latency testid="latency-chart" />
+            </div>
         </section>
     }
 }

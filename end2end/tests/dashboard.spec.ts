@@ -1,0 +1,152 @@
+// The operator's dashboard against a real OIDC provider: login, roles, runaways, live charts,
+// the audit log, logout; and screenshots of the main pages.
+import { type APIRequestContext, expect, test } from '@playwright/test';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { stateFile } from '../playwright.config';
+import { hydrated, signIn } from './helpers';
+
+const shots = join(__dirname, '..', 'screenshots');
+mkdirSync(shots, { recursive: true });
+
+async function start(request: APIRequestContext, name: string, input: unknown, id: string) {
+  const response = await request.post('/api/fn/instances/start', {
+    form: { name, input: JSON.stringify(input), instance_id: id },
+  });
+  expect(response.status(), await response.text()).toBe(200);
+}
+
+test.describe('without a session', () => {
+  test.use({ storageState: { cookies: [], origins: [] } });
+
+  test('a page asks for login and comes back to where it was asked', async ({ page }) => {
+    await signIn(page, 'oscar', '/instances?status=Running');
+    await expect(page).toHaveURL(/\/instances\?status=Running$/);
+    await expect(page.getByTestId('user-role')).toHaveText('operator');
+    await expect(page.getByTestId('local-mode-banner')).toHaveCount(0);
+  });
+
+  test('server functions refuse a request without a session', async ({ request }) => {
+    const response = await request.post('/api/fn/session/whoami');
+    expect(response.status()).toBe(401);
+  });
+
+  test('a user whose groups grant no role is refused at login', async ({ page }) => {
+    await signIn(page, 'nora');
+    await expect(page.getByTestId('auth-error')).toContainText('none of your `groups` values grants a Switchyard role');
+  });
+
+  test('logout ends the session here and at the provider', async ({ page, context }) => {
+    await signIn(page, 'oscar');
+    await expect(page.getByTestId('user-name')).toHaveText('oscar');
+    const before = (await context.cookies()).find((c) => c.name === 'switchyard.sid');
+    expect(before?.httpOnly).toBe(true);
+    expect(before?.sameSite).toBe('Lax');
+    await hydrated(page);
+    await page.getByTestId('logout').click();
+    // The provider asks to confirm its own logout, then sends the browser back.
+    await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+    await expect(page.getByTestId('signed-out')).toBeVisible();
+    // The old session id is dead: replaying it gets 401.
+    const replay = await page.request.post('/api/fn/session/whoami', {
+      headers: { cookie: `switchyard.sid=${before?.value}` },
+    });
+    expect(replay.status()).toBe(401);
+    // And the provider's session is gone too: visiting the dashboard asks for a login again.
+    await page.goto('/');
+    await expect(page).toHaveURL(/\/interaction\//);
+  });
+});
+
+test('a monitor that never finishes is flagged and terminated from the runaway list', async ({ page, request }) => {
+  await start(
+    request,
+    'Monitor',
+    { job_id: 'forever', checks: 0, ready_after: 4294967295, interval_ms: 50, max_interval_ms: 50, deadline_ms: 0, timeout_ms: 3600000 },
+    'e2e-runaway',
+  );
+  const row = page.locator('[data-testid="runaway"][data-instance="e2e-runaway"]');
+  await expect(async () => {
+    await page.goto('/runaways?generations=5');
+    await expect(row).toBeVisible();
+  }).toPass({ timeout: 20_000 });
+  await expect(row).toContainText('generations');
+  await hydrated(page);
+  await row.getByTestId('terminate-runaway').click();
+  await expect(row).toHaveCount(0);
+  await page.goto('/instances/e2e-runaway');
+  await expect(page.getByTestId('detail-status')).toHaveText('Terminated');
+  // The audit log has it, with the user and the fixed reason.
+  await page.goto('/audit?action=terminate&target=e2e-runaway');
+  const entry = page.getByTestId('audit-row').first();
+  await expect(entry).toContainText('alice');
+  await expect(entry).toContainText('runaway: terminated from the runaway list');
+  await expect(entry).toContainText('ok');
+});
+
+test('the overview chart shows throughput after a burst, pushed live without a reload', async ({ page, request }) => {
+  await page.goto('/');
+  await hydrated(page);
+  const total = page.getByTestId('finished-total');
+  const before = parseInt((await total.textContent()) ?? '0', 10);
+  for (let i = 0; i < 20; i++) {
+    await start(request, 'HelloSequence', ['Ada', 'Grace'], `e2e-burst-${i}`);
+  }
+  // No reload: the numbers arrive over server-sent events.
+  await expect(async () => {
+    const now = parseInt((await total.textContent()) ?? '0', 10);
+    expect(now).toBeGreaterThanOrEqual(before + 20);
+  }).toPass({ timeout: 20_000 });
+  const max = Number(await page.getByTestId('throughput-chart').getAttribute('data-max'));
+  expect(max).toBeGreaterThan(0);
+  await expect(page.getByTestId('throughput-chart').locator('polyline').first()).toBeVisible();
+  await page.screenshot({ path: join(shots, 'overview.png'), fullPage: true });
+});
+
+test('screenshots of the instance list, a detail page and the approvals inbox', async ({ page, request }) => {
+  await start(request, 'HumanInteraction', { request: 'screenshot', timeout_ms: 600000 }, 'e2e-shot-approval');
+  await start(request, 'FanOutFanIn', 12, 'e2e-shot-fan-out');
+  await expect(async () => {
+    await page.goto('/instances/e2e-shot-fan-out');
+    await expect(page.getByTestId('detail-status')).toHaveText('Completed');
+  }).toPass({ timeout: 15_000 });
+  await expect(page.getByTestId('span').first()).toBeVisible();
+  await page.screenshot({ path: join(shots, 'detail.png'), fullPage: true });
+  await page.goto('/instances');
+  await expect(page.getByTestId('instance-row').first()).toBeVisible();
+  await page.screenshot({ path: join(shots, 'instances.png'), fullPage: true });
+  await expect(async () => {
+    await page.goto('/approvals');
+    await expect(page.locator('[data-instance="e2e-shot-approval"]')).toBeVisible();
+  }).toPass({ timeout: 15_000 });
+  await page.screenshot({ path: join(shots, 'approvals.png'), fullPage: true });
+});
+
+test.describe('as a viewer', () => {
+  test.use({ storageState: stateFile('victor') });
+
+  test('a viewer sees no terminate and the server refuses a forged one with 403', async ({ page, browser }) => {
+    // An admin starts something the viewer could try to stop.
+    const admin = await browser.newContext({ storageState: stateFile('alice') });
+    await start(admin.request, 'HumanInteraction', { request: 'viewer test', timeout_ms: 600000 }, 'e2e-viewer');
+    await expect(async () => {
+      await page.goto('/instances/e2e-viewer');
+      await expect(page.getByTestId('detail-status')).toHaveText('Running');
+    }).toPass({ timeout: 15_000 });
+    await hydrated(page);
+    await expect(page.getByTestId('user-role')).toHaveText('viewer');
+    await expect(page.getByTestId('terminate')).toHaveCount(0);
+    await expect(page.getByTestId('actions')).toHaveCount(0);
+    await expect(page.getByTestId('raise')).toHaveCount(0);
+
+    // The same request the button would send, sent from the viewer's session.
+    const forged = await page.request.post('/api/fn/instances/act', {
+      form: { instance_id: 'e2e-viewer', action: 'Terminate', reason: 'viewer tries' },
+    });
+    expect(forged.status()).toBe(403);
+    expect(await forged.text()).toContain('needs the operator role');
+    await page.reload();
+    await expect(page.getByTestId('detail-status')).toHaveText('Running');
+    await admin.close();
+  });
+});
