@@ -32,8 +32,8 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::routes::{
-    approvals::Approvals, audit::AuditLog, detail::InstanceDetailPage, instances::Instances, not_found::NotFound,
-    overview::Overview, planned::Planned, runaways::Runaways, start::Start,
+    approvals::Approvals, audit::AuditLog, detail::InstanceDetailPage, instances::Instances,
+    not_found::NotFound, overview::Overview, planned::Planned, runaways::Runaways, start::Start,
 };
 
 /// The HTML document around the app, rendered on the server only.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::AppError;
 
 /// A user's role, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {
     Viewer,
     Operator,
@@ -76,8 +76,7 @@ pub mod ssr {
     /// The user, if they have at least `needed`; 403 otherwise (401 when not signed in).
     pub fn require(needed: Role) -> Result<CurrentUser, AppError> {
         let Some(user) = current_user() else {
-            if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>()
-            {
+            if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
                 response.set_status(http::StatusCode::UNAUTHORIZED);
             }
             return Err(AppError::Forbidden("sign in first".into()));

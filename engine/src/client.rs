@@ -14,9 +14,8 @@ use crate::{
     history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
     runtime::{Shared, WriteOutcome},
     store::{
-        Accept, InstancePage, InstanceQuery, InstanceRecord, NewInstance, OpError, RunawayLimits, CompletionBucket,
-        Store,
-        StoreAdmin, StoreError, WriteOp,
+        Accept, CompletionBucket, InstancePage, InstanceQuery, InstanceRecord, NewInstance,
+        OpError, RunawayLimits, Store, StoreAdmin, StoreError, WriteOp,
     },
 };
 
@@ -276,11 +275,7 @@ impl<S: Store + StoreAdmin> Client<S> {
         limits: &RunawayLimits,
         limit: u32,
     ) -> Result<Vec<InstanceRecord>, ClientError> {
-        Ok(self
-            .shared
-            .store
-            .suspected_runaways(limits, limit)
-            .await?)
+        Ok(self.shared.store.suspected_runaways(limits, limit).await?)
     }
 
     /// Finished instances per time bucket, name and status since `since`; see
@@ -296,11 +291,7 @@ impl<S: Store + StoreAdmin> Client<S> {
                 reason: format!("must be positive, not {bucket_ms}"),
             });
         }
-        Ok(self
-            .shared
-            .store
-            .completion_stats(since, bucket_ms)
-            .await?)
+        Ok(self.shared.store.completion_stats(since, bucket_ms).await?)
     }
 
     async fn deliver(

@@ -25,10 +25,9 @@ use crate::{
     history::{Failure, HistoryEvent, Message, RuntimeStatus, TimestampMs},
     replay::Action,
     store::{
-        Accept, ActivityItem, CommitEffects, InstancePage, InstanceQuery, InstanceRecord,
-        LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage, RunawayLimits, SortBy, Store, CompletionBucket,
-        StoreAdmin,
-        StoreError, TurnCommit, WriteOp,
+        Accept, ActivityItem, CommitEffects, CompletionBucket, InstancePage, InstanceQuery,
+        InstanceRecord, LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage,
+        RunawayLimits, SortBy, Store, StoreAdmin, StoreError, TurnCommit, WriteOp,
     },
 };
 

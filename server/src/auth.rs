@@ -31,8 +31,8 @@ use axum::{
 };
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IdToken, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    OAuth2TokenResponse, PostLogoutRedirectUrl, ProviderMetadataWithLogout, Scope, TokenResponse,
+    EndpointSet, IdToken, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, Scope, TokenResponse,
     core::{
         CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreIdToken,
         CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
@@ -458,8 +458,8 @@ async fn logout(State(auth): State<Auth>, session: Session) -> Result<Response, 
     let (Some(endpoint), Some(user)) = (end_session, user) else {
         return Ok(Redirect::to("/auth/signed-out").into_response());
     };
-    let mut request = LogoutRequest::from(endpoint)
-        .set_client_id(ClientId::new(oidc.settings.client_id.clone()));
+    let mut request =
+        LogoutRequest::from(endpoint).set_client_id(ClientId::new(oidc.settings.client_id.clone()));
     if let Ok(token) = CoreIdToken::from_str(&user.id_token) {
         request = request.set_id_token_hint(&token);
     }
@@ -524,7 +524,10 @@ pub async fn authenticate(
             }),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the session");
-                return (StatusCode::SERVICE_UNAVAILABLE, "the session store failed; try again")
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the session store failed; try again",
+                )
                     .into_response();
             }
         },
@@ -575,7 +578,10 @@ mod tests {
 
     #[test]
     fn next_only_points_into_this_site() {
-        assert_eq!(safe_next(Some("/instances?status=Running")), "/instances?status=Running");
+        assert_eq!(
+            safe_next(Some("/instances?status=Running")),
+            "/instances?status=Running"
+        );
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
@@ -584,7 +590,13 @@ mod tests {
 
     #[test]
     fn public_paths_are_only_login_probes_and_static_files() {
-        for path in ["/auth/login", "/healthz", "/readyz", "/pkg/app.wasm", "/favicon.svg"] {
+        for path in [
+            "/auth/login",
+            "/healthz",
+            "/readyz",
+            "/pkg/app.wasm",
+            "/favicon.svg",
+        ] {
             assert!(is_public(path), "{path}");
         }
         for path in ["/", "/instances", "/api/fn/instances/act", "/authx"] {

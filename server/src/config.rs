@@ -161,7 +161,7 @@ struct FileConfig {
 pub enum AuthConfig {
     /// No login: loopback only, everyone is the local administrator.
     Local,
-    Oidc(OidcSettings),
+    Oidc(Box<OidcSettings>),
 }
 
 /// A validated OpenID Connect client configuration.
@@ -430,7 +430,7 @@ fn oidc_settings(input: &OidcInput, bind: SocketAddr) -> Result<AuthConfig, Conf
         operators: list(&input.operators, "switchyard-operator"),
         viewers: list(&input.viewers, "switchyard-viewer"),
     };
-    Ok(AuthConfig::Oidc(OidcSettings {
+    Ok(AuthConfig::Oidc(Box::new(OidcSettings {
         issuer,
         client_id,
         client_secret: input.client_secret.clone(),
@@ -441,7 +441,7 @@ fn oidc_settings(input: &OidcInput, bind: SocketAddr) -> Result<AuthConfig, Conf
             .clone()
             .unwrap_or_else(|| "groups".to_owned()),
         roles,
-    }))
+    })))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -588,15 +588,24 @@ mod tests {
         let AuthConfig::Oidc(oidc) = &config.auth else {
             panic!("expected OIDC");
         };
-        assert_eq!(oidc.redirect_url.as_str(), "http://0.0.0.0:3000/auth/callback");
+        assert_eq!(
+            oidc.redirect_url.as_str(),
+            "http://0.0.0.0:3000/auth/callback"
+        );
         assert_eq!(oidc.roles.admins, vec!["ops-leads", "sre"]);
         assert_eq!(oidc.scopes, vec!["openid", "profile", "email"]);
-        assert!(!format!("{config:?}").contains("hunter2"), "Debug hides the secret");
+        assert!(
+            !format!("{config:?}").contains("hunter2"),
+            "Debug hides the secret"
+        );
 
         let mut cli = cli_in(tmp.path());
         cli.oidc_client_secret = Some("hunter2".parse().unwrap());
         let err = Config::resolve(cli).unwrap_err().to_string();
-        assert!(err.contains("no issuer") && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("no issuer") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -162,11 +162,13 @@ impl Server {
         };
         let auth = match &config.auth {
             config::AuthConfig::Local => {
-                tracing::warn!("local mode: no login, everyone on this machine is an administrator");
+                tracing::warn!(
+                    "local mode: no login, everyone on this machine is an administrator"
+                );
                 auth::Auth::Local
             }
             config::AuthConfig::Oidc(settings) => {
-                let oidc = auth::Oidc::new(settings.clone())?;
+                let oidc = auth::Oidc::new((**settings).clone())?;
                 // Fail at start, with the reason, rather than at the first login; but give a
                 // provider that starts alongside this server a few seconds to come up.
                 let mut delay = std::time::Duration::from_millis(250);

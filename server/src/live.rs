@@ -92,7 +92,9 @@ async fn events(State(state): State<AppState>) -> Response {
             .borrow_and_update()
             .as_ref()
             .and_then(|s| serde_json::to_string(s).ok());
-        let event = Event::default().event("message").data(json.unwrap_or_default());
+        let event = Event::default()
+            .event("message")
+            .data(json.unwrap_or_default());
         Some((Ok::<_, Infallible>(event), feed))
     });
     Sse::new(updates)

@@ -102,13 +102,21 @@ mod tests {
 
     #[test]
     fn values_scale_to_the_box_and_gaps_split_the_line() {
-        let runs = polylines(&[Some(0.0), Some(5.0), None, Some(10.0), Some(10.0)], 10.0, 40.0, 100.0);
+        let runs = polylines(
+            &[Some(0.0), Some(5.0), None, Some(10.0), Some(10.0)],
+            10.0,
+            40.0,
+            100.0,
+        );
         assert_eq!(runs, vec!["0.0,100.0 10.0,50.0", "30.0,0.0 40.0,0.0"]);
     }
 
     #[test]
     fn an_all_zero_series_stays_on_the_axis() {
-        assert_eq!(polylines(&[Some(0.0), Some(0.0)], 0.0, 10.0, 20.0), vec!["0.0,20.0 10.0,20.0"]);
+        assert_eq!(
+            polylines(&[Some(0.0), Some(0.0)], 0.0, 10.0, 20.0),
+            vec!["0.0,20.0 10.0,20.0"]
+        );
         assert!(polylines(&[None, None], 0.0, 10.0, 20.0).is_empty());
     }
 }

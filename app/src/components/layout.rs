@@ -53,7 +53,12 @@ pub fn Layout(children: Children) -> impl IntoView {
             }
         })
     };
-    let local = move || user.get().and_then(Result::ok).flatten().is_some_and(|u| u.local);
+    let local = move || {
+        user.get()
+            .and_then(Result::ok)
+            .flatten()
+            .is_some_and(|u| u.local)
+    };
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
         <header class="site-header" data-hydrated=move || hydrated.get().to_string()>

@@ -1,4 +1,4 @@
 //! Components shared by several pages.
 
-pub mod layout;
 pub mod chart;
+pub mod layout;

@@ -114,7 +114,6 @@ mod ssr {
     use super::{APPROVAL_EVENT, PendingApproval};
     use crate::{context::engine, error::AppError};
 
-
     pub async fn pending() -> Result<Vec<PendingApproval>, AppError> {
         let waiting = engine()?.waiting_for_event(APPROVAL_EVENT, 200).await?;
         Ok(waiting

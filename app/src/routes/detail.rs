@@ -111,7 +111,12 @@ pub async fn act_on_instance(
         target: &instance_id,
         reason: &reason,
     };
-    guarded(action.needs(), audit, ssr::act(&instance_id, action, &reason)).await
+    guarded(
+        action.needs(),
+        audit,
+        ssr::act(&instance_id, action, &reason),
+    )
+    .await
 }
 
 /// Raises event `name` with a JSON payload on an instance. Needs the operator role.
@@ -534,7 +539,9 @@ mod ssr {
         if let Some(problem) = crate::routes::start::json_problem(payload) {
             return Err(AppError::Validation(format!("event payload is {problem}")));
         }
-        engine()?.raise_event_raw(instance_id, name, payload).await?;
+        engine()?
+            .raise_event_raw(instance_id, name, payload)
+            .await?;
         Ok(())
     }
 }
@@ -557,18 +564,61 @@ mod tests {
     fn spans_open_on_scheduling_and_close_on_their_completion() {
         let history = vec![
             event(0, 0, EventKind::OrchestratorStarted),
-            event(1, 10, EventKind::TaskScheduled { name: "A".into(), input: "1".into() }),
-            event(2, 10, EventKind::TaskScheduled { name: "B".into(), input: "2".into() }),
+            event(
+                1,
+                10,
+                EventKind::TaskScheduled {
+                    name: "A".into(),
+                    input: "1".into(),
+                },
+            ),
+            event(
+                2,
+                10,
+                EventKind::TaskScheduled {
+                    name: "B".into(),
+                    input: "2".into(),
+                },
+            ),
             event(3, 12, EventKind::TimerCreated { fire_at_ms: 50 }),
-            event(4, 30, EventKind::TaskFailed { scheduled_id: 2, failure: engine::Failure::new("Boom", "boom") }),
-            event(5, 40, EventKind::TaskCompleted { scheduled_id: 1, result: "3".into() }),
+            event(
+                4,
+                30,
+                EventKind::TaskFailed {
+                    scheduled_id: 2,
+                    failure: engine::Failure::new("Boom", "boom"),
+                },
+            ),
+            event(
+                5,
+                40,
+                EventKind::TaskCompleted {
+                    scheduled_id: 1,
+                    result: "3".into(),
+                },
+            ),
             event(6, 55, EventKind::TimerFired { timer_id: 3 }),
-            event(7, 60, EventKind::TaskScheduled { name: "C".into(), input: "4".into() }),
+            event(
+                7,
+                60,
+                EventKind::TaskScheduled {
+                    name: "C".into(),
+                    input: "4".into(),
+                },
+            ),
         ];
         let spans = timeline(&history);
         let summary: Vec<_> = spans
             .iter()
-            .map(|s| (s.kind.as_str(), s.label.as_str(), s.start, s.end, s.outcome.as_str()))
+            .map(|s| {
+                (
+                    s.kind.as_str(),
+                    s.label.as_str(),
+                    s.start,
+                    s.end,
+                    s.outcome.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,

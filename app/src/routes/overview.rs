@@ -93,17 +93,23 @@ pub fn Overview() -> impl IntoView {
 #[component]
 fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
     let by_name = |name: &str| {
-        snapshot.counts.iter().find(|c| c.status == name).map_or(0, |c| c.count)
+        snapshot
+            .counts
+            .iter()
+            .find(|c| c.status == name)
+            .map_or(0, |c| c.count)
     };
     let tiles = STATUSES
         .iter()
-        .map(|s| view! {
-            <li>
-                <a href=format!("/instances?status={s}") data-testid=format!("count-{s}")>
-                    <span class="tile-count">{by_name(s)}</span>
-                    <span class="tile-label">{*s}</span>
-                </a>
-            </li>
+        .map(|s| {
+            view! {
+                <li>
+                    <a href=format!("/instances?status={s}") data-testid=format!("count-{s}")>
+                        <span class="tile-count">{by_name(s)}</span>
+                        <span class="tile-label">{*s}</span>
+                    </a>
+                </li>
+            }
         })
         .collect_view();
     let t = &snapshot.throughput;
@@ -136,7 +142,11 @@ fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
         },
         Line {
             label: "max".into(),
-            values: t.max_latency_ms.iter().map(|v| v.map(|v| v as f64)).collect(),
+            values: t
+                .max_latency_ms
+                .iter()
+                .map(|v| v.map(|v| v as f64))
+                .collect(),
             class: "series-failed".into(),
         },
     ];

@@ -183,7 +183,11 @@ mod ssr {
         error::AppError,
     };
 
-    pub async fn list(history: u32, generations: u32, age_h: u32) -> Result<Vec<Runaway>, AppError> {
+    pub async fn list(
+        history: u32,
+        generations: u32,
+        age_h: u32,
+    ) -> Result<Vec<Runaway>, AppError> {
         let age_ms = i64::from(age_h) * 3_600_000;
         let limits = RunawayLimits {
             history_len: history,

@@ -136,7 +136,6 @@ mod ssr {
 
     use crate::{context::engine, error::AppError};
 
-
     pub async fn start(
         name: String,
         input: String,

@@ -24,7 +24,13 @@ pub fn router(db: Database) -> Router {
 
 fn router_with(db: Database, engine: Option<app::EngineClient>) -> Router {
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    app(AppState::new(db, engine, server::auth::Auth::Local, Path::new("target/site"), addr))
+    app(AppState::new(
+        db,
+        engine,
+        server::auth::Auth::Local,
+        Path::new("target/site"),
+        addr,
+    ))
 }
 
 pub async fn send(router: &Router, method: &str, path: &str) -> (StatusCode, String) {
