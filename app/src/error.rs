@@ -31,6 +31,15 @@ impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        // On the server, arguments that do not parse are the caller's mistake: 400, not 500.
+        #[cfg(feature = "ssr")]
+        if let ServerFnErrorErr::Args(_)
+        | ServerFnErrorErr::MissingArg(_)
+        | ServerFnErrorErr::Deserialization(_) = &value
+        {
+            return AppError::Validation(format!("the request's arguments are not valid: {value}"))
+                .with_status();
+        }
         AppError::Transport(value.to_string())
     }
 }

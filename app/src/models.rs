@@ -76,6 +76,47 @@ pub fn format_utc(ms: i64) -> String {
     )
 }
 
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM` or `YYYY-MM-DD HH:MM[:SS]` as UTC into milliseconds
+/// since the epoch (the inverse of [`format_utc`]); `None` when it is not such a date.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, time) = match text.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: i64 = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || !(1..=9999).contains(&year) {
+        return None;
+    }
+    let seconds = match time {
+        None => 0,
+        Some(t) => {
+            let mut hms = t.splitn(3, ':');
+            let h: i64 = hms.next()?.parse().ok()?;
+            let m: i64 = hms.next()?.parse().ok()?;
+            let s: i64 = hms.next().map_or(Some(0), |s| s.parse().ok())?;
+            if h > 23 || m > 59 || s > 59 {
+                return None;
+            }
+            h * 3600 + m * 60 + s
+        }
+    };
+    // Days-from-civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = (days * 86_400 + seconds) * 1000;
+    // Reject dates such as 2026-02-31 that do not round-trip.
+    (format_utc(ms)[..10] == *date).then_some(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +133,27 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00");
         assert_eq!(format_utc(1_795_000_000_000), "2026-11-18 11:06:40");
         assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for ms in [0, 1_795_000_000_000, 951_782_400_000] {
+            assert_eq!(parse_utc(&format_utc(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_utc("2026-11-18T11:06"),
+            Some(1_795_000_000_000 - 40_000)
+        );
+        assert_eq!(parse_utc("2000-02-29"), Some(951_782_400_000));
+        for bad in [
+            "",
+            "2026-02-31",
+            "2026-13-01",
+            "yesterday",
+            "2026-11-18T25:00",
+            "2026-11",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
     }
 }

@@ -122,6 +122,35 @@ test('screenshots of the instance list, a detail page and the approvals inbox', 
   await page.screenshot({ path: join(shots, 'approvals.png'), fullPage: true });
 });
 
+test('an admin terminates a filtered set in bulk after a dry run and a typed confirmation', async ({ page, request }) => {
+  for (let i = 0; i < 3; i++) {
+    await start(request, 'HumanInteraction', { request: `bulk ${i}`, timeout_ms: 600000 }, `e2e-bulk-${i}`);
+  }
+  await expect(async () => {
+    await page.goto('/instances?status=Running&id=e2e-bulk-');
+    await expect(page.getByTestId('instance-row')).toHaveCount(3);
+  }).toPass({ timeout: 15_000 });
+  await hydrated(page);
+  await page.getByTestId('bulk').locator('summary').click();
+  await page.getByTestId('bulk-action').selectOption('terminate');
+  await page.getByTestId('bulk-preview').click();
+  await expect(page.getByTestId('bulk-count')).toContainText('3 instances match; 3 can be terminated');
+  await page.getByTestId('bulk-reason').fill('cleanup after the e2e run');
+  const run = page.getByTestId('bulk-run');
+  await expect(run).toBeDisabled();
+  await page.getByTestId('bulk-confirm').fill('terminate 2');
+  await expect(run).toBeDisabled();
+  await page.getByTestId('bulk-confirm').fill('terminate 3');
+  await expect(run).toBeEnabled();
+  await run.click();
+  await expect(page.getByTestId('bulk-progress')).toHaveAttribute('data-finished', 'true');
+  await expect(page.getByTestId('bulk-progress')).toContainText('3 of 3 done, 0 failed');
+  await expect(async () => {
+    await page.goto('/instances?status=Terminated&id=e2e-bulk-');
+    await expect(page.getByTestId('instance-row')).toHaveCount(3);
+  }).toPass({ timeout: 15_000 });
+});
+
 test.describe('as a viewer', () => {
   test.use({ storageState: stateFile('victor') });
 

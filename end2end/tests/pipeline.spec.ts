@@ -87,6 +87,8 @@ test('overview counts link to the instance list filtered by status', async ({ pa
   }
   await page.goto('/instances?status=Sleeping');
   await expect(page.getByTestId('list-error')).toContainText('unknown status');
+  await page.goto('/instances?from=yesterday');
+  await expect(page.getByTestId('list-error')).toContainText('use YYYY-MM-DD');
 });
 
 test('start page checks the JSON before submitting and starts a sample', async ({ page }) => {

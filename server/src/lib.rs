@@ -55,9 +55,10 @@ pub enum StartError {
 /// request away.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let (db, engine) = (state.db.clone(), state.engine.clone());
+    let (db, engine, bulk) = (state.db.clone(), state.engine.clone(), state.bulk.clone());
     let context = move || {
         provide_context(db.clone());
+        provide_context(bulk.clone());
         if let Some(engine) = &engine {
             provide_context(engine.clone());
         }

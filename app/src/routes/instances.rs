@@ -1,63 +1,146 @@
-//! The instance list: instances newest first, filtered by status through the URL
-//! (`/instances?status=Running`), with cursor paging (`&cursor=…`). Read-only for now; actions
-//! arrive with login and roles.
+//! The instance list, newest first by default. Every filter lives in the URL, so a view can be
+//! bookmarked and shared: `status`, `name`, `id` (prefix), `from`/`to` (created, UTC dates),
+//! `tag` (`key=value`), `sort` (`created` or `updated`), `order` (`desc` or `asc`), and the page
+//! `cursor`. The server validates each and answers a bad one with 400 and a message.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     error::AppError,
     models::{InstanceList, STATUSES, format_utc, url_component},
+    routes::bulk::BulkPanel,
+    session::{Role, can},
 };
 
 /// Instances per page.
 pub const PAGE_SIZE: u32 = 50;
 
-/// A page of instances, newest first, optionally with one status.
+/// The list's filters, as text from the URL; the server parses and checks them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceFilter {
+    pub status: Option<String>,
+    pub name: Option<String>,
+    pub id_prefix: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub tag: Option<String>,
+    pub sort: Option<String>,
+    pub order: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// The URL query keys of [`InstanceFilter`]'s fields, in order.
+const KEYS: [&str; 9] = [
+    "status", "name", "id", "from", "to", "tag", "sort", "order", "cursor",
+];
+
+impl InstanceFilter {
+    fn from_query(get: impl Fn(&str) -> Option<String>) -> InstanceFilter {
+        let text = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        InstanceFilter {
+            status: text("status"),
+            name: text("name"),
+            id_prefix: text("id"),
+            from: text("from"),
+            to: text("to"),
+            tag: text("tag"),
+            sort: text("sort"),
+            order: text("order"),
+            cursor: text("cursor"),
+        }
+    }
+
+    fn values(&self) -> [&Option<String>; 9] {
+        [
+            &self.status,
+            &self.name,
+            &self.id_prefix,
+            &self.from,
+            &self.to,
+            &self.tag,
+            &self.sort,
+            &self.order,
+            &self.cursor,
+        ]
+    }
+
+    /// `/instances?…` for these filters.
+    pub fn href(&self) -> String {
+        let query: Vec<String> = KEYS
+            .iter()
+            .zip(self.values())
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", url_component(v))))
+            .collect();
+        if query.is_empty() {
+            "/instances".to_owned()
+        } else {
+            format!("/instances?{}", query.join("&"))
+        }
+    }
+}
+
+/// A page of instances matching `filter`.
 #[server(prefix = "/api/fn", endpoint = "instances/list")]
-pub async fn list_instances(
-    status: Option<String>,
-    cursor: Option<String>,
-) -> Result<InstanceList, AppError> {
-    ssr::list(status, cursor)
-        .await
-        .map_err(AppError::with_status)
+pub async fn list_instances(filter: InstanceFilter) -> Result<InstanceList, AppError> {
+    ssr::list(filter).await.map_err(AppError::with_status)
 }
 
 /// The instances page.
 #[component]
 pub fn Instances() -> impl IntoView {
     let query = use_query_map();
-    let filter = move || {
-        query.with(|q| {
-            (
-                q.get("status").filter(|s| !s.is_empty()),
-                q.get("cursor").filter(|s| !s.is_empty()),
-            )
-        })
+    let filter = move || query.with(|q| InstanceFilter::from_query(|k| q.get(k)));
+    let page = Resource::new(filter, list_instances);
+    let current = move || filter().status.unwrap_or_default();
+    let with_status = move |status: Option<&str>| {
+        InstanceFilter {
+            status: status.map(str::to_owned),
+            cursor: None,
+            ..filter()
+        }
+        .href()
     };
-    let page = Resource::new(filter, |(status, cursor)| list_instances(status, cursor));
-    let current = move || query.with(|q| q.get("status").unwrap_or_default());
-
+    let value = move |key: &str| query.with(|q| q.get(key).unwrap_or_default());
     view! {
         <Title text="Instances" />
         <h1>"Instances"</h1>
         <nav class="filters" aria-label="Filter by status" data-testid="status-filter">
-            <a href="/instances" aria-current=move || current().is_empty().then_some("page")>"All"</a>
+            <a href=move || with_status(None) aria-current=move || current().is_empty().then_some("page")>"All"</a>
             {STATUSES
                 .iter()
-                .map(|s| {
-                    let href = format!("/instances?status={s}");
-                    view! {
-                        <a href=href aria-current=move || (current() == *s).then_some("page")>{*s}</a>
-                    }
+                .map(|s| view! {
+                    <a href=move || with_status(Some(s)) aria-current=move || (current() == *s).then_some("page")>{*s}</a>
                 })
                 .collect_view()}
         </nav>
+        <form method="get" action="/instances" class="filters-form" data-testid="instance-filter">
+            <input type="hidden" name="status" value=move || value("status") />
+            <label>"Orchestration "<input type="text" name="name" value=move || value("name") data-testid="filter-name" /></label>
+            <label>"Id starts with "<input type="text" name="id" value=move || value("id") /></label>
+            <label>"Created from (UTC) "<input type="text" name="from" placeholder="YYYY-MM-DD" value=move || value("from") /></label>
+            <label>"to "<input type="text" name="to" placeholder="YYYY-MM-DD HH:MM" value=move || value("to") /></label>
+            <label>"Tag "<input type="text" name="tag" placeholder="key=value" value=move || value("tag") /></label>
+            <label>"Sort "
+                <select name="sort">
+                    <option value="created" selected=move || value("sort") != "updated">"created"</option>
+                    <option value="updated" selected=move || value("sort") == "updated">"last change"</option>
+                </select>
+            </label>
+            <label>"Order "
+                <select name="order">
+                    <option value="desc" selected=move || value("order") != "asc">"newest first"</option>
+                    <option value="asc" selected=move || value("order") == "asc">"oldest first"</option>
+                </select>
+            </label>
+            <button type="submit" class="secondary">"Apply"</button>
+        </form>
+        {move || can(Role::Admin).then(|| view! { <BulkPanel filter=Signal::derive(filter) /> })}
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || page.get().map(|result| match result {
-                Ok(list) => view! { <InstanceTable list /> }.into_any(),
+                Ok(list) => view! { <InstanceTable list filter=filter() /> }.into_any(),
                 Err(e) => view! { <p class="error" role="alert" data-testid="list-error">{e.to_string()}</p> }.into_any(),
             })}
         </Suspense>
@@ -65,20 +148,18 @@ pub fn Instances() -> impl IntoView {
 }
 
 #[component]
-fn InstanceTable(list: InstanceList) -> impl IntoView {
+fn InstanceTable(list: InstanceList, filter: InstanceFilter) -> impl IntoView {
     if list.instances.is_empty() {
         return view! { <p class="notice" data-testid="no-instances">"No instances match."</p> }
             .into_any();
     }
     let next = list.next_cursor.map(|cursor| {
-        let query = use_query_map();
-        let status = query.with_untracked(|q| q.get("status").unwrap_or_default());
-        let href = format!(
-            "/instances?status={}&cursor={}",
-            url_component(&status),
-            url_component(&cursor)
-        );
-        view! { <a class="next" href=href>"Next page →"</a> }
+        let href = InstanceFilter {
+            cursor: Some(cursor),
+            ..filter
+        }
+        .href();
+        view! { <a class="next" href=href data-testid="next-page">"Next page →"</a> }
     });
     view! {
         <table class="instances" data-testid="instance-table">
@@ -110,7 +191,7 @@ fn InstanceTable(list: InstanceList) -> impl IntoView {
 }
 
 #[cfg(feature = "ssr")]
-mod ssr {
+pub mod ssr {
     //! Server side of the instance list: validate the filter, query the engine.
 
     use engine::{
@@ -118,18 +199,19 @@ mod ssr {
         store::{InstanceQuery, SortBy},
     };
 
-    use super::PAGE_SIZE;
+    use super::{InstanceFilter, PAGE_SIZE};
     use crate::{
         context::engine,
         error::AppError,
-        models::{InstanceList, InstanceSummary},
+        models::{InstanceList, InstanceSummary, parse_utc},
     };
 
-    pub async fn list(
-        status: Option<String>,
-        cursor: Option<String>,
-    ) -> Result<InstanceList, AppError> {
-        let statuses = match status.as_deref() {
+    /// Checks every filter and turns it into the engine's query.
+    pub fn query(filter: InstanceFilter) -> Result<InstanceQuery, AppError> {
+        let bad = |what: &str, value: &str, expected: &str| {
+            AppError::Validation(format!("{what} {value:?} is not valid: {expected}"))
+        };
+        let statuses = match filter.status.as_deref() {
             None => Vec::new(),
             Some(s) => vec![s.parse::<RuntimeStatus>().map_err(|_| {
                 AppError::Validation(format!(
@@ -138,16 +220,63 @@ mod ssr {
                 ))
             })?],
         };
-        let page = engine()?
-            .query(&InstanceQuery {
-                statuses,
-                sort: SortBy::Created,
-                descending: true,
-                page_size: PAGE_SIZE,
-                cursor,
-                ..InstanceQuery::default()
-            })
-            .await?;
+        let date = |value: &Option<String>, what: &str| {
+            value
+                .as_deref()
+                .map(|v| {
+                    parse_utc(v)
+                        .ok_or_else(|| bad(what, v, "use YYYY-MM-DD or YYYY-MM-DD HH:MM (UTC)"))
+                })
+                .transpose()
+        };
+        let created_from = date(&filter.from, "from")?;
+        let created_to = date(&filter.to, "to")?;
+        if let (Some(from), Some(to)) = (created_from, created_to)
+            && from > to
+        {
+            return Err(AppError::Validation("from is after to".into()));
+        }
+        let mut tags = std::collections::BTreeMap::new();
+        if let Some(tag) = &filter.tag {
+            let (k, v) = tag
+                .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| bad("tag", tag, "use key=value"))?;
+            tags.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        let sort = match filter.sort.as_deref() {
+            None | Some("created") => SortBy::Created,
+            Some("updated") => SortBy::Updated,
+            Some(other) => return Err(bad("sort", other, "use created or updated")),
+        };
+        let descending = match filter.order.as_deref() {
+            None | Some("desc") => true,
+            Some("asc") => false,
+            Some(other) => return Err(bad("order", other, "use desc or asc")),
+        };
+        for (what, value) in [("name", &filter.name), ("id", &filter.id_prefix)] {
+            if value.as_ref().is_some_and(|v| v.len() > 200) {
+                return Err(AppError::Validation(format!(
+                    "{what} is longer than 200 bytes"
+                )));
+            }
+        }
+        Ok(InstanceQuery {
+            statuses,
+            name: filter.name.map(|n| n.trim().to_owned()),
+            created_from,
+            created_to,
+            id_prefix: filter.id_prefix,
+            tags,
+            sort,
+            descending,
+            page_size: PAGE_SIZE,
+            cursor: filter.cursor,
+        })
+    }
+
+    pub async fn list(filter: InstanceFilter) -> Result<InstanceList, AppError> {
+        let page = engine()?.query(&query(filter)?).await?;
         Ok(InstanceList {
             instances: page
                 .instances

@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod bulk;
 pub mod detail;
 pub mod instances;
 pub mod not_found;

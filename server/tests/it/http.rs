@@ -52,6 +52,7 @@ async fn send_form(router: &Router, method: &str, path: &str, form: &str) -> (St
 
 #[tokio::test]
 async fn probes_answer() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let db = sqlite(tmp.path()).await;
     db.migrate().await.unwrap();
@@ -67,6 +68,7 @@ async fn probes_answer() {
 
 #[tokio::test]
 async fn readyz_is_503_until_migrations_are_applied() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let db = sqlite(tmp.path()).await;
     let router = router(db.clone());
@@ -79,6 +81,7 @@ async fn readyz_is_503_until_migrations_are_applied() {
 
 #[tokio::test]
 async fn overview_is_server_rendered_with_the_stored_value() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let db = sqlite(tmp.path()).await;
     db.migrate().await.unwrap();
@@ -135,6 +138,7 @@ async fn post_with(router: &Router, path: &str, headers: &[(&str, &str)]) -> Sta
 
 #[tokio::test]
 async fn mutating_requests_from_another_site_are_refused() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let db = sqlite(tmp.path()).await;
     db.migrate().await.unwrap();
@@ -168,6 +172,7 @@ async fn mutating_requests_from_another_site_are_refused() {
 
 #[tokio::test]
 async fn unknown_page_is_404() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let db = sqlite(tmp.path()).await;
     db.migrate().await.unwrap();
@@ -178,6 +183,7 @@ async fn unknown_page_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overview_counts_and_the_instance_list_come_from_the_engine() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let db = sqlite(tmp.path()).await;
     db.migrate().await.unwrap();
@@ -225,8 +231,13 @@ async fn overview_counts_and_the_instance_list_come_from_the_engine() {
     assert!(html.contains(r#"data-testid="no-instances""#), "{html}");
 
     // A bad filter is a clear 400 from the server function, and a message on the page.
-    let (status, body) =
-        send_form(&router, "POST", "/api/fn/instances/list", "status=Sleeping").await;
+    let (status, body) = send_form(
+        &router,
+        "POST",
+        "/api/fn/instances/list",
+        "filter%5Bstatus%5D=Sleeping",
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("unknown status"), "{body}");
     let (status, html) = send(&router, "GET", "/instances?status=Sleeping").await;
@@ -351,5 +362,135 @@ async fn overview_counts_and_the_instance_list_come_from_the_engine() {
         .await
         .unwrap();
     assert_eq!(done.status, engine::RuntimeStatus::Terminated);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_clear_4xx_never_a_500() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sqlite(tmp.path()).await;
+    db.migrate().await.unwrap();
+    let Database::Sqlite(pool) = &db else {
+        unreachable!()
+    };
+    let store = engine::SqliteStore::new(pool.clone()).await.unwrap();
+    let runtime = engine::Runtime::start(
+        store,
+        engine::samples::registry(),
+        engine::RuntimeOptions::default(),
+    );
+    let router = router_with(db, Some(runtime.client()));
+    let huge = format!("%22{}%22", "x".repeat(300 * 1024));
+    let cases: Vec<(&str, String, StatusCode, &str)> = vec![
+        (
+            "/api/fn/instances/start",
+            "name=HelloN&input=%5B1%2C".into(),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "/api/fn/instances/start",
+            "name=NoSuchThing&input=null".into(),
+            StatusCode::BAD_REQUEST,
+            "NoSuchThing",
+        ),
+        (
+            "/api/fn/instances/start",
+            format!("name=HelloN&input={huge}"),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "/api/fn/instances/start",
+            "input=null".into(),
+            StatusCode::BAD_REQUEST,
+            "arguments are not valid",
+        ),
+        (
+            "/api/fn/instances/act",
+            "instance_id=nope&action=Terminate&reason=".into(),
+            StatusCode::BAD_REQUEST,
+            "reason is required",
+        ),
+        (
+            "/api/fn/instances/act",
+            "instance_id=nope&action=Terminate&reason=x".into(),
+            StatusCode::NOT_FOUND,
+            "nope",
+        ),
+        (
+            "/api/fn/instances/act",
+            "instance_id=nope&action=Explode&reason=x".into(),
+            StatusCode::BAD_REQUEST,
+            "arguments are not valid",
+        ),
+        (
+            "/api/fn/instances/raise",
+            "instance_id=nope&name=Go&payload=%7B&reason=x".into(),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "/api/fn/instances/list",
+            "filter%5Bfrom%5D=yesterday".into(),
+            StatusCode::BAD_REQUEST,
+            "YYYY-MM-DD",
+        ),
+        (
+            "/api/fn/instances/list",
+            "filter%5Bsort%5D=size".into(),
+            StatusCode::BAD_REQUEST,
+            "created or updated",
+        ),
+        (
+            "/api/fn/instances/list",
+            "filter%5Btag%5D=novalue".into(),
+            StatusCode::BAD_REQUEST,
+            "key=value",
+        ),
+        (
+            "/api/fn/instances/list",
+            "filter%5Bfrom%5D=2026-02-01&filter%5Bto%5D=2026-01-01".into(),
+            StatusCode::BAD_REQUEST,
+            "after",
+        ),
+        (
+            "/api/fn/instances/list",
+            "filter%5Bcursor%5D=garbage".into(),
+            StatusCode::BAD_REQUEST,
+            "cursor",
+        ),
+        (
+            "/api/fn/runaways",
+            "history=abc".into(),
+            StatusCode::BAD_REQUEST,
+            "arguments are not valid",
+        ),
+        (
+            "/api/fn/audit/list",
+            "filter%5Bbefore%5D=-1".into(),
+            StatusCode::BAD_REQUEST,
+            "positive",
+        ),
+        (
+            "/api/fn/instances/get",
+            "instance_id=missing".into(),
+            StatusCode::NOT_FOUND,
+            "missing",
+        ),
+    ];
+    for (path, form, expected, needle) in cases {
+        let (status, body) = send_form(&router, "POST", path, &form).await;
+        let shown: String = form.chars().take(80).collect();
+        assert_eq!(status, expected, "{path} {shown}: {body}");
+        assert!(body.contains(needle), "{path} {shown}: {body}");
+    }
+    // Pages show the message instead of failing.
+    let (status, html) = send(&router, "GET", "/instances?from=yesterday").await;
+    assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(html.contains("YYYY-MM-DD"), "{html}");
+    let (_, html) = send(&router, "GET", "/runaways?history=abc").await;
+    assert!(html.contains("history must be a whole number"), "{html}");
     runtime.shutdown().await;
 }

@@ -202,11 +202,20 @@ fn calls(id: &str) -> Vec<Call> {
             needs: Role::Admin,
             audit: "restart",
         },
+        Call {
+            path: "/api/fn/bulk/run",
+            form: "filter%5Bid_prefix%5D=none-such&action=Terminate&reason=matrix\
+                   &confirmation=terminate%200"
+                .into(),
+            needs: Role::Admin,
+            audit: "bulk-terminate",
+        },
     ]
 }
 
 #[tokio::test]
 async fn every_mutating_call_is_refused_below_its_role_and_reaches_the_action_at_or_above() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let f = fixture().await;
     for role in [Role::Viewer, Role::Operator, Role::Admin] {
         // A live instance per role, so state-dependent actions have something to act on.
@@ -307,6 +316,7 @@ async fn every_mutating_call_is_refused_below_its_role_and_reaches_the_action_at
 
 #[tokio::test]
 async fn without_a_session_calls_get_401_and_pages_redirect_to_login() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let f = fixture().await;
     for call in calls("nobody") {
         let (status, body) = post(&f.router, call.path, &call.form, None, None).await;
@@ -349,6 +359,7 @@ async fn without_a_session_calls_get_401_and_pages_redirect_to_login() {
 
 #[tokio::test]
 async fn a_cross_site_request_is_refused_even_with_an_admin_session() {
+    let _serial = crate::RENDER_LOCK.lock().await;
     let f = fixture().await;
     let admin = f.sessions[&Role::Admin].as_str();
     let (status, _) = post(

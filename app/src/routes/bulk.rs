@@ -1,0 +1,417 @@
+//! Bulk actions on the instance list (admins): terminate, suspend, resume or purge every instance
+//! the list's current filter matches. The server counts first (a dry run: how many match, how many
+//! the action applies to), the user gives a reason and, for the destructive actions, types the
+//! confirmation the page asks for; the server then runs the job in the background and the page
+//! shows its progress. The job is one audit entry with its final tally.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{error::AppError, routes::instances::InstanceFilter};
+
+/// Most instances one bulk job may touch; narrow the filter for more.
+pub const MAX_BULK: u64 = 10_000;
+
+/// What a bulk job does to each instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BulkAction {
+    Terminate,
+    Suspend,
+    Resume,
+    Purge,
+}
+
+impl BulkAction {
+    pub const ALL: [BulkAction; 4] = [
+        BulkAction::Terminate,
+        BulkAction::Suspend,
+        BulkAction::Resume,
+        BulkAction::Purge,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            BulkAction::Terminate => "terminate",
+            BulkAction::Suspend => "suspend",
+            BulkAction::Resume => "resume",
+            BulkAction::Purge => "purge",
+        }
+    }
+
+    /// "can be …" in the dry run's answer.
+    pub fn past(self) -> &'static str {
+        match self {
+            BulkAction::Terminate => "terminated",
+            BulkAction::Suspend => "suspended",
+            BulkAction::Resume => "resumed",
+            BulkAction::Purge => "purged",
+        }
+    }
+
+    /// Terminate and purge cannot be undone: they need a typed confirmation.
+    pub fn destructive(self) -> bool {
+        matches!(self, BulkAction::Terminate | BulkAction::Purge)
+    }
+
+    /// The text the user must type to confirm a destructive action on `eligible` instances.
+    pub fn confirmation(self, eligible: u64) -> String {
+        format!("{} {eligible}", self.label())
+    }
+
+    fn parse(text: &str) -> Option<BulkAction> {
+        BulkAction::ALL.into_iter().find(|a| a.label() == text)
+    }
+}
+
+/// The dry run's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkPreview {
+    /// Instances the filter matches (up to [`MAX_BULK`] + 1).
+    pub matching: u64,
+    /// Of those, the ones in a state the action applies to.
+    pub eligible: u64,
+}
+
+/// A job's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkProgress {
+    pub job: u64,
+    pub action: BulkAction,
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub finished: bool,
+    /// The first few failures, for the user to look at.
+    pub errors: Vec<String>,
+}
+
+/// Counts what `action` on `filter` would touch. Needs the admin role.
+#[server(prefix = "/api/fn", endpoint = "bulk/preview")]
+pub async fn dry_run_bulk(
+    filter: InstanceFilter,
+    action: BulkAction,
+) -> Result<BulkPreview, AppError> {
+    crate::session::ssr::require(crate::session::Role::Admin)?;
+    ssr::preview(filter, action)
+        .await
+        .map(|(preview, _)| preview)
+        .map_err(AppError::with_status)
+}
+
+/// Starts `action` on every eligible instance `filter` matches; returns the job id. Needs the
+/// admin role, a reason, and for terminate and purge the typed confirmation.
+#[server(prefix = "/api/fn", endpoint = "bulk/run")]
+pub async fn start_bulk(
+    filter: InstanceFilter,
+    action: BulkAction,
+    reason: String,
+    confirmation: String,
+) -> Result<u64, AppError> {
+    ssr::run(filter, action, reason, confirmation).await
+}
+
+/// A bulk job's progress. Needs the admin role.
+#[server(prefix = "/api/fn", endpoint = "bulk/progress")]
+pub async fn bulk_job_status(job: u64) -> Result<BulkProgress, AppError> {
+    crate::session::ssr::require(crate::session::Role::Admin)?;
+    ssr::progress(job).map_err(AppError::with_status)
+}
+
+/// The bulk panel under the instance list's filters.
+#[component]
+pub fn BulkPanel(filter: Signal<InstanceFilter>) -> impl IntoView {
+    let (action, set_action) = signal(BulkAction::Terminate);
+    let (reason, set_reason) = signal(String::new());
+    let (typed, set_typed) = signal(String::new());
+    let preview = Action::new(move |(filter, action): &(InstanceFilter, BulkAction)| {
+        dry_run_bulk(filter.clone(), *action)
+    });
+    let run = Action::new(
+        move |(filter, action, reason, typed): &(InstanceFilter, BulkAction, String, String)| {
+            start_bulk(filter.clone(), *action, reason.clone(), typed.clone())
+        },
+    );
+    let (progress, set_progress) = signal(None::<Result<BulkProgress, AppError>>);
+    // Follows the started job until it finishes.
+    Effect::new(move |_| {
+        let Some(Ok(job)) = run.value().get() else {
+            return;
+        };
+        let handle = StoredValue::new(None::<IntervalHandle>);
+        let tick = move || {
+            leptos::task::spawn_local(async move {
+                let p = bulk_job_status(job).await;
+                let finished = p.as_ref().map_or(true, |p| p.finished);
+                set_progress.set(Some(p));
+                if finished && let Some(h) = handle.get_value() {
+                    h.clear();
+                }
+            });
+        };
+        tick();
+        if let Ok(h) = set_interval_with_handle(tick, std::time::Duration::from_millis(400)) {
+            handle.set_value(Some(h));
+        }
+    });
+    let eligible = move || {
+        preview
+            .value()
+            .get()
+            .and_then(Result::ok)
+            .map(|p| p.eligible)
+    };
+    let needed = move || {
+        let a = action.get();
+        a.destructive()
+            .then(|| a.confirmation(eligible().unwrap_or(0)))
+    };
+    let ready = move || {
+        eligible().is_some_and(|n| n > 0)
+            && !reason.with(|r| r.trim().is_empty())
+            && needed().is_none_or(|n| typed.with(|t| t.trim() == n))
+            && !run.pending().get()
+    };
+    view! {
+        <details class="card bulk" data-testid="bulk">
+            <summary>"Bulk action on every instance this filter matches"</summary>
+            <div class="form">
+                <label for="bulk-action">"Action"</label>
+                <select id="bulk-action" data-testid="bulk-action"
+                    on:change=move |ev| {
+                        if let Some(a) = BulkAction::parse(&event_target_value(&ev)) {
+                            set_action.set(a);
+                            preview.value().set(None);
+                        }
+                    }>
+                    {BulkAction::ALL.into_iter().map(|a| view! { <option value=a.label()>{a.label()}</option> }).collect_view()}
+                </select>
+                <button type="button" class="secondary" data-testid="bulk-preview"
+                    on:click=move |_| { preview.dispatch((filter.get(), action.get())); }>"Count (dry run)"</button>
+                {move || preview.value().get().map(|r| match r {
+                    Ok(p) => view! {
+                        <p data-testid="bulk-count">
+                            {p.matching} " instances match; " <strong>{p.eligible}</strong> " can be " {action.get().past()} "."
+                            {(p.matching > MAX_BULK).then_some(" More than the limit: narrow the filter.")}
+                        </p>
+                    }.into_any(),
+                    Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                })}
+                <label for="bulk-reason">"Reason (required)"</label>
+                <input id="bulk-reason" type="text" maxlength="1000" data-testid="bulk-reason"
+                    prop:value=reason on:input=move |ev| set_reason.set(event_target_value(&ev)) />
+                {move || needed().map(|n| view! {
+                    <label for="bulk-confirm">"Type " <code>{n}</code> " to confirm"</label>
+                    <input id="bulk-confirm" type="text" data-testid="bulk-confirm"
+                        prop:value=typed on:input=move |ev| set_typed.set(event_target_value(&ev)) />
+                })}
+                <button type="button" class="danger" data-testid="bulk-run" disabled=move || !ready()
+                    on:click=move |_| { run.dispatch((filter.get(), action.get(), reason.get(), typed.get())); }>
+                    "Run"
+                </button>
+                {move || run.value().get().and_then(Result::err).map(|e| view! {
+                    <p class="error" role="alert" data-testid="bulk-error">{e.to_string()}</p>
+                })}
+                {move || progress.get().map(|p| match p {
+                    Ok(p) => view! {
+                        <p role="status" data-testid="bulk-progress" data-finished=p.finished.to_string()>
+                            <progress max=p.total.max(1) value=p.done + p.failed></progress>
+                            {format!(" {} of {} done, {} failed{}", p.done, p.total, p.failed, if p.finished { " — finished" } else { "" })}
+                        </p>
+                        {(!p.errors.is_empty()).then(|| view! {
+                            <ul class="error">{p.errors.into_iter().map(|e| view! { <li>{e}</li> }).collect_view()}</ul>
+                        })}
+                    }.into_any(),
+                    Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                })}
+            </div>
+        </details>
+    }
+}
+
+#[cfg(feature = "ssr")]
+pub mod ssr {
+    //! The bulk job runner: jobs live in memory on the server that started them; each instance's
+    //! change is durable on its own as it happens.
+
+    use std::{
+        collections::HashMap,
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicU64, Ordering},
+        },
+    };
+
+    use engine::RuntimeStatus;
+
+    use super::{BulkAction, BulkPreview, BulkProgress, MAX_BULK};
+    use crate::{
+        EngineClient,
+        audit::ssr::{Action, guarded, required_reason},
+        context::engine,
+        error::AppError,
+        routes::instances::{InstanceFilter, ssr::query},
+        session::Role,
+    };
+
+    /// The server's bulk jobs (provided to server functions through context).
+    #[derive(Debug, Clone, Default)]
+    pub struct BulkJobs {
+        next: Arc<AtomicU64>,
+        jobs: Arc<Mutex<HashMap<u64, BulkProgress>>>,
+    }
+
+    fn jobs() -> Result<BulkJobs, AppError> {
+        leptos::prelude::use_context::<BulkJobs>().ok_or(AppError::Unavailable)
+    }
+
+    fn eligible(action: BulkAction, status: RuntimeStatus) -> bool {
+        match action {
+            BulkAction::Terminate => !status.is_terminal(),
+            BulkAction::Suspend => status == RuntimeStatus::Running,
+            BulkAction::Resume => status == RuntimeStatus::Suspended,
+            BulkAction::Purge => status.is_terminal(),
+        }
+    }
+
+    /// Counts, and collects the eligible ids (up to the limit).
+    pub async fn preview(
+        filter: InstanceFilter,
+        action: BulkAction,
+    ) -> Result<(BulkPreview, Vec<String>), AppError> {
+        let engine = engine()?;
+        let mut q = query(InstanceFilter {
+            cursor: None,
+            ..filter
+        })?;
+        q.page_size = 500;
+        let (mut matching, mut ids) = (0u64, Vec::new());
+        loop {
+            let page = engine.query(&q).await?;
+            for r in page.instances {
+                matching += 1;
+                if eligible(action, r.status) {
+                    ids.push(r.instance_id);
+                }
+            }
+            match page.next_cursor {
+                Some(cursor) if matching <= MAX_BULK => q.cursor = Some(cursor),
+                _ => break,
+            }
+        }
+        let preview = BulkPreview {
+            matching,
+            eligible: ids.len() as u64,
+        };
+        Ok((preview, ids))
+    }
+
+    pub async fn run(
+        filter: InstanceFilter,
+        action: BulkAction,
+        reason: String,
+        confirmation: String,
+    ) -> Result<u64, AppError> {
+        let target = format!(
+            "bulk {}",
+            InstanceFilter {
+                cursor: None,
+                ..filter.clone()
+            }
+            .href()
+        );
+        let audit = Action {
+            name: match action {
+                BulkAction::Terminate => "bulk-terminate",
+                BulkAction::Suspend => "bulk-suspend",
+                BulkAction::Resume => "bulk-resume",
+                BulkAction::Purge => "bulk-purge",
+            },
+            target: &target,
+            reason: &reason,
+        };
+        guarded(Role::Admin, audit, async {
+            let reason = required_reason(&reason)?.to_owned();
+            let (preview, ids) = preview(filter, action).await?;
+            if preview.matching > MAX_BULK {
+                return Err(AppError::Validation(format!(
+                    "the filter matches more than {MAX_BULK} instances; narrow it"
+                )));
+            }
+            if action.destructive() && confirmation.trim() != action.confirmation(preview.eligible)
+            {
+                return Err(AppError::Validation(format!(
+                    "type \"{}\" to confirm (the count may have changed since the dry run)",
+                    action.confirmation(preview.eligible)
+                )));
+            }
+            let jobs = jobs()?;
+            let job = jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
+            let progress = BulkProgress {
+                job,
+                action,
+                total: ids.len() as u64,
+                done: 0,
+                failed: 0,
+                finished: ids.is_empty(),
+                errors: Vec::new(),
+            };
+            jobs.jobs
+                .lock()
+                .expect("bulk jobs lock")
+                .insert(job, progress);
+            let engine = engine()?;
+            tokio::spawn(work(engine, jobs, job, action, ids, reason));
+            Ok(job)
+        })
+        .await
+    }
+
+    async fn work(
+        engine: EngineClient,
+        jobs: BulkJobs,
+        job: u64,
+        action: BulkAction,
+        ids: Vec<String>,
+        reason: String,
+    ) {
+        for id in ids {
+            let result = match action {
+                BulkAction::Terminate => engine.terminate(&id, &reason, true).await,
+                BulkAction::Suspend => engine.suspend(&id, &reason).await,
+                BulkAction::Resume => engine.resume(&id, &reason).await,
+                BulkAction::Purge => engine.purge(&id, true).await.map(drop),
+            };
+            let mut all = jobs.jobs.lock().expect("bulk jobs lock");
+            let Some(p) = all.get_mut(&job) else { return };
+            match result {
+                Ok(()) => p.done += 1,
+                Err(e) => {
+                    p.failed += 1;
+                    if p.errors.len() < 5 {
+                        p.errors.push(format!("{id}: {e}"));
+                    }
+                }
+            }
+        }
+        if let Some(p) = jobs.jobs.lock().expect("bulk jobs lock").get_mut(&job) {
+            p.finished = true;
+            tracing::info!(
+                job,
+                action = action.label(),
+                done = p.done,
+                failed = p.failed,
+                "bulk job finished"
+            );
+        }
+    }
+
+    pub fn progress(job: u64) -> Result<BulkProgress, AppError> {
+        jobs()?
+            .jobs
+            .lock()
+            .expect("bulk jobs lock")
+            .get(&job)
+            .cloned()
+            .ok_or_else(|| AppError::NotFound(format!("bulk job {job}")))
+    }
+}
