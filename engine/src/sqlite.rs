@@ -462,7 +462,10 @@ impl Store for SqliteStore {
         ops: &[WriteOp],
     ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
         let mut hot = self.hot.lock().await;
-        let mut tx = hot.begin().await?;
+        // IMMEDIATE takes the write lock up front (waiting up to the busy timeout if another
+        // connection, such as the dashboard's audit log, is writing). A deferred transaction
+        // would read first and then fail to upgrade with SQLITE_BUSY_SNAPSHOT, without waiting.
+        let mut tx = sqlx::Connection::begin_with(&mut *hot, "BEGIN IMMEDIATE").await?;
         let mut pending = Pending::default();
         let mut effects = CommitEffects::default();
         // Statuses as stored, then as changed by earlier ops of this batch (None: absent). The

@@ -180,7 +180,9 @@ impl StoreError {
             StoreError::Database(
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
             )
-        ) || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("5"))
+        ) || matches!(self, StoreError::Database(sqlx::Error::Database(e))
+            // SQLITE_BUSY and its extended codes (517: BUSY_SNAPSHOT, 261: BUSY_RECOVERY).
+            if matches!(e.code().as_deref(), Some("5" | "261" | "517")))
     }
 }
 
