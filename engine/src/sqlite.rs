@@ -465,7 +465,7 @@ impl Store for SqliteStore {
         // IMMEDIATE takes the write lock up front (waiting up to the busy timeout if another
         // connection, such as the dashboard's audit log, is writing). A deferred transaction
         // would read first and then fail to upgrade with SQLITE_BUSY_SNAPSHOT, without waiting.
-        let mut tx = sqlx::Connection::begin_with(&mut *hot, "BEGIN IMMEDIATE").await?;
+        let mut tx = hot.begin_with("BEGIN IMMEDIATE").await?;
         let mut pending = Pending::default();
         let mut effects = CommitEffects::default();
         // Statuses as stored, then as changed by earlier ops of this batch (None: absent). The
