@@ -59,28 +59,53 @@ pub mod ssr {
     }
 
     /// Checks that the user has `needed`, runs `work`, and records the outcome either way. The
-    /// action's own error is returned unchanged (with its HTTP status set).
+    /// action's own error is returned unchanged (with its HTTP status set). For server functions:
+    /// the database and the user come from the request's context.
     pub async fn guarded<T, F>(needed: Role, action: Action<'_>, work: F) -> Result<T, AppError>
     where
         F: Future<Output = Result<T, AppError>>,
     {
         let db = database()?;
-        let user = match require(needed) {
-            Ok(user) => user,
-            Err(refusal) => {
-                if let Some(user) = crate::session::ssr::current_user() {
-                    write(&db, &user, &action, &format!("refused: {refusal}")).await;
-                }
-                return Err(refusal);
+        if let Err(refusal) = require(needed) {
+            if let Some(user) = crate::session::ssr::current_user() {
+                write(&db, &user, &action, &format!("refused: {refusal}")).await;
             }
-        };
+            return Err(refusal);
+        }
+        let user = crate::session::ssr::current_user().ok_or(AppError::Unavailable)?;
+        guarded_as(&db, &user, needed, action, work)
+            .await
+            .map_err(AppError::with_status)
+    }
+
+    /// [`guarded`] with the database and the user given: for callers outside a server function
+    /// (the JSON API). Returns `Forbidden` when the role is too low, recorded as refused.
+    pub async fn guarded_as<T, F>(
+        db: &Database,
+        user: &CurrentUser,
+        needed: Role,
+        action: Action<'_>,
+        work: F,
+    ) -> Result<T, AppError>
+    where
+        F: Future<Output = Result<T, AppError>>,
+    {
+        if user.role < needed {
+            let refusal = AppError::Forbidden(format!(
+                "this action needs the {} role; you are {}",
+                needed.label(),
+                user.role.label()
+            ));
+            write(db, user, &action, &format!("refused: {refusal}")).await;
+            return Err(refusal);
+        }
         let result = work.await;
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("failed: {e}"),
         };
-        write(&db, &user, &action, &outcome).await;
-        result.map_err(AppError::with_status)
+        write(db, user, &action, &outcome).await;
+        result
     }
 
     /// A required reason, trimmed, or a validation error.

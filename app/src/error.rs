@@ -79,16 +79,20 @@ impl AppError {
     /// 404 or 503), so scripts and logs see a 4xx for bad input rather than a 500, and returns
     /// the error.
     pub fn with_status(self) -> Self {
+        if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(self.status_code());
+        }
+        self
+    }
+
+    /// The HTTP status that fits this error: 400, 403, 404 or 503.
+    pub fn status_code(&self) -> http::StatusCode {
         use http::StatusCode;
-        let status = match &self {
+        match self {
             AppError::Validation(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable | AppError::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
-            response.set_status(status);
         }
-        self
     }
 }

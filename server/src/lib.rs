@@ -6,6 +6,7 @@
 //! until the shutdown future resolves, then drains requests in flight, shuts the engine down and
 //! closes the database.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod csrf;
@@ -67,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(auth::router())
         .merge(live::router())
+        .merge(api::router())
         .leptos_routes_with_context(&state, routes, context, {
             let options = state.leptos.clone();
             move || shell(options.clone())

@@ -412,7 +412,7 @@ fn format_duration(ms: i64) -> String {
 }
 
 #[cfg(feature = "ssr")]
-mod ssr {
+pub mod ssr {
     //! Server side of the detail page.
 
     use std::collections::HashMap;
@@ -420,7 +420,7 @@ mod ssr {
     use engine::history::{EventKind, HistoryEvent};
 
     use super::{HistoryRow, InstanceAction, InstanceDetail, Span};
-    use crate::{audit::ssr::required_reason, context::engine, error::AppError};
+    use crate::{EngineClient, audit::ssr::required_reason, context::engine, error::AppError};
 
     /// The spans of a history: each scheduling event opens one, its completion or failure closes
     /// it. Timers end when they fire.
@@ -472,7 +472,14 @@ mod ssr {
     }
 
     pub async fn get(instance_id: String) -> Result<InstanceDetail, AppError> {
-        let engine = engine()?;
+        get_with(&engine()?, instance_id).await
+    }
+
+    /// The instance and its history, for display.
+    pub async fn get_with(
+        engine: &EngineClient,
+        instance_id: String,
+    ) -> Result<InstanceDetail, AppError> {
         let record = engine.get(&instance_id).await?;
         let history = engine.history(&instance_id).await?;
         Ok(InstanceDetail {
@@ -513,8 +520,17 @@ mod ssr {
         action: InstanceAction,
         reason: &str,
     ) -> Result<Option<String>, AppError> {
+        act_with(&engine()?, instance_id, action, reason).await
+    }
+
+    /// Takes `action` with a required reason; the instance to show next (`None` after a purge).
+    pub async fn act_with(
+        engine: &EngineClient,
+        instance_id: &str,
+        action: InstanceAction,
+        reason: &str,
+    ) -> Result<Option<String>, AppError> {
         let reason = required_reason(reason)?;
-        let engine = engine()?;
         match action {
             InstanceAction::Terminate => engine.terminate(instance_id, reason, true).await?,
             InstanceAction::Suspend => engine.suspend(instance_id, reason).await?,
@@ -535,13 +551,22 @@ mod ssr {
         payload: &str,
         reason: &str,
     ) -> Result<(), AppError> {
+        raise_with(&engine()?, instance_id, name, payload, reason).await
+    }
+
+    /// Raises event `name` with a JSON payload (checked first) and a required reason.
+    pub async fn raise_with(
+        engine: &EngineClient,
+        instance_id: &str,
+        name: &str,
+        payload: &str,
+        reason: &str,
+    ) -> Result<(), AppError> {
         required_reason(reason)?;
         if let Some(problem) = crate::routes::start::json_problem(payload) {
             return Err(AppError::Validation(format!("event payload is {problem}")));
         }
-        engine()?
-            .raise_event_raw(instance_id, name, payload)
-            .await?;
+        engine.raise_event_raw(instance_id, name, payload).await?;
         Ok(())
     }
 }

@@ -276,7 +276,15 @@ pub mod ssr {
     }
 
     pub async fn list(filter: InstanceFilter) -> Result<InstanceList, AppError> {
-        let page = engine()?.query(&query(filter)?).await?;
+        list_with(&engine()?, filter).await
+    }
+
+    /// A page of instances matching `filter` (checked first).
+    pub async fn list_with(
+        engine: &crate::EngineClient,
+        filter: InstanceFilter,
+    ) -> Result<InstanceList, AppError> {
+        let page = engine.query(&query(filter)?).await?;
         Ok(InstanceList {
             instances: page
                 .instances

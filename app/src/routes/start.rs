@@ -131,12 +131,22 @@ pub fn Start() -> impl IntoView {
 }
 
 #[cfg(feature = "ssr")]
-mod ssr {
+pub mod ssr {
     //! Server side of the Start page.
 
-    use crate::{context::engine, error::AppError};
+    use crate::{EngineClient, context::engine, error::AppError};
 
     pub async fn start(
+        name: String,
+        input: String,
+        instance_id: Option<String>,
+    ) -> Result<String, AppError> {
+        start_with(&engine()?, name, input, instance_id).await
+    }
+
+    /// Starts `name` with JSON `input`, checked first.
+    pub async fn start_with(
+        engine: &EngineClient,
         name: String,
         input: String,
         instance_id: Option<String>,
@@ -148,6 +158,6 @@ mod ssr {
             instance_id,
             ..engine::StartOptions::default()
         };
-        Ok(engine()?.start_raw(&name, &input, options).await?)
+        Ok(engine.start_raw(&name, &input, options).await?)
     }
 }

@@ -9,6 +9,7 @@
 /// renders checked). Until that is understood, the tests do not overlap.
 pub static RENDER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+mod api;
 mod cli;
 mod http;
 mod postgres;

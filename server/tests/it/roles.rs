@@ -23,17 +23,17 @@ use tower_sessions::{
     session::{Id, Record},
 };
 
-struct Fixture {
-    router: Router,
-    db: Database,
-    sessions: HashMap<Role, String>,
+pub struct Fixture {
+    pub router: Router,
+    pub db: Database,
+    pub sessions: HashMap<Role, String>,
     _runtime: Runtime<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
 /// A server in OIDC mode (the provider is never contacted: sessions are written directly to the
 /// store, as the login would) with the engine and samples, and one session per role.
-async fn fixture() -> Fixture {
+pub async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = crate::http::sqlite(dir.path()).await;
     db.migrate().await.unwrap();

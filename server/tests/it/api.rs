@@ -1,0 +1,281 @@
+//! The JSON HTTP API: the same control surface as the dashboard, with the same roles, audit and
+//! CSRF rules, JSON errors with 4xx statuses.
+
+use app::session::Role;
+use axum::{
+    body::{Body, to_bytes},
+    http::{Request, StatusCode},
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::roles::{Fixture, fixture};
+
+async fn call(
+    f: &Fixture,
+    method: &str,
+    path: &str,
+    role: Option<Role>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1:3000");
+    if let Some(role) = role {
+        request = request.header("cookie", format!("switchyard.sid={}", f.sessions[&role]));
+    }
+    let request = match body {
+        Some(b) => request
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_owned())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = f.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_start_inspect_raise_and_purge_with_roles_enforced() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture().await;
+    let start = json!({
+        "name": "HumanInteraction",
+        "input": {"request": "api", "timeout_ms": 600000},
+        "instance_id": "api-1"
+    })
+    .to_string();
+
+    // A viewer reads but cannot start.
+    let (status, body) = call(&f, "GET", "/api/v1/instances", Some(Role::Viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["instances"].is_array(), "{body}");
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/instances",
+        Some(Role::Viewer),
+        Some(&start),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "forbidden");
+
+    // An operator starts, inspects and raises the approval.
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/instances",
+        Some(Role::Operator),
+        Some(&start),
+    )
+    .await;
+    assert_eq!(
+        (status, body["instance_id"].clone()),
+        (StatusCode::CREATED, json!("api-1")),
+        "{body}"
+    );
+    let mut waiting = false;
+    for _ in 0..100 {
+        let (_, body) = call(
+            &f,
+            "GET",
+            "/api/v1/instances/api-1",
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+        if body["status"] == "Running" && body["history"].as_array().is_some_and(|h| h.len() > 3) {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the instance reached its wait for approval");
+    let approve = json!({"payload": {"approved": true, "comment": "via API"}, "reason": "script"})
+        .to_string();
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/instances/api-1/events/Approval",
+        Some(Role::Operator),
+        Some(&approve),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut completed = false;
+    for _ in 0..100 {
+        let (_, body) = call(
+            &f,
+            "GET",
+            "/api/v1/instances/api-1",
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+        if body["status"] == "Completed" {
+            completed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        completed,
+        "approved through the API, the instance completed"
+    );
+    let (status, body) = call(
+        &f,
+        "GET",
+        "/api/v1/instances?status=Completed&name=HumanInteraction",
+        Some(Role::Viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["instances"][0]["instance_id"], "api-1", "{body}");
+    let (_, body) = call(&f, "GET", "/api/v1/counts", Some(Role::Viewer), None).await;
+    assert_eq!(body["Completed"], 1, "{body}");
+
+    // Purge is for admins.
+    let reason = json!({"reason": "cleanup"}).to_string();
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/instances/api-1/purge",
+        Some(Role::Operator),
+        Some(&reason),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs the admin role"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/instances/api-1/purge",
+        Some(Role::Admin),
+        Some(&reason),
+    )
+    .await;
+    assert_eq!(
+        (status, body["instance_id"].clone()),
+        (StatusCode::OK, Value::Null),
+        "{body}"
+    );
+    let (status, body) = call(
+        &f,
+        "GET",
+        "/api/v1/instances/api-1",
+        Some(Role::Viewer),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_json_4xx() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture().await;
+    let admin = Some(Role::Admin);
+    let cases = [
+        (
+            "POST",
+            "/api/v1/instances",
+            Some("{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/instances",
+            Some(r#"{"name":"HelloN","inptu":1}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/instances",
+            Some(r#"{"name":"NoSuch","input":1}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/x/explode",
+            Some(r#"{"reason":"r"}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/x/terminate",
+            Some(r#"{"reason":" "}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/x/terminate",
+            Some(r#"{"reason":"r"}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/instances?from=yesterday",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "GET",
+            "/api/v1/instances?status=Sleeping",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "GET",
+            "/api/v1/nothing/here",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, expected, kind) in cases {
+        let (status, reply) = call(&f, method, path, admin, body).await;
+        assert_eq!(status, expected, "{method} {path}: {reply}");
+        assert_eq!(reply["error"], kind, "{method} {path}: {reply}");
+    }
+    let (status, _) = call(&f, "GET", "/api/v1/instances", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no session");
+    // Cross-site mutation with a valid admin cookie.
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/instances")
+        .header("host", "127.0.0.1:3000")
+        .header("origin", "http://evil.example")
+        .header(
+            "cookie",
+            format!("switchyard.sid={}", f.sessions[&Role::Admin]),
+        )
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"name":"HelloN","input":1}"#))
+        .unwrap();
+    let response = f.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
