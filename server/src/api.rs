@@ -9,7 +9,7 @@
 //! | method | path | body | role |
 //! |---|---|---|---|
 //! | GET | `/api/v1/instances?status=&name=&id=&from=&to=&tag=&sort=&order=&cursor=` | – | viewer |
-//! | POST | `/api/v1/instances` | `{"name", "input", "instance_id"?}` | operator |
+//! | POST | `/api/v1/instances` | `{"name", "input", "instance_id"?, "start_at"?}` | operator |
 //! | GET | `/api/v1/instances/{id}` | – | viewer |
 //! | POST | `/api/v1/instances/{id}/{terminate,suspend,resume}` | `{"reason"}` | operator |
 //! | POST | `/api/v1/instances/{id}/{rewind,restart,purge}` | `{"reason"}` | admin |
@@ -171,6 +171,8 @@ struct StartBody {
     #[serde(default)]
     input: Value,
     instance_id: Option<String>,
+    /// UTC, `YYYY-MM-DD HH:MM`.
+    start_at: Option<String>,
 }
 
 async fn start(
@@ -196,6 +198,7 @@ async fn start(
             body.name,
             body.input.to_string(),
             body.instance_id,
+            body.start_at,
         ),
     )
     .await?;

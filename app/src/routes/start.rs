@@ -23,6 +23,7 @@ pub async fn start_instance(
     name: String,
     input: String,
     instance_id: Option<String>,
+    start_at: Option<String>,
 ) -> Result<String, AppError> {
     use crate::audit::ssr::{Action, guarded};
     let target = match &instance_id {
@@ -37,7 +38,7 @@ pub async fn start_instance(
     guarded(
         crate::session::Role::Operator,
         audit,
-        ssr::start(name.clone(), input, instance_id),
+        ssr::start(name.clone(), input, instance_id, start_at),
     )
     .await
 }
@@ -57,20 +58,29 @@ pub fn Start() -> impl IntoView {
     let (name, set_name) = signal(String::new());
     let (input, set_input) = signal("null".to_owned());
     let (instance_id, set_instance_id) = signal(String::new());
+    let (start_at, set_start_at) = signal(String::new());
+    let start_at_problem = move || {
+        start_at.with(|t| {
+            (!t.trim().is_empty() && crate::models::parse_utc(t).is_none())
+                .then(|| "use YYYY-MM-DD HH:MM (UTC), or leave empty to start now".to_owned())
+        })
+    };
     let problem = move || input.with(|t| json_problem(t));
     let (hydrated, set_hydrated) = signal(false);
     Effect::new(move |_| set_hydrated.set(true));
 
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        if problem().is_some() || name.get().is_empty() {
+        if problem().is_some() || start_at_problem().is_some() || name.get().is_empty() {
             return;
         }
         let id = instance_id.get();
+        let at = start_at.get();
         start.dispatch(StartInstance {
             name: name.get(),
             input: input.get(),
             instance_id: (!id.trim().is_empty()).then(|| id.trim().to_owned()),
+            start_at: (!at.trim().is_empty()).then(|| at.trim().to_owned()),
         });
     };
 
@@ -114,8 +124,14 @@ pub fn Start() -> impl IntoView {
             <input id="start-id" data-testid="start-id" type="text"
                 prop:value=instance_id
                 on:input=move |ev| set_instance_id.set(event_target_value(&ev)) />
+            <label for="start-at">"Start at, UTC (optional)"</label>
+            <input id="start-at" data-testid="start-at" type="text" placeholder="YYYY-MM-DD HH:MM"
+                aria-describedby="start-at-problem"
+                prop:value=start_at
+                on:input=move |ev| set_start_at.set(event_target_value(&ev)) />
+            <p id="start-at-problem" class="error" aria-live="polite">{start_at_problem}</p>
             <button type="submit" data-testid="start-submit"
-                disabled=move || !hydrated.get() || problem().is_some() || start.pending().get()>
+                disabled=move || !hydrated.get() || problem().is_some() || start_at_problem().is_some() || start.pending().get()>
                 "Start"
             </button>
             {move || start.value().get().map(|result| match result {
@@ -140,22 +156,34 @@ pub mod ssr {
         name: String,
         input: String,
         instance_id: Option<String>,
+        start_at: Option<String>,
     ) -> Result<String, AppError> {
-        start_with(&engine()?, name, input, instance_id).await
+        start_with(&engine()?, name, input, instance_id, start_at).await
     }
 
-    /// Starts `name` with JSON `input`, checked first.
+    /// Starts `name` with JSON `input`, checked first, optionally at a UTC time
+    /// (`YYYY-MM-DD HH:MM`; a time in the past starts now).
     pub async fn start_with(
         engine: &EngineClient,
         name: String,
         input: String,
         instance_id: Option<String>,
+        start_at: Option<String>,
     ) -> Result<String, AppError> {
         if let Some(problem) = super::json_problem(&input) {
             return Err(AppError::Validation(format!("input is {problem}")));
         }
+        let scheduled_start_at = match start_at.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(crate::models::parse_utc(text).ok_or_else(|| {
+                AppError::Validation(format!(
+                    "start time {text:?} is not valid: use YYYY-MM-DD HH:MM (UTC)"
+                ))
+            })?),
+        };
         let options = engine::StartOptions {
             instance_id,
+            scheduled_start_at,
             ..engine::StartOptions::default()
         };
         Ok(engine.start_raw(&name, &input, options).await?)
