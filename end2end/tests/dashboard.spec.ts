@@ -176,6 +176,14 @@ test.describe('as a viewer', () => {
     expect(await forged.text()).toContain('needs the operator role');
     await page.reload();
     await expect(page.getByTestId('detail-status')).toHaveText('Running');
+    await hydrated(page);
+
+    // When an admin terminates it elsewhere, the open page follows without a reload.
+    const stopped = await admin.request.post('/api/v1/instances/e2e-viewer/terminate', {
+      data: { reason: 'admin stops it' },
+    });
+    expect(stopped.status(), await stopped.text()).toBe(200);
+    await expect(page.getByTestId('detail-status')).toHaveText('Terminated', { timeout: 15_000 });
     await admin.close();
   });
 });

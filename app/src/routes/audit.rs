@@ -16,7 +16,9 @@ pub const AUDIT_PAGE: i64 = 100;
 
 /// Audit entries matching `filter`, newest first. Any signed-in user may read them.
 #[server(prefix = "/api/fn", endpoint = "audit/list")]
-pub async fn list_audit(filter: AuditFilter) -> Result<Vec<AuditEntry>, AppError> {
+pub async fn list_audit(
+    #[server(default)] filter: AuditFilter,
+) -> Result<Vec<AuditEntry>, AppError> {
     if filter.before.is_some_and(|b| b <= 0) {
         return Err(AppError::Validation("before must be a positive id".into()).with_status());
     }

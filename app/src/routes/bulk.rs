@@ -88,7 +88,7 @@ pub struct BulkProgress {
 /// Counts what `action` on `filter` would touch. Needs the admin role.
 #[server(prefix = "/api/fn", endpoint = "bulk/preview")]
 pub async fn dry_run_bulk(
-    filter: InstanceFilter,
+    #[server(default)] filter: InstanceFilter,
     action: BulkAction,
 ) -> Result<BulkPreview, AppError> {
     crate::session::ssr::require(crate::session::Role::Admin)?;
@@ -102,7 +102,7 @@ pub async fn dry_run_bulk(
 /// admin role, a reason, and for terminate and purge the typed confirmation.
 #[server(prefix = "/api/fn", endpoint = "bulk/run")]
 pub async fn start_bulk(
-    filter: InstanceFilter,
+    #[server(default)] filter: InstanceFilter,
     action: BulkAction,
     reason: String,
     confirmation: String,

@@ -149,9 +149,14 @@ pub fn InstanceDetailPage() -> impl IntoView {
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let act = ServerAction::<ActOnInstance>::new();
     let raise = ServerAction::<RaiseEvent>::new();
+    let drafts = Drafts::default();
+    // Refetched after an action, and whenever the pushed counts change (a status changed
+    // somewhere, perhaps here), so the page follows the instance without a reload.
+    let live = use_context::<crate::live::LiveSignal>();
+    let counts = move || live.and_then(|l| l.with(|s| s.as_ref().map(|s| s.counts.clone())));
     let detail = Resource::new(
-        move || (id(), act.version().get(), raise.version().get()),
-        |(id, _, _)| get_instance(id),
+        move || (id(), act.version().get(), raise.version().get(), counts()),
+        |(id, _, _, _)| get_instance(id),
     );
     // After a purge the instance is gone, and after a restart under a new id it is elsewhere.
     let navigate = leptos_router::hooks::use_navigate();
@@ -165,15 +170,36 @@ pub fn InstanceDetailPage() -> impl IntoView {
     });
     view! {
         <Title text=move || format!("Instance {}", id()) />
-        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || detail.get().map(|result| match result {
-                Ok(d) => view! { <Detail detail=d act raise /> }.into_any(),
+                Ok(d) => view! { <Detail detail=d act raise drafts /> }.into_any(),
                 Err(e) => view! {
                     <h1>"Instance"</h1>
                     <p class="error" role="alert" data-testid="detail-error">{e.to_string()}</p>
                 }.into_any(),
             })}
-        </Suspense>
+        </Transition>
+    }
+}
+
+/// What the user has typed into the page's forms. Kept at page level, so a refetch that
+/// re-renders the instance does not wipe it.
+#[derive(Debug, Clone, Copy)]
+struct Drafts {
+    reason: RwSignal<String>,
+    event_name: RwSignal<String>,
+    payload: RwSignal<String>,
+    event_reason: RwSignal<String>,
+}
+
+impl Default for Drafts {
+    fn default() -> Self {
+        Drafts {
+            reason: RwSignal::new(String::new()),
+            event_name: RwSignal::new(String::new()),
+            payload: RwSignal::new("null".to_owned()),
+            event_reason: RwSignal::new(String::new()),
+        }
     }
 }
 
@@ -182,6 +208,7 @@ fn Detail(
     detail: InstanceDetail,
     act: ServerAction<ActOnInstance>,
     raise: ServerAction<RaiseEvent>,
+    drafts: Drafts,
 ) -> impl IntoView {
     let field = |label: &'static str, value: Option<String>, testid: &'static str| {
         value.map(|v| view! { <dt>{label}</dt><dd><pre data-testid=testid>{v}</pre></dd> })
@@ -203,8 +230,8 @@ fn Detail(
                 {field("Failure", detail.failure, "detail-failure")}
             </dl>
         </section>
-        <Actions instance_id=id.clone() status=status.clone() act />
-        {move || (can(Role::Operator) && is_live(&status)).then(|| view! { <RaiseForm instance_id=id.clone() raise /> })}
+        <Actions instance_id=id.clone() status=status.clone() act reason=drafts.reason />
+        {move || (can(Role::Operator) && is_live(&status)).then(|| view! { <RaiseForm instance_id=id.clone() raise drafts /> })}
         <Timeline spans=detail.timeline />
         <section class="card" aria-labelledby="history-title">
             <h2 id="history-title">"History"</h2>
@@ -232,8 +259,13 @@ fn is_live(status: &str) -> bool {
 
 /// The actions this instance's status and the user's role allow, with one shared reason field.
 #[component]
-fn Actions(instance_id: String, status: String, act: ServerAction<ActOnInstance>) -> impl IntoView {
-    let (reason, set_reason) = signal(String::new());
+fn Actions(
+    instance_id: String,
+    status: String,
+    act: ServerAction<ActOnInstance>,
+    reason: RwSignal<String>,
+) -> impl IntoView {
+    let set_reason = reason.write_only();
     let live = is_live(&status);
     let suspended = status == "Suspended";
     let failed = status == "Failed";
@@ -314,10 +346,14 @@ fn confirm(message: &str) -> bool {
 
 /// Raise an event with a JSON payload.
 #[component]
-fn RaiseForm(instance_id: String, raise: ServerAction<RaiseEvent>) -> impl IntoView {
-    let (name, set_name) = signal(String::new());
-    let (payload, set_payload) = signal("null".to_owned());
-    let (reason, set_reason) = signal(String::new());
+fn RaiseForm(
+    instance_id: String,
+    raise: ServerAction<RaiseEvent>,
+    drafts: Drafts,
+) -> impl IntoView {
+    let (name, set_name) = drafts.event_name.split();
+    let (payload, set_payload) = drafts.payload.split();
+    let (reason, set_reason) = drafts.event_reason.split();
     let problem = move || payload.with(|p| crate::routes::start::json_problem(p));
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();

@@ -84,7 +84,9 @@ impl InstanceFilter {
 
 /// A page of instances matching `filter`.
 #[server(prefix = "/api/fn", endpoint = "instances/list")]
-pub async fn list_instances(filter: InstanceFilter) -> Result<InstanceList, AppError> {
+pub async fn list_instances(
+    #[server(default)] filter: InstanceFilter,
+) -> Result<InstanceList, AppError> {
     ssr::list(filter).await.map_err(AppError::with_status)
 }
 
@@ -93,7 +95,13 @@ pub async fn list_instances(filter: InstanceFilter) -> Result<InstanceList, AppE
 pub fn Instances() -> impl IntoView {
     let query = use_query_map();
     let filter = move || query.with(|q| InstanceFilter::from_query(|k| q.get(k)));
-    let page = Resource::new(filter, list_instances);
+    // Refetched when the pushed counts change, so statuses move without a reload.
+    let live = use_context::<crate::live::LiveSignal>();
+    let counts = move || live.and_then(|l| l.with(|s| s.as_ref().map(|s| s.counts.clone())));
+    let page = Resource::new(
+        move || (filter(), counts()),
+        |(filter, _)| list_instances(filter),
+    );
     let current = move || filter().status.unwrap_or_default();
     let with_status = move |status: Option<&str>| {
         InstanceFilter {
@@ -138,12 +146,12 @@ pub fn Instances() -> impl IntoView {
             <button type="submit" class="secondary">"Apply"</button>
         </form>
         {move || can(Role::Admin).then(|| view! { <BulkPanel filter=Signal::derive(filter) /> })}
-        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || page.get().map(|result| match result {
                 Ok(list) => view! { <InstanceTable list filter=filter() /> }.into_any(),
                 Err(e) => view! { <p class="error" role="alert" data-testid="list-error">{e.to_string()}</p> }.into_any(),
             })}
-        </Suspense>
+        </Transition>
     }
 }
 

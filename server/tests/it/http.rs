@@ -492,5 +492,11 @@ async fn bad_input_is_a_clear_4xx_never_a_500() {
     assert!(html.contains("YYYY-MM-DD"), "{html}");
     let (_, html) = send(&router, "GET", "/runaways?history=abc").await;
     assert!(html.contains("history must be a whole number"), "{html}");
+    // No filter at all is the unfiltered list, not a missing argument (what a hydrated page
+    // sends for `/instances`).
+    for path in ["/api/fn/instances/list", "/api/fn/audit/list"] {
+        let (status, body) = send_form(&router, "POST", path, "").await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
     runtime.shutdown().await;
 }
