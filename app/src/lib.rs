@@ -18,6 +18,7 @@ pub mod live;
 pub mod models;
 pub mod routes;
 pub mod session;
+pub mod tokens;
 
 /// The engine's management client as the server provides it to server functions.
 #[cfg(feature = "ssr")]
@@ -34,6 +35,7 @@ use crate::components::layout::Layout;
 use crate::routes::{
     approvals::Approvals, audit::AuditLog, detail::InstanceDetailPage, instances::Instances,
     not_found::NotFound, overview::Overview, planned::Planned, runaways::Runaways, start::Start,
+    tokens::ApiTokens,
 };
 
 /// The HTML document around the app, rendered on the server only.
@@ -77,6 +79,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/resilience") view=|| view! { <Planned area="Resilience" /> } />
                     <Route path=path!("/runaways") view=Runaways />
                     <Route path=path!("/audit") view=AuditLog />
+                    <Route path=path!("/tokens") view=ApiTokens />
                 </Routes>
             </Layout>
         </Router>

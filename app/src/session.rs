@@ -30,6 +30,13 @@ impl Role {
             Role::Admin => "admin",
         }
     }
+
+    /// The role a [`label`](Role::label) names.
+    pub fn from_label(label: &str) -> Option<Role> {
+        [Role::Viewer, Role::Operator, Role::Admin]
+            .into_iter()
+            .find(|r| r.label() == label)
+    }
 }
 
 /// The signed-in user, as the server established it for this request.

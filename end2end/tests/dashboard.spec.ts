@@ -164,6 +164,7 @@ test.describe('as a viewer', () => {
     }).toPass({ timeout: 15_000 });
     await hydrated(page);
     await expect(page.getByTestId('user-role')).toHaveText('viewer');
+    await expect(page.getByRole('link', { name: 'API tokens' })).toHaveCount(0);
     await expect(page.getByTestId('terminate')).toHaveCount(0);
     await expect(page.getByTestId('actions')).toHaveCount(0);
     await expect(page.getByTestId('raise')).toHaveCount(0);
@@ -186,4 +187,41 @@ test.describe('as a viewer', () => {
     await expect(page.getByTestId('detail-status')).toHaveText('Terminated', { timeout: 15_000 });
     await admin.close();
   });
+});
+
+test('an admin creates an API token a script uses, then revokes it', async ({ page, playwright }) => {
+  await page.goto('/tokens');
+  await hydrated(page);
+  await page.getByTestId('token-name').fill('e2e-script');
+  await page.getByTestId('token-role').selectOption('operator');
+  await page.getByTestId('token-days').fill('7');
+  await page.getByTestId('create-token').click();
+  const secret = (await page.getByTestId('new-token').textContent()) ?? '';
+  expect(secret).toMatch(/^sy_[0-9a-f]{16}_[0-9a-f]{64}$/);
+  const row = page.getByTestId('token-row').filter({ hasText: 'e2e-script' });
+  await expect(row).toHaveAttribute('data-state', 'active');
+
+  // A script: no cookies, only the bearer token.
+  const script = await playwright.request.newContext({
+    baseURL: test.info().project.use.baseURL,
+    extraHTTPHeaders: { Authorization: `Bearer ${secret}` },
+  });
+  const started = await script.post('/api/v1/instances', {
+    data: { name: 'HelloSequence', input: ['token'], instance_id: 'e2e-token' },
+  });
+  expect(started.status(), await started.text()).toBe(201);
+  const purge = await script.post('/api/v1/instances/e2e-token/purge', { data: { reason: 'not mine' } });
+  expect(purge.status()).toBe(403);
+
+  // The audit log names the token; revoking it locks the script out at once.
+  await page.goto('/audit?action=start&target=HelloSequence');
+  await expect(page.getByTestId('audit-row').first()).toContainText('e2e-script (API token');
+  await page.goto('/tokens');
+  await hydrated(page);
+  await row.getByTestId('revoke-token').click();
+  await expect(row).toHaveAttribute('data-state', 'revoked');
+  const refused = await script.get('/api/v1/instances');
+  expect(refused.status()).toBe(401);
+  expect(await refused.text()).toBe('this API token was revoked');
+  await script.dispose();
 });

@@ -24,7 +24,7 @@ use app::session::{CurrentUser, Role};
 use axum::{
     Router,
     extract::{Query, Request, State},
-    http::{Method, StatusCode},
+    http::{Method, StatusCode, header},
     middleware::Next,
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -503,13 +503,47 @@ fn is_public(path: &str) -> bool {
 }
 
 /// Middleware: attaches the current user to the request, or turns the request away.
+///
+/// An `/api/` request carrying `Authorization: Bearer …` is authenticated by that API token alone
+/// (`app::tokens`): a token that is malformed, unknown, revoked or expired is a 401, whatever
+/// the session says. Everything else is authenticated by the login session.
 pub async fn authenticate(
-    State(auth): State<Auth>,
+    State(state): State<crate::AppState>,
     session: Session,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let user = match &auth {
+    if request.uri().path().starts_with("/api/")
+        && let Some(header) = request.headers().get(header::AUTHORIZATION)
+    {
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        return match app::tokens::ssr::verify(&state.db, presented).await {
+            Ok(token) => {
+                request.extensions_mut().insert(token.user());
+                next.run(request).await
+            }
+            Err(app::tokens::ssr::TokenError::Database(e)) => {
+                tracing::error!(error = %e, "cannot check an API token");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the token store failed; try again",
+                )
+                    .into_response()
+            }
+            Err(refusal) => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                refusal.to_string(),
+            )
+                .into_response(),
+        };
+    }
+    let user = match &state.auth {
         Auth::Local => Some(CurrentUser {
             name: "local admin".to_owned(),
             role: Role::Admin,

@@ -75,7 +75,7 @@ pub fn app(state: AppState) -> Router {
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
+            state.clone(),
             auth::authenticate,
         ));
     let secure = state.auth.secure_cookies();

@@ -11,7 +11,7 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
-use crate::session::{UserResource, whoami};
+use crate::session::{Role, UserResource, can, whoami};
 
 /// The primary navigation, in the order operators use it.
 const NAV: &[(&str, &str)] = &[
@@ -72,6 +72,11 @@ pub fn Layout(children: Children) -> impl IntoView {
                         .iter()
                         .map(|(href, label)| view! { <li><A href=*href exact=true>{*label}</A></li> })
                         .collect_view()}
+                    <Suspense fallback=|| ()>
+                        {move || can(Role::Admin).then(|| view! {
+                            <li><A href="/tokens" exact=true>"API tokens"</A></li>
+                        })}
+                    </Suspense>
                 </ul>
             </nav>
             <Suspense fallback=|| ()>{who}</Suspense>

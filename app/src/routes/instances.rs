@@ -145,7 +145,9 @@ pub fn Instances() -> impl IntoView {
             </label>
             <button type="submit" class="secondary">"Apply"</button>
         </form>
-        {move || can(Role::Admin).then(|| view! { <BulkPanel filter=Signal::derive(filter) /> })}
+        <Suspense fallback=|| ()>
+            {move || can(Role::Admin).then(|| view! { <BulkPanel filter=Signal::derive(filter) /> })}
+        </Suspense>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || page.get().map(|result| match result {
                 Ok(list) => view! { <InstanceTable list filter=filter() /> }.into_any(),

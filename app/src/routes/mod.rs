@@ -10,3 +10,4 @@ pub mod overview;
 pub mod planned;
 pub mod runaways;
 pub mod start;
+pub mod tokens;

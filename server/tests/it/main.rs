@@ -14,3 +14,4 @@ mod cli;
 mod http;
 mod postgres;
 mod roles;
+mod tokens;

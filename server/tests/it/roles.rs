@@ -210,6 +210,18 @@ fn calls(id: &str) -> Vec<Call> {
             needs: Role::Admin,
             audit: "bulk-terminate",
         },
+        Call {
+            path: "/api/fn/tokens/create",
+            form: "name=matrix&role=Viewer&days=1".into(),
+            needs: Role::Admin,
+            audit: "create token",
+        },
+        Call {
+            path: "/api/fn/tokens/revoke",
+            form: "id=0123456789abcdef".into(),
+            needs: Role::Admin,
+            audit: "revoke token",
+        },
     ]
 }
 
