@@ -122,6 +122,36 @@ test('screenshots of the instance list, a detail page and the approvals inbox', 
   await page.screenshot({ path: join(shots, 'approvals.png'), fullPage: true });
 });
 
+test.describe('in dark mode', () => {
+  test.use({ colorScheme: 'dark' });
+
+  test('pages follow the system colour scheme and keep focus visible', async ({ page }) => {
+    await page.goto('/instances');
+    await hydrated(page);
+    const luminance = async (selector: string, property: 'backgroundColor' | 'color') => {
+      const css = await page.locator(selector).first().evaluate(
+        (el, p) => getComputedStyle(el)[p as 'color'],
+        property,
+      );
+      const [r, g, b] = (css.match(/\d+/g) ?? []).map(Number);
+      return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+    };
+    expect(await luminance('body', 'backgroundColor')).toBeLessThan(0.2);
+    expect(await luminance('h1', 'color')).toBeGreaterThan(0.7);
+    // The first Tab reaches the skip link, which becomes visible with a focus outline.
+    await page.keyboard.press('Tab');
+    const skip = page.locator('.skip-link');
+    await expect(skip).toBeFocused();
+    expect(await skip.evaluate((el) => getComputedStyle(el).outlineStyle)).toBe('solid');
+    await page.keyboard.press('Enter');
+    await expect(page.locator('main#main')).toBeFocused();
+    await page.screenshot({ path: join(shots, 'instances-dark.png'), fullPage: true });
+    await page.goto('/');
+    await hydrated(page);
+    await page.screenshot({ path: join(shots, 'overview-dark.png'), fullPage: true });
+  });
+});
+
 test('an admin terminates a filtered set in bulk after a dry run and a typed confirmation', async ({ page, request }) => {
   for (let i = 0; i < 3; i++) {
     await start(request, 'HumanInteraction', { request: `bulk ${i}`, timeout_ms: 600000 }, `e2e-bulk-${i}`);

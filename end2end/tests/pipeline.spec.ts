@@ -1,6 +1,7 @@
 // The whole path in a real browser, signed in as an admin through the OIDC provider:
 // server-rendered HTML, hydration, server functions, the database, persistence across a reload.
 import { expect, test } from '@playwright/test';
+import { hydrated } from './helpers';
 
 test('server renders the overview before any script runs', async ({ request }) => {
   const response = await request.get('/');
@@ -113,7 +114,10 @@ test('start page checks the JSON before submitting and starts a sample', async (
   }).toPass({ timeout: 15_000 });
 });
 
-test('an approval waiting in the inbox is approved and the instance completes', async ({ page, request }) => {
+test('an approval arrives in the open inbox, is approved by keyboard, and the instance completes', async ({ page, request }) => {
+  // The inbox is open before the instance exists: the approval is pushed in, not reloaded.
+  await page.goto('/approvals');
+  await hydrated(page);
   const started = await request.post('/api/fn/instances/start', {
     form: {
       name: 'HumanInteraction',
@@ -124,20 +128,23 @@ test('an approval waiting in the inbox is approved and the instance completes', 
   expect(started.status()).toBe(200);
 
   const item = page.locator('[data-testid="approval"][data-instance="e2e-approval"]');
-  await expect(async () => {
-    await page.goto('/approvals');
-    await expect(item).toBeVisible();
-  }).toPass({ timeout: 15_000 });
+  await expect(item).toBeVisible({ timeout: 15_000 });
   await expect(item).toContainText('escalates at');
   await expect(item.getByTestId('approve')).toBeEnabled();
-  await item.getByTestId('approval-comment').fill('within budget');
-  await item.getByTestId('approve').click();
+  // Keyboard only: type the comment, Tab to Approve, Enter.
+  await item.getByTestId('approval-comment').focus();
+  await page.keyboard.type('within budget');
+  await page.keyboard.press('Tab');
+  await expect(item.getByTestId('approve')).toBeFocused();
+  await page.keyboard.press('Enter');
   await expect(item).toHaveCount(0);
 
   await expect(async () => {
     await page.goto('/instances?status=Completed');
     await expect(page.getByTestId('instance-row').filter({ hasText: 'e2e-approval' })).toBeVisible();
   }).toPass({ timeout: 15_000 });
+  await page.goto('/instances/e2e-approval');
+  await expect(page.getByTestId('detail-output')).toContainText('within budget');
 });
 
 test('a running instance is terminated from its detail page with a reason', async ({ page, request }) => {

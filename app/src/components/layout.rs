@@ -60,7 +60,9 @@ pub fn Layout(children: Children) -> impl IntoView {
             .is_some_and(|u| u.local)
     };
     view! {
-        <a class="skip-link" href="#main">"Skip to content"</a>
+        // `rel="external"`: the browser follows it natively, which moves focus into `<main>`;
+        // the router's own handling would only scroll.
+        <a class="skip-link" href="#main" rel="external">"Skip to content"</a>
         <header class="site-header" data-hydrated=move || hydrated.get().to_string()>
             <a class="brand" href="/">
                 <span class="brand-mark" aria-hidden="true">"⇄"</span>

@@ -47,7 +47,16 @@ pub async fn decide(instance_id: String, approved: bool, comment: String) -> Res
 #[component]
 pub fn Approvals() -> impl IntoView {
     let decide = ServerAction::<Decide>::new();
-    let pending = Resource::new(move || decide.version().get(), |_| pending_approvals());
+    // Refetched when the pushed figures change: new approvals appear and decided ones leave
+    // without a reload.
+    let live = use_context::<crate::live::LiveSignal>();
+    let pushed = move || {
+        live.and_then(|l| l.with(|s| s.as_ref().map(|s| (s.waiting_approvals, s.counts.clone()))))
+    };
+    let pending = Resource::new(
+        move || (decide.version().get(), pushed()),
+        |_| pending_approvals(),
+    );
     view! {
         <Title text="Approvals" />
         <h1>"Approvals"</h1>
