@@ -12,6 +12,8 @@ use crate::{error::AppError, models::StatusCount};
 /// The chart window and its resolution.
 pub const WINDOW_MS: i64 = 5 * 60 * 1000;
 pub const BUCKET_MS: i64 = 10 * 1000;
+/// Attention counts (waiting approvals, suspected runaways) stop counting here.
+pub const ATTENTION_CAP: u32 = 1_000;
 
 /// Completions per bucket for one orchestration name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,10 +50,10 @@ impl Throughput {
 pub struct LiveSnapshot {
     pub counts: Vec<StatusCount>,
     pub throughput: Throughput,
-    /// Instances waiting for an approval (up to 1,000).
-    pub waiting_approvals: usize,
-    /// Live instances past the default runaway thresholds (up to 1,000).
-    pub runaways: usize,
+    /// Instances waiting for an approval (up to [`ATTENTION_CAP`]).
+    pub waiting_approvals: u64,
+    /// Live instances past the default runaway thresholds (up to [`ATTENTION_CAP`]).
+    pub runaways: u64,
 }
 
 /// The latest pushed snapshot (`None` until the first arrives, and always on the server).
@@ -105,7 +107,7 @@ pub mod ssr {
 
     use engine::RuntimeStatus;
 
-    use super::{BUCKET_MS, LiveSnapshot, Series, Throughput, WINDOW_MS};
+    use super::{ATTENTION_CAP, BUCKET_MS, LiveSnapshot, Series, Throughput, WINDOW_MS};
     use crate::{EngineClient, error::AppError, models::StatusCount};
 
     /// Counts per status and the throughput window ending at `now`.
@@ -152,12 +154,12 @@ pub mod ssr {
             max_latency[index] = max_latency[index].max(Some(row.max_latency_ms));
         }
         let waiting_approvals = engine
-            .waiting_for_event(crate::routes::approvals::APPROVAL_EVENT, 1_000)
-            .await?
-            .len();
-        let runaways = crate::routes::runaways::default_runaways(engine, now, 1_000)
-            .await?
-            .len();
+            .count_waiting_for_event(crate::routes::approvals::APPROVAL_EVENT, ATTENTION_CAP)
+            .await?;
+        let limits = crate::routes::runaways::default_limits(now);
+        let runaways = engine
+            .count_suspected_runaways(&limits, ATTENTION_CAP)
+            .await?;
         Ok(LiveSnapshot {
             counts,
             waiting_approvals,

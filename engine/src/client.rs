@@ -278,6 +278,25 @@ impl<S: Store + StoreAdmin> Client<S> {
         Ok(self.shared.store.suspected_runaways(limits, limit).await?)
     }
 
+    /// How many live instances wait for event `name`, up to `cap`.
+    pub async fn count_waiting_for_event(&self, name: &str, cap: u32) -> Result<u64, ClientError> {
+        validate_name("event name", name)?;
+        Ok(self.shared.store.count_waiting_for_event(name, cap).await?)
+    }
+
+    /// How many live instances are past any of `limits`, up to `cap`.
+    pub async fn count_suspected_runaways(
+        &self,
+        limits: &RunawayLimits,
+        cap: u32,
+    ) -> Result<u64, ClientError> {
+        Ok(self
+            .shared
+            .store
+            .count_suspected_runaways(limits, cap)
+            .await?)
+    }
+
     /// Finished instances per time bucket, name and status since `since`; see
     /// [`StoreAdmin::completion_stats`].
     pub async fn completion_stats(

@@ -1025,6 +1025,36 @@ impl StoreAdmin for SqliteStore {
         rows.iter().map(record).collect()
     }
 
+    async fn count_waiting_for_event(&self, name: &str, cap: u32) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE waiting_event = ? LIMIT ?)",
+        )
+        .bind(name)
+        .bind(i64::from(cap))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.unsigned_abs())
+    }
+
+    async fn count_suspected_runaways(
+        &self,
+        limits: &RunawayLimits,
+        cap: u32,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM instances \
+             WHERE status IN ('Pending', 'Running', 'Suspended') \
+             AND (history_len >= ? OR generation >= ? OR created_at <= ?) LIMIT ?)",
+        )
+        .bind(i64::from(limits.history_len))
+        .bind(i64::from(limits.generations))
+        .bind(limits.created_before)
+        .bind(i64::from(cap))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.unsigned_abs())
+    }
+
     async fn completion_stats(
         &self,
         since: TimestampMs,

@@ -321,6 +321,19 @@ pub trait StoreAdmin: Send + Sync + 'static {
         limits: &RunawayLimits,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<InstanceRecord>, StoreError>> + Send;
+    /// How many live instances wait for event `name`, counting no further than `cap`.
+    fn count_waiting_for_event(
+        &self,
+        name: &str,
+        cap: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// How many instances [`suspected_runaways`](StoreAdmin::suspected_runaways) would list,
+    /// counting no further than `cap`; cheaper than listing them (nothing is read or sorted).
+    fn count_suspected_runaways(
+        &self,
+        limits: &RunawayLimits,
+        cap: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Instances that finished at or after `since`, counted per `bucket_ms` time bucket, name
     /// and terminal status, with their start-to-finish latency, oldest bucket first.
     fn completion_stats(

@@ -119,6 +119,22 @@ async fn run(instances: u32, iterations: usize) -> Result<()> {
         100.0,
     );
 
+    // What the live feed computes once a second while a dashboard is open: counts, the
+    // throughput and latency window, waiting approvals and suspected runaways.
+    let client = runtime.client();
+    let snapshot_times = measure(iterations, || async {
+        app::live::ssr::snapshot(&client, app::context::now_ms())
+            .await
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })
+    .await?;
+    report(
+        "live snapshot (computed once a second while watched)",
+        &snapshot_times,
+        100.0,
+    );
+
     runtime.shutdown().await;
     Ok(())
 }

@@ -160,19 +160,14 @@ fn RunawayRow(r: Runaway, act: ServerAction<ActOnInstance>) -> impl IntoView {
     }
 }
 
-/// Live instances past the default thresholds at `now`, worst first.
+/// The default thresholds at `now`.
 #[cfg(feature = "ssr")]
-pub async fn default_runaways(
-    engine: &crate::EngineClient,
-    now: i64,
-    limit: u32,
-) -> Result<Vec<engine::store::InstanceRecord>, AppError> {
-    let limits = engine::store::RunawayLimits {
+pub fn default_limits(now: i64) -> engine::store::RunawayLimits {
+    engine::store::RunawayLimits {
         history_len: DEFAULT_HISTORY,
         generations: DEFAULT_GENERATIONS,
         created_before: now - i64::from(DEFAULT_AGE_HOURS) * 3_600_000,
-    };
-    Ok(engine.suspected_runaways(&limits, limit).await?)
+    }
 }
 
 #[cfg(feature = "ssr")]

@@ -118,6 +118,38 @@ async fn monitor_backs_off_through_continue_as_new_until_done_or_deadline() {
         .start::<Monitor>(&input(u32::MAX, 300), with_id("monitor-timeout"))
         .await
         .unwrap();
+    // Both are live (each waits on timers for at least 60 ms): thresholds of zero flag both,
+    // and the count agrees with the list, up to its cap.
+    let everything = engine::store::RunawayLimits {
+        history_len: 0,
+        generations: 0,
+        created_before: 0,
+    };
+    let listed = client.suspected_runaways(&everything, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        client
+            .count_suspected_runaways(&everything, 10)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        client
+            .count_suspected_runaways(&everything, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    let strict = engine::store::RunawayLimits {
+        history_len: u32::MAX,
+        generations: u32::MAX,
+        created_before: 0,
+    };
+    assert_eq!(
+        client.count_suspected_runaways(&strict, 10).await.unwrap(),
+        0
+    );
     let done = client.wait_for_completion(&done_id, WAIT).await.unwrap();
     let outcome: MonitorOutcome = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
     assert_eq!(outcome, MonitorOutcome::Done { checks: 4 });
@@ -160,6 +192,17 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
     }
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].instance_id, approved);
+    assert_eq!(
+        client
+            .count_waiting_for_event("Approval", 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        client.count_waiting_for_event("Other", 10).await.unwrap(),
+        0
+    );
     let deadline = waiting[0].waiting_deadline.unwrap();
     assert!(deadline - waiting[0].waiting_since.unwrap() >= 59_000);
 
@@ -188,6 +231,13 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
             .await
             .unwrap()
             .is_empty()
+    );
+    assert_eq!(
+        client
+            .count_waiting_for_event("Approval", 10)
+            .await
+            .unwrap(),
+        0
     );
 
     let late = client
