@@ -56,10 +56,9 @@ pub enum StartError {
 /// request away.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let (db, engine, bulk) = (state.db.clone(), state.engine.clone(), state.bulk.clone());
+    let (db, engine) = (state.db.clone(), state.engine.clone());
     let context = move || {
         provide_context(db.clone());
-        provide_context(bulk.clone());
         if let Some(engine) = &engine {
             provide_context(engine.clone());
         }
@@ -219,6 +218,14 @@ impl Server {
             );
         }
         let engine = runtime.as_ref().map(Runtime::client);
+        if let Some(engine) = &engine {
+            // Bulk jobs a previous run left unfinished carry on where they stopped.
+            match app::routes::bulk::ssr::resume(db.clone(), engine.clone()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "resumed unfinished bulk jobs"),
+                Err(e) => tracing::error!(error = %e, "cannot read unfinished bulk jobs"),
+            }
+        }
         Ok(Server {
             listener,
             state: AppState::new(db, engine, auth, &config.site_root, addr),

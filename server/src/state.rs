@@ -18,8 +18,6 @@ pub struct AppState {
     pub auth: Auth,
     /// Live dashboard figures (absent without the engine).
     pub live: Option<crate::live::LiveFeed>,
-    /// Bulk actions in progress or finished since start.
-    pub bulk: app::routes::bulk::ssr::BulkJobs,
     pub leptos: LeptosOptions,
 }
 
@@ -49,7 +47,6 @@ impl AppState {
             engine,
             auth,
             live,
-            bulk: Default::default(),
             leptos,
         }
     }

@@ -2,7 +2,8 @@
 //! the list's current filter matches. The server counts first (a dry run: how many match, how many
 //! the action applies to), the user gives a reason and, for the destructive actions, types the
 //! confirmation the page asks for; the server then runs the job in the background and the page
-//! shows its progress. The job is one audit entry with its final tally.
+//! shows its progress. Starting the job is one audit entry; the job and each instance's outcome
+//! are kept in the database, so progress survives a restart and an interrupted job resumes.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -114,7 +115,7 @@ pub async fn start_bulk(
 #[server(prefix = "/api/fn", endpoint = "bulk/progress")]
 pub async fn bulk_job_status(job: u64) -> Result<BulkProgress, AppError> {
     crate::session::ssr::require(crate::session::Role::Admin)?;
-    ssr::progress(job).map_err(AppError::with_status)
+    ssr::progress(job).await.map_err(AppError::with_status)
 }
 
 /// The bulk panel under the instance list's filters.
@@ -230,39 +231,29 @@ pub fn BulkPanel(filter: Signal<InstanceFilter>) -> impl IntoView {
 
 #[cfg(feature = "ssr")]
 pub mod ssr {
-    //! The bulk job runner: jobs live in memory on the server that started them; each instance's
-    //! change is durable on its own as it happens.
+    //! The bulk job runner. A job and the instances it covers are written to the database
+    //! before it starts (`bulk_jobs`, `bulk_job_items`); each instance's outcome is recorded as
+    //! it is done, so progress survives a restart and [`resume`] finishes the jobs a stopped
+    //! server left unfinished. An instance whose change committed just before a crash, but whose
+    //! outcome did not, is tried again and reported with the engine's answer (e.g. already
+    //! terminated).
 
-    use std::{
-        collections::HashMap,
-        sync::{
-            Arc, Mutex,
-            atomic::{AtomicU64, Ordering},
-        },
-    };
-
-    use engine::RuntimeStatus;
+    use engine::{Database, DbError, RuntimeStatus};
 
     use super::{BulkAction, BulkPreview, BulkProgress, MAX_BULK};
     use crate::{
         EngineClient,
         audit::ssr::{Action, guarded, required_reason},
-        context::engine,
+        context::{database, engine, now_ms},
         error::AppError,
         routes::instances::{InstanceFilter, ssr::query},
-        session::Role,
+        session::{Role, ssr::current_user},
     };
 
-    /// The server's bulk jobs (provided to server functions through context).
-    #[derive(Debug, Clone, Default)]
-    pub struct BulkJobs {
-        next: Arc<AtomicU64>,
-        jobs: Arc<Mutex<HashMap<u64, BulkProgress>>>,
-    }
-
-    fn jobs() -> Result<BulkJobs, AppError> {
-        leptos::prelude::use_context::<BulkJobs>().ok_or(AppError::Unavailable)
-    }
+    /// Instances a job reads from the database at a time.
+    const BATCH: i64 = 100;
+    /// Failures a job's progress shows.
+    const SHOWN_ERRORS: i64 = 5;
 
     fn eligible(action: BulkAction, status: RuntimeStatus) -> bool {
         match action {
@@ -344,74 +335,234 @@ pub mod ssr {
                     action.confirmation(preview.eligible)
                 )));
             }
-            let jobs = jobs()?;
-            let job = jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
-            let progress = BulkProgress {
-                job,
-                action,
-                total: ids.len() as u64,
-                done: 0,
-                failed: 0,
-                finished: ids.is_empty(),
-                errors: Vec::new(),
-            };
-            jobs.jobs
-                .lock()
-                .expect("bulk jobs lock")
-                .insert(job, progress);
-            let engine = engine()?;
-            tokio::spawn(work(engine, jobs, job, action, ids, reason));
-            Ok(job)
+            let db = database()?;
+            let actor = current_user().map(|u| u.name).unwrap_or_default();
+            let job = create(&db, action, &reason, &actor, &target, &ids).await?;
+            tokio::spawn(work(db, engine()?, job, action, reason));
+            Ok(job.unsigned_abs())
         })
         .await
     }
 
-    async fn work(
-        engine: EngineClient,
-        jobs: BulkJobs,
-        job: u64,
+    /// Writes the job and its instances in one transaction.
+    async fn create(
+        db: &Database,
         action: BulkAction,
-        ids: Vec<String>,
-        reason: String,
-    ) {
-        for id in ids {
-            let result = match action {
-                BulkAction::Terminate => engine.terminate(&id, &reason, true).await,
-                BulkAction::Suspend => engine.suspend(&id, &reason).await,
-                BulkAction::Resume => engine.resume(&id, &reason).await,
-                BulkAction::Purge => engine.purge(&id, true).await.map(drop),
-            };
-            let mut all = jobs.jobs.lock().expect("bulk jobs lock");
-            let Some(p) = all.get_mut(&job) else { return };
-            match result {
-                Ok(()) => p.done += 1,
-                Err(e) => {
-                    p.failed += 1;
-                    if p.errors.len() < 5 {
-                        p.errors.push(format!("{id}: {e}"));
-                    }
+        reason: &str,
+        actor: &str,
+        target: &str,
+        ids: &[String],
+    ) -> Result<i64, DbError> {
+        const JOB: &str = "INSERT INTO bulk_jobs (action, reason, actor, target, total, created_ms) \
+                           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+        let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        macro_rules! run {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
+                let job: i64 = sqlx::query_scalar(JOB)
+                    .bind(action.label())
+                    .bind(reason)
+                    .bind(actor)
+                    .bind(target)
+                    .bind(total)
+                    .bind(now_ms())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                for chunk in ids.chunks(400) {
+                    let mut q = sqlx::QueryBuilder::new(
+                        "INSERT INTO bulk_job_items (job_id, instance_id) ",
+                    );
+                    q.push_values(chunk, |mut row, id| {
+                        row.push_bind(job).push_bind(id);
+                    });
+                    q.build().execute(&mut *tx).await?;
                 }
-            }
+                if ids.is_empty() {
+                    sqlx::query("UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2")
+                        .bind(now_ms())
+                        .bind(job)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                job
+            }};
         }
-        if let Some(p) = jobs.jobs.lock().expect("bulk jobs lock").get_mut(&job) {
-            p.finished = true;
+        Ok(match db {
+            Database::Sqlite(pool) => run!(pool),
+            Database::Postgres(pool) => run!(pool),
+        })
+    }
+
+    /// Restarts every job a previous run of the server left unfinished; returns how many.
+    pub async fn resume(db: Database, engine: EngineClient) -> Result<usize, DbError> {
+        const SQL: &str =
+            "SELECT id, action, reason FROM bulk_jobs WHERE finished_ms IS NULL ORDER BY id";
+        let jobs: Vec<(i64, String, String)> = match &db {
+            Database::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+            Database::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+        };
+        let mut resumed = 0;
+        for (job, action, reason) in jobs {
+            let Some(action) = BulkAction::parse(&action) else {
+                tracing::error!(job, action, "unknown bulk action; the job is left as it is");
+                continue;
+            };
             tracing::info!(
                 job,
                 action = action.label(),
-                done = p.done,
-                failed = p.failed,
-                "bulk job finished"
+                "resuming an unfinished bulk job"
             );
+            tokio::spawn(work(db.clone(), engine.clone(), job, action, reason));
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    /// Does the job's remaining instances, recording each outcome, then marks it finished.
+    async fn work(
+        db: Database,
+        engine: EngineClient,
+        job: i64,
+        action: BulkAction,
+        reason: String,
+    ) {
+        if let Err(e) = work_through(&db, &engine, job, action, &reason).await {
+            // The job stays unfinished in the database; the next start resumes it.
+            tracing::error!(job, error = %e, "bulk job stopped; it resumes when the server restarts");
         }
     }
 
-    pub fn progress(job: u64) -> Result<BulkProgress, AppError> {
-        jobs()?
-            .jobs
-            .lock()
-            .expect("bulk jobs lock")
-            .get(&job)
-            .cloned()
-            .ok_or_else(|| AppError::NotFound(format!("bulk job {job}")))
+    async fn work_through(
+        db: &Database,
+        engine: &EngineClient,
+        job: i64,
+        action: BulkAction,
+        reason: &str,
+    ) -> Result<(), DbError> {
+        const NEXT: &str = "SELECT instance_id FROM bulk_job_items \
+                            WHERE job_id = $1 AND outcome IS NULL ORDER BY instance_id LIMIT $2";
+        const DONE: &str =
+            "UPDATE bulk_job_items SET outcome = $1 WHERE job_id = $2 AND instance_id = $3";
+        const FINISHED: &str = "UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2";
+        loop {
+            let ids: Vec<String> = match db {
+                Database::Sqlite(pool) => {
+                    sqlx::query_scalar(NEXT)
+                        .bind(job)
+                        .bind(BATCH)
+                        .fetch_all(pool)
+                        .await?
+                }
+                Database::Postgres(pool) => {
+                    sqlx::query_scalar(NEXT)
+                        .bind(job)
+                        .bind(BATCH)
+                        .fetch_all(pool)
+                        .await?
+                }
+            };
+            if ids.is_empty() {
+                break;
+            }
+            for id in ids {
+                let result = match action {
+                    BulkAction::Terminate => engine.terminate(&id, reason, true).await,
+                    BulkAction::Suspend => engine.suspend(&id, reason).await,
+                    BulkAction::Resume => engine.resume(&id, reason).await,
+                    BulkAction::Purge => engine.purge(&id, true).await.map(drop),
+                };
+                let outcome = match result {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                match db {
+                    Database::Sqlite(pool) => sqlx::query(DONE)
+                        .bind(&outcome)
+                        .bind(job)
+                        .bind(&id)
+                        .execute(pool)
+                        .await
+                        .map(drop)?,
+                    Database::Postgres(pool) => sqlx::query(DONE)
+                        .bind(&outcome)
+                        .bind(job)
+                        .bind(&id)
+                        .execute(pool)
+                        .await
+                        .map(drop)?,
+                };
+            }
+        }
+        match db {
+            Database::Sqlite(pool) => sqlx::query(FINISHED)
+                .bind(now_ms())
+                .bind(job)
+                .execute(pool)
+                .await
+                .map(drop)?,
+            Database::Postgres(pool) => sqlx::query(FINISHED)
+                .bind(now_ms())
+                .bind(job)
+                .execute(pool)
+                .await
+                .map(drop)?,
+        };
+        tracing::info!(job, action = action.label(), "bulk job finished");
+        Ok(())
+    }
+
+    type ProgressRow = (String, i64, bool, i64, i64);
+
+    async fn read_progress(
+        db: &Database,
+        id: i64,
+    ) -> Result<(Option<ProgressRow>, Vec<(String, String)>), DbError> {
+        const JOB: &str = "SELECT action, total, finished_ms IS NOT NULL, \
+             (SELECT COUNT(*) FROM bulk_job_items i WHERE i.job_id = j.id AND i.outcome = 'ok'), \
+             (SELECT COUNT(*) FROM bulk_job_items i WHERE i.job_id = j.id AND i.outcome <> 'ok') \
+             FROM bulk_jobs j WHERE j.id = $1";
+        const ERRORS: &str = "SELECT instance_id, outcome FROM bulk_job_items \
+             WHERE job_id = $1 AND outcome <> 'ok' ORDER BY instance_id LIMIT $2";
+        Ok(match db {
+            Database::Sqlite(pool) => (
+                sqlx::query_as(JOB).bind(id).fetch_optional(pool).await?,
+                sqlx::query_as(ERRORS)
+                    .bind(id)
+                    .bind(SHOWN_ERRORS)
+                    .fetch_all(pool)
+                    .await?,
+            ),
+            Database::Postgres(pool) => (
+                sqlx::query_as(JOB).bind(id).fetch_optional(pool).await?,
+                sqlx::query_as(ERRORS)
+                    .bind(id)
+                    .bind(SHOWN_ERRORS)
+                    .fetch_all(pool)
+                    .await?,
+            ),
+        })
+    }
+
+    /// A job's progress, from the database.
+    pub async fn progress(job: u64) -> Result<BulkProgress, AppError> {
+        let db = database()?;
+        let id = i64::try_from(job).map_err(|_| AppError::NotFound(format!("bulk job {job}")))?;
+        let (row, errors) = read_progress(&db, id).await?;
+        let (action, total, finished, done, failed) =
+            row.ok_or_else(|| AppError::NotFound(format!("bulk job {job}")))?;
+        let action = BulkAction::parse(&action).ok_or(AppError::Unavailable)?;
+        Ok(BulkProgress {
+            job,
+            action,
+            total: total.unsigned_abs(),
+            done: done.unsigned_abs(),
+            failed: failed.unsigned_abs(),
+            finished,
+            errors: errors
+                .into_iter()
+                .map(|(id, outcome)| format!("{id}: {outcome}"))
+                .collect(),
+        })
     }
 }

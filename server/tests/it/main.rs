@@ -10,6 +10,7 @@
 pub static RENDER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 mod api;
+mod bulk;
 mod cli;
 mod http;
 mod postgres;

@@ -27,6 +27,7 @@ pub struct Fixture {
     pub router: Router,
     pub db: Database,
     pub sessions: HashMap<Role, String>,
+    pub engine: app::EngineClient,
     _runtime: Runtime<SqliteStore>,
     _dir: tempfile::TempDir,
 }
@@ -86,6 +87,7 @@ pub async fn fixture() -> Fixture {
         router: server::app(state),
         db,
         sessions,
+        engine: runtime.client(),
         _runtime: runtime,
         _dir: dir,
     }
