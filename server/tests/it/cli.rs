@@ -1,5 +1,6 @@
 //! The `switchyard` binary on bad configuration and on shutdown: a non-zero exit and one line that
-//! says what to fix; SIGTERM ends it cleanly.
+//! says what to fix; SIGTERM ends it cleanly; a bulk job cut off by SIGKILL finishes after the
+//! restart.
 
 use std::{
     io::{Read, Write},
@@ -158,5 +159,126 @@ fn serves_until_sigterm_then_exits_cleanly() {
     assert!(
         tmp.path().join("switchyard.db").is_file(),
         "SQLite file in data dir"
+    );
+}
+
+fn http_post(port: u16, path: &str, content_type: &str, body: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// A running server that is killed (SIGKILL) when dropped, so a failed assertion leaves no process.
+struct Running(std::process::Child);
+
+impl Running {
+    fn kill_9(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(data_dir: &Path, port: u16) -> Running {
+    let child = Running(
+        switchyard(data_dir)
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// `(unfinished jobs, items without an outcome, instances of the batch still running)`.
+fn bulk_state(data_dir: &Path) -> (i64, i64, i64) {
+    let url = format!("sqlite://{}/switchyard.db", data_dir.display());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let one = |sql: &'static str| {
+                let pool = pool.clone();
+                async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+            };
+            let state = (
+                one("SELECT COUNT(*) FROM bulk_jobs WHERE finished_ms IS NULL").await,
+                one("SELECT COUNT(*) FROM bulk_job_items WHERE outcome IS NULL").await,
+                one("SELECT COUNT(*) FROM instances WHERE instance_id LIKE 'kill-%' AND status <> 'Terminated'").await,
+            );
+            pool.close().await;
+            state
+        })
+}
+
+#[test]
+fn a_bulk_job_cut_off_by_kill_9_finishes_after_the_restart() {
+    const N: usize = 400;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_server(tmp.path(), port);
+    for i in 0..N {
+        let body = format!(
+            r#"{{"name":"HumanInteraction","input":{{"request":"r","timeout_ms":600000}},"instance_id":"kill-{i:04}"}}"#
+        );
+        let response = http_post(port, "/api/v1/instances", "application/json", &body).unwrap();
+        assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    }
+    let form = format!(
+        "filter%5Bid_prefix%5D=kill-&action=Terminate&reason=crash&confirmation=terminate%20{N}"
+    );
+    let response = http_post(
+        port,
+        "/api/fn/bulk/run",
+        "application/x-www-form-urlencoded",
+        &form,
+    )
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // Cut the job off part-way: as soon as the first outcomes are stored.
+    while bulk_state(tmp.path()).1 == N as i64 {}
+    server.kill_9();
+    let (jobs, pending, running) = bulk_state(tmp.path());
+    assert_eq!(jobs, 1, "the job was stopped before it finished");
+    assert!(
+        pending > 0 && running > 0,
+        "{pending} items, {running} instances left"
+    );
+
+    let server = start_server(tmp.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let state = bulk_state(tmp.path());
+        if state == (0, 0, 0) || Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    server.kill_9();
+    assert_eq!(
+        state,
+        (0, 0, 0),
+        "after the restart the job finished and every instance of the batch is terminated"
     );
 }
