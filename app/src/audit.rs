@@ -139,25 +139,18 @@ pub mod ssr {
         const SQL: &str = "INSERT INTO audit_log (at_ms, actor, role, action, target, reason, outcome) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7)";
         let reason: String = action.reason.chars().take(MAX_REASON).collect();
-        macro_rules! run {
-            ($pool:expr) => {
-                sqlx::query(SQL)
-                    .bind(now_ms())
-                    .bind(&user.name)
-                    .bind(user.role.label())
-                    .bind(action.name)
-                    .bind(action.target)
-                    .bind(&reason)
-                    .bind(outcome)
-                    .execute($pool)
-                    .await
-                    .map(drop)
-            };
-        }
-        match db {
-            Database::Sqlite(pool) => run!(pool)?,
-            Database::Postgres(pool) => run!(pool)?,
-        }
+        engine::with_pool!(db, pool => {
+            sqlx::query(SQL)
+                .bind(now_ms())
+                .bind(&user.name)
+                .bind(user.role.label())
+                .bind(action.name)
+                .bind(action.target)
+                .bind(&reason)
+                .bind(outcome)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -173,22 +166,16 @@ pub mod ssr {
              AND ($3 IS NULL OR substr(target, 1, length($3)) = $3) AND ($4 IS NULL OR id < $4) \
              ORDER BY id DESC LIMIT $5";
         type Row = (i64, i64, String, String, String, String, String, String);
-        macro_rules! run {
-            ($pool:expr) => {
-                sqlx::query_as::<_, Row>(SQL)
-                    .bind(filter.actor.as_deref())
-                    .bind(filter.action.as_deref())
-                    .bind(filter.target_prefix.as_deref())
-                    .bind(filter.before)
-                    .bind(limit)
-                    .fetch_all($pool)
-                    .await?
-            };
-        }
-        let rows = match db {
-            Database::Sqlite(pool) => run!(pool),
-            Database::Postgres(pool) => run!(pool),
-        };
+        let rows: Vec<Row> = engine::with_pool!(db, pool => {
+            sqlx::query_as(SQL)
+                .bind(filter.actor.as_deref())
+                .bind(filter.action.as_deref())
+                .bind(filter.target_prefix.as_deref())
+                .bind(filter.before)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows
             .into_iter()
             .map(

@@ -211,8 +211,9 @@ pub mod ssr {
     /// How stale `last_used` may get before a use writes it again.
     const LAST_USED_GRANULARITY_MS: i64 = 60_000;
 
-    const COLUMNS: &str =
-        "id, name, role, created_by, created_ms, expires_ms, last_used_ms, revoked_ms";
+    /// A stored token; the last column is the secret's SHA-256 (never leaves this module).
+    const COLUMNS: &str = "id, name, role, created_by, created_ms, expires_ms, last_used_ms, \
+                           revoked_ms, secret_sha256";
     type Row = (
         String,
         String,
@@ -222,10 +223,11 @@ pub mod ssr {
         i64,
         Option<i64>,
         Option<i64>,
+        String,
     );
 
     fn from_row(
-        (id, name, role, created_by, created_at, expires_at, last_used_at, revoked_at): Row,
+        (id, name, role, created_by, created_at, expires_at, last_used_at, revoked_at, _hash): Row,
         now: i64,
     ) -> Option<ApiToken> {
         Some(ApiToken {
@@ -302,36 +304,27 @@ pub mod ssr {
         const SQL: &str = "INSERT INTO api_tokens (id, name, role, secret_sha256, created_by, created_ms, expires_ms) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7)";
         let hash = digest(&secret);
-        macro_rules! run {
-            ($pool:expr) => {
-                sqlx::query(SQL)
-                    .bind(&token.id)
-                    .bind(&token.name)
-                    .bind(token.role.label())
-                    .bind(&hash)
-                    .bind(&token.created_by)
-                    .bind(token.created_at)
-                    .bind(token.expires_at)
-                    .execute($pool)
-                    .await
-                    .map(drop)
-                    .map_err(DbError::from)?
-            };
-        }
-        match db {
-            Database::Sqlite(pool) => run!(pool),
-            Database::Postgres(pool) => run!(pool),
-        };
+        engine::with_pool!(db, pool => {
+            sqlx::query(SQL)
+                .bind(&token.id)
+                .bind(&token.name)
+                .bind(token.role.label())
+                .bind(&hash)
+                .bind(&token.created_by)
+                .bind(token.created_at)
+                .bind(token.expires_at)
+                .execute(pool)
+                .await
+                .map_err(DbError::from)?;
+        });
         Ok(NewToken { token, secret })
     }
 
     /// Every token, newest first.
     pub async fn list(db: &Database) -> Result<Vec<ApiToken>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM api_tokens ORDER BY created_ms DESC, id");
-        let rows: Vec<Row> = match db {
-            Database::Sqlite(pool) => sqlx::query_as(&sql).fetch_all(pool).await?,
-            Database::Postgres(pool) => sqlx::query_as(&sql).fetch_all(pool).await?,
-        };
+        let rows: Vec<Row> =
+            engine::with_pool!(db, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
         let now = now_ms();
         Ok(rows
             .into_iter()
@@ -343,20 +336,9 @@ pub mod ssr {
     pub async fn revoke(db: &Database, id: &str) -> Result<bool, DbError> {
         const SQL: &str =
             "UPDATE api_tokens SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL";
-        let done = match db {
-            Database::Sqlite(pool) => sqlx::query(SQL)
-                .bind(now_ms())
-                .bind(id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Database::Postgres(pool) => sqlx::query(SQL)
-                .bind(now_ms())
-                .bind(id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let done = engine::with_pool!(db, pool => {
+            sqlx::query(SQL).bind(now_ms()).bind(id).execute(pool).await?.rows_affected()
+        });
         Ok(done == 1)
     }
 
@@ -364,28 +346,16 @@ pub mod ssr {
     /// use (at most once a minute per token).
     pub async fn verify(db: &Database, presented: &str) -> Result<ApiToken, TokenError> {
         let id = token_id(presented).ok_or(TokenError::Malformed)?;
-        let sql = format!("SELECT {COLUMNS}, secret_sha256 FROM api_tokens WHERE id = $1");
-        type Full = (
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            Option<i64>,
-            Option<i64>,
-            String,
-        );
-        let row: Option<Full> = match db {
-            Database::Sqlite(pool) => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?,
-            Database::Postgres(pool) => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?,
-        };
-        let (a, b, c, d, e, f, g, h, hash) = row.ok_or(TokenError::Unknown)?;
-        if !same(&hash, &digest(presented)) {
+        let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE id = $1");
+        let row: Option<Row> = engine::with_pool!(db, pool => {
+            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
+        });
+        let row = row.ok_or(TokenError::Unknown)?;
+        if !same(&row.8, &digest(presented)) {
             return Err(TokenError::Unknown);
         }
         let now = now_ms();
-        let token = from_row((a, b, c, d, e, f, g, h), now).ok_or(TokenError::Unknown)?;
+        let token = from_row(row, now).ok_or(TokenError::Unknown)?;
         match token.state {
             TokenState::Revoked => return Err(TokenError::Revoked),
             TokenState::Expired => return Err(TokenError::Expired),
@@ -396,20 +366,9 @@ pub mod ssr {
             .is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS)
         {
             const SQL: &str = "UPDATE api_tokens SET last_used_ms = $1 WHERE id = $2";
-            let noted = match db {
-                Database::Sqlite(pool) => sqlx::query(SQL)
-                    .bind(now)
-                    .bind(id)
-                    .execute(pool)
-                    .await
-                    .map(drop),
-                Database::Postgres(pool) => sqlx::query(SQL)
-                    .bind(now)
-                    .bind(id)
-                    .execute(pool)
-                    .await
-                    .map(drop),
-            };
+            let noted = engine::with_pool!(db, pool => {
+                sqlx::query(SQL).bind(now).bind(id).execute(pool).await.map(drop)
+            });
             if let Err(e) = noted {
                 // The request is genuine; a missed "last used" is not worth refusing it.
                 tracing::warn!(error = %e, token = id, "could not note the API token's use");

@@ -191,6 +191,19 @@ impl Default for ConnectOptions {
     }
 }
 
+/// Evaluates `$body` with `$pool` bound to whichever pool `$db` holds. sqlx queries are generic
+/// over the backend, so one query written once serves both:
+/// `engine::with_pool!(db, pool => sqlx::query(SQL).execute(pool).await)`.
+#[macro_export]
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::Database::Sqlite($pool) => $body,
+            $crate::Database::Postgres($pool) => $body,
+        }
+    };
+}
+
 /// A pool over SQLite or PostgreSQL. Cloning is cheap and shares the pool.
 #[derive(Clone, Debug)]
 pub enum Database {

@@ -356,52 +356,45 @@ pub mod ssr {
         const JOB: &str = "INSERT INTO bulk_jobs (action, reason, actor, target, total, created_ms) \
                            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
         let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-        macro_rules! run {
-            ($pool:expr) => {{
-                let mut tx = $pool.begin().await?;
-                let job: i64 = sqlx::query_scalar(JOB)
-                    .bind(action.label())
-                    .bind(reason)
-                    .bind(actor)
-                    .bind(target)
-                    .bind(total)
+        let job = engine::with_pool!(db, pool => {
+            let mut tx = pool.begin().await?;
+            let job: i64 = sqlx::query_scalar(JOB)
+                .bind(action.label())
+                .bind(reason)
+                .bind(actor)
+                .bind(target)
+                .bind(total)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+            for chunk in ids.chunks(400) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO bulk_job_items (job_id, instance_id) ",
+                );
+                q.push_values(chunk, |mut row, id| {
+                    row.push_bind(job).push_bind(id);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            if ids.is_empty() {
+                sqlx::query("UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2")
                     .bind(now_ms())
-                    .fetch_one(&mut *tx)
+                    .bind(job)
+                    .execute(&mut *tx)
                     .await?;
-                for chunk in ids.chunks(400) {
-                    let mut q = sqlx::QueryBuilder::new(
-                        "INSERT INTO bulk_job_items (job_id, instance_id) ",
-                    );
-                    q.push_values(chunk, |mut row, id| {
-                        row.push_bind(job).push_bind(id);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                if ids.is_empty() {
-                    sqlx::query("UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2")
-                        .bind(now_ms())
-                        .bind(job)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                job
-            }};
-        }
-        Ok(match db {
-            Database::Sqlite(pool) => run!(pool),
-            Database::Postgres(pool) => run!(pool),
-        })
+            }
+            tx.commit().await?;
+            job
+        });
+        Ok(job)
     }
 
     /// Restarts every job a previous run of the server left unfinished; returns how many.
     pub async fn resume(db: Database, engine: EngineClient) -> Result<usize, DbError> {
         const SQL: &str =
             "SELECT id, action, reason FROM bulk_jobs WHERE finished_ms IS NULL ORDER BY id";
-        let jobs: Vec<(i64, String, String)> = match &db {
-            Database::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
-            Database::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
-        };
+        let jobs: Vec<(i64, String, String)> =
+            engine::with_pool!(&db, pool => sqlx::query_as(SQL).fetch_all(pool).await?);
         let mut resumed = 0;
         for (job, action, reason) in jobs {
             let Some(action) = BulkAction::parse(&action) else {
@@ -446,22 +439,9 @@ pub mod ssr {
             "UPDATE bulk_job_items SET outcome = $1 WHERE job_id = $2 AND instance_id = $3";
         const FINISHED: &str = "UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2";
         loop {
-            let ids: Vec<String> = match db {
-                Database::Sqlite(pool) => {
-                    sqlx::query_scalar(NEXT)
-                        .bind(job)
-                        .bind(BATCH)
-                        .fetch_all(pool)
-                        .await?
-                }
-                Database::Postgres(pool) => {
-                    sqlx::query_scalar(NEXT)
-                        .bind(job)
-                        .bind(BATCH)
-                        .fetch_all(pool)
-                        .await?
-                }
-            };
+            let ids: Vec<String> = engine::with_pool!(db, pool => {
+                sqlx::query_scalar(NEXT).bind(job).bind(BATCH).fetch_all(pool).await?
+            });
             if ids.is_empty() {
                 break;
             }
@@ -476,38 +456,14 @@ pub mod ssr {
                     Ok(()) => "ok".to_owned(),
                     Err(e) => e.to_string(),
                 };
-                match db {
-                    Database::Sqlite(pool) => sqlx::query(DONE)
-                        .bind(&outcome)
-                        .bind(job)
-                        .bind(&id)
-                        .execute(pool)
-                        .await
-                        .map(drop)?,
-                    Database::Postgres(pool) => sqlx::query(DONE)
-                        .bind(&outcome)
-                        .bind(job)
-                        .bind(&id)
-                        .execute(pool)
-                        .await
-                        .map(drop)?,
-                };
+                engine::with_pool!(db, pool => {
+                    sqlx::query(DONE).bind(&outcome).bind(job).bind(&id).execute(pool).await?;
+                });
             }
         }
-        match db {
-            Database::Sqlite(pool) => sqlx::query(FINISHED)
-                .bind(now_ms())
-                .bind(job)
-                .execute(pool)
-                .await
-                .map(drop)?,
-            Database::Postgres(pool) => sqlx::query(FINISHED)
-                .bind(now_ms())
-                .bind(job)
-                .execute(pool)
-                .await
-                .map(drop)?,
-        };
+        engine::with_pool!(db, pool => {
+            sqlx::query(FINISHED).bind(now_ms()).bind(job).execute(pool).await?;
+        });
         tracing::info!(job, action = action.label(), "bulk job finished");
         Ok(())
     }
@@ -524,24 +480,14 @@ pub mod ssr {
              FROM bulk_jobs j WHERE j.id = $1";
         const ERRORS: &str = "SELECT instance_id, outcome FROM bulk_job_items \
              WHERE job_id = $1 AND outcome <> 'ok' ORDER BY instance_id LIMIT $2";
-        Ok(match db {
-            Database::Sqlite(pool) => (
-                sqlx::query_as(JOB).bind(id).fetch_optional(pool).await?,
-                sqlx::query_as(ERRORS)
-                    .bind(id)
-                    .bind(SHOWN_ERRORS)
-                    .fetch_all(pool)
-                    .await?,
-            ),
-            Database::Postgres(pool) => (
-                sqlx::query_as(JOB).bind(id).fetch_optional(pool).await?,
-                sqlx::query_as(ERRORS)
-                    .bind(id)
-                    .bind(SHOWN_ERRORS)
-                    .fetch_all(pool)
-                    .await?,
-            ),
-        })
+        Ok(engine::with_pool!(db, pool => (
+            sqlx::query_as(JOB).bind(id).fetch_optional(pool).await?,
+            sqlx::query_as(ERRORS)
+                .bind(id)
+                .bind(SHOWN_ERRORS)
+                .fetch_all(pool)
+                .await?,
+        )))
     }
 
     /// A job's progress, from the database.

@@ -229,20 +229,9 @@ mod ssr {
 
     pub async fn read_counter(db: &Database, name: &str) -> Result<i64, DbError> {
         const SQL: &str = "SELECT value FROM counters WHERE name = $1";
-        let value: Option<i64> = match db {
-            Database::Sqlite(pool) => {
-                sqlx::query_scalar(SQL)
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Database::Postgres(pool) => {
-                sqlx::query_scalar(SQL)
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?
-            }
-        };
+        let value: Option<i64> = engine::with_pool!(db, pool => {
+            sqlx::query_scalar(SQL).bind(name).fetch_optional(pool).await?
+        });
         Ok(value.unwrap_or(0))
     }
 
@@ -251,10 +240,8 @@ mod ssr {
         const SQL: &str = "INSERT INTO counters (name, value) VALUES ($1, 1) \
                            ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 \
                            RETURNING value";
-        let value = match db {
-            Database::Sqlite(pool) => sqlx::query_scalar(SQL).bind(name).fetch_one(pool).await?,
-            Database::Postgres(pool) => sqlx::query_scalar(SQL).bind(name).fetch_one(pool).await?,
-        };
-        Ok(value)
+        Ok(engine::with_pool!(db, pool => {
+            sqlx::query_scalar(SQL).bind(name).fetch_one(pool).await?
+        }))
     }
 }
