@@ -5,38 +5,14 @@
 use std::time::Duration;
 
 use app::session::Role;
-use axum::{
-    body::{Body, to_bytes},
-    http::{Request, StatusCode},
-};
+use axum::http::StatusCode;
 use engine::Database;
 use serde_json::Value;
-use tower::ServiceExt;
 
 use crate::roles::{Fixture, fixture};
 
-async fn admin_call(f: &Fixture, path: &str, form: &str) -> (StatusCode, String) {
-    let request = Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("host", "127.0.0.1:3000")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header(
-            "cookie",
-            format!("switchyard.sid={}", f.sessions[&Role::Admin]),
-        )
-        .body(Body::from(form.to_owned()))
-        .unwrap();
-    let response = f.router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
-
 async fn start_waiting(f: &Fixture, id: &str) {
-    let (status, body) = admin_call(
-        f,
-        "/api/fn/instances/start",
+    let (status, body) = f.call(Role::Admin, "/api/fn/instances/start",
         &format!(
             "name=HumanInteraction&input=%7B%22request%22%3A%22x%22%2C%22timeout_ms%22%3A600000%7D&instance_id={id}"
         ),
@@ -59,7 +35,9 @@ async fn status_of(f: &Fixture, id: &str) -> Option<String> {
 /// Polls the job's progress until it reports finished.
 async fn finished(f: &Fixture, job: i64) -> Value {
     for _ in 0..200 {
-        let (status, body) = admin_call(f, "/api/fn/bulk/progress", &format!("job={job}")).await;
+        let (status, body) = f
+            .call(Role::Admin, "/api/fn/bulk/progress", &format!("job={job}"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let progress: Value = serde_json::from_str(&body).unwrap();
         if progress["finished"] == true {
@@ -120,9 +98,7 @@ async fn an_interrupted_job_resumes_where_it_stopped_and_progress_is_stored() {
 
     // A job started through the dashboard's server function: stored, run, and its progress
     // read back, including an instance the engine refuses.
-    let (status, body) = admin_call(
-        &f,
-        "/api/fn/bulk/run",
+    let (status, body) = f.call(Role::Admin, "/api/fn/bulk/run",
         "filter%5Bid_prefix%5D=bulk-&action=Terminate&reason=cleanup&confirmation=terminate%201",
     )
     .await;
@@ -170,6 +146,8 @@ async fn an_interrupted_job_resumes_where_it_stopped_and_progress_is_stored() {
     assert!(error.starts_with("bulk-2: "), "{error}");
     assert!(error.contains("Terminated"), "{error}");
 
-    let (status, _) = admin_call(&f, "/api/fn/bulk/progress", "job=999999").await;
+    let (status, _) = f
+        .call(Role::Admin, "/api/fn/bulk/progress", "job=999999")
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -93,6 +93,13 @@ pub async fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    /// A same-site server-function call in `role`'s session.
+    pub async fn call(&self, role: Role, path: &str, form: &str) -> (StatusCode, String) {
+        post(&self.router, path, form, Some(&self.sessions[&role]), None).await
+    }
+}
+
 async fn post(
     router: &Router,
     path: &str,

@@ -34,30 +34,14 @@ async fn bearer(
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// A server-function call in `role`'s session.
-async fn in_session(f: &Fixture, role: Role, path: &str, form: &str) -> (StatusCode, String) {
-    let request = Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("host", "127.0.0.1:3000")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", format!("switchyard.sid={}", f.sessions[&role]))
-        .body(Body::from(form.to_owned()))
-        .unwrap();
-    let response = f.router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
-
 async fn create(f: &Fixture, name: &str, role: &str) -> (String, String) {
-    let (status, body) = in_session(
-        f,
-        Role::Admin,
-        "/api/fn/tokens/create",
-        &format!("name={name}&role={role}&days=30"),
-    )
-    .await;
+    let (status, body) = f
+        .call(
+            Role::Admin,
+            "/api/fn/tokens/create",
+            &format!("name={name}&role={role}&days=30"),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let created: Value = serde_json::from_str(&body).unwrap();
     (
@@ -133,39 +117,29 @@ async fn a_script_acts_with_its_tokens_role_until_the_token_is_revoked() {
     assert!(used.is_some());
 
     // The token list shows both, without secrets; operators may not list them.
-    let (status, body) = in_session(&f, Role::Admin, "/api/fn/tokens/list", "").await;
+    let (status, body) = f.call(Role::Admin, "/api/fn/tokens/list", "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert!(!body.contains(&operator[20..]), "no secret in the list");
     assert_eq!(
-        in_session(&f, Role::Operator, "/api/fn/tokens/list", "")
-            .await
-            .0,
+        f.call(Role::Operator, "/api/fn/tokens/list", "").await.0,
         StatusCode::FORBIDDEN
     );
 
     // Revoked: refused at once, and revoking again is a 404.
-    let (status, body) = in_session(
-        &f,
-        Role::Admin,
-        "/api/fn/tokens/revoke",
-        &format!("id={id}"),
-    )
-    .await;
+    let (status, body) = f
+        .call(Role::Admin, "/api/fn/tokens/revoke", &format!("id={id}"))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = bearer(&f, "GET", "/api/v1/instances", &operator, None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::UNAUTHORIZED, "this API token was revoked")
     );
-    let (status, _) = in_session(
-        &f,
-        Role::Admin,
-        "/api/fn/tokens/revoke",
-        &format!("id={id}"),
-    )
-    .await;
+    let (status, _) = f
+        .call(Role::Admin, "/api/fn/tokens/revoke", &format!("id={id}"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Expired: refused.
@@ -230,7 +204,7 @@ async fn forged_malformed_and_misplaced_tokens_get_nothing() {
         ),
         ("name=x&role=Root&days=30", "arguments are not valid"),
     ] {
-        let (status, body) = in_session(&f, Role::Admin, "/api/fn/tokens/create", form).await;
+        let (status, body) = f.call(Role::Admin, "/api/fn/tokens/create", form).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{form}: {body}");
         assert!(body.contains(problem), "{form}: {body}");
     }
