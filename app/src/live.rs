@@ -59,6 +59,15 @@ pub struct LiveSnapshot {
 /// The latest pushed snapshot (`None` until the first arrives, and always on the server).
 pub type LiveSignal = RwSignal<Option<LiveSnapshot>>;
 
+/// A tracked read of part of the pushed snapshot, for a resource's source: the resource is
+/// refetched whenever that part changes. `None` before the first push, and on the server.
+pub fn pushed<T>(
+    pick: impl Fn(&LiveSnapshot) -> T + Copy + Send + Sync + 'static,
+) -> impl Fn() -> Option<T> + Copy + Send + Sync + 'static {
+    let live = use_context::<LiveSignal>();
+    move || live.and_then(|l| l.with(|s| s.as_ref().map(pick)))
+}
+
 /// The current snapshot, for the first render; `None` when the engine does not run here.
 #[server(prefix = "/api/fn", endpoint = "live/snapshot")]
 pub async fn current_figures() -> Result<Option<LiveSnapshot>, AppError> {

@@ -49,10 +49,7 @@ pub fn Approvals() -> impl IntoView {
     let decide = ServerAction::<Decide>::new();
     // Refetched when the pushed figures change: new approvals appear and decided ones leave
     // without a reload.
-    let live = use_context::<crate::live::LiveSignal>();
-    let pushed = move || {
-        live.and_then(|l| l.with(|s| s.as_ref().map(|s| (s.waiting_approvals, s.counts.clone()))))
-    };
+    let pushed = crate::live::pushed(|s| (s.waiting_approvals, s.counts.clone()));
     let pending = Resource::new(
         move || (decide.version().get(), pushed()),
         |_| pending_approvals(),

@@ -152,8 +152,7 @@ pub fn InstanceDetailPage() -> impl IntoView {
     let drafts = Drafts::default();
     // Refetched after an action, and whenever the pushed counts change (a status changed
     // somewhere, perhaps here), so the page follows the instance without a reload.
-    let live = use_context::<crate::live::LiveSignal>();
-    let counts = move || live.and_then(|l| l.with(|s| s.as_ref().map(|s| s.counts.clone())));
+    let counts = crate::live::pushed(|s| s.counts.clone());
     let detail = Resource::new(
         move || (id(), act.version().get(), raise.version().get(), counts()),
         |(id, _, _, _)| get_instance(id),

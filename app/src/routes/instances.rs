@@ -96,8 +96,7 @@ pub fn Instances() -> impl IntoView {
     let query = use_query_map();
     let filter = move || query.with(|q| InstanceFilter::from_query(|k| q.get(k)));
     // Refetched when the pushed counts change, so statuses move without a reload.
-    let live = use_context::<crate::live::LiveSignal>();
-    let counts = move || live.and_then(|l| l.with(|s| s.as_ref().map(|s| s.counts.clone())));
+    let counts = crate::live::pushed(|s| s.counts.clone());
     let page = Resource::new(
         move || (filter(), counts()),
         |(filter, _)| list_instances(filter),

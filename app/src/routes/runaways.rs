@@ -77,9 +77,7 @@ pub fn Runaways() -> impl IntoView {
         })
     };
     // Refetched when the pushed figures change, so the list follows without a reload.
-    let live = use_context::<crate::live::LiveSignal>();
-    let pushed =
-        move || live.and_then(|l| l.with(|s| s.as_ref().map(|s| (s.runaways, s.counts.clone()))));
+    let pushed = crate::live::pushed(|s| (s.runaways, s.counts.clone()));
     let list = Resource::new(
         move || (params(), act.version().get(), pushed()),
         |(params, _, _)| async move {
