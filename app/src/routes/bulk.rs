@@ -254,6 +254,8 @@ pub mod ssr {
     const BATCH: i64 = 100;
     /// Failures a job's progress shows.
     const SHOWN_ERRORS: i64 = 5;
+    /// Marks a job finished.
+    const FINISHED: &str = "UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2";
 
     fn eligible(action: BulkAction, status: RuntimeStatus) -> bool {
         match action {
@@ -377,7 +379,7 @@ pub mod ssr {
                 q.build().execute(&mut *tx).await?;
             }
             if ids.is_empty() {
-                sqlx::query("UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2")
+                sqlx::query(FINISHED)
                     .bind(now_ms())
                     .bind(job)
                     .execute(&mut *tx)
@@ -437,7 +439,6 @@ pub mod ssr {
                             WHERE job_id = $1 AND outcome IS NULL ORDER BY instance_id LIMIT $2";
         const DONE: &str =
             "UPDATE bulk_job_items SET outcome = $1 WHERE job_id = $2 AND instance_id = $3";
-        const FINISHED: &str = "UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2";
         loop {
             let ids: Vec<String> = engine::with_pool!(db, pool => {
                 sqlx::query_scalar(NEXT).bind(job).bind(BATCH).fetch_all(pool).await?
