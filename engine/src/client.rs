@@ -155,6 +155,11 @@ impl<S: Store + StoreAdmin> Client<S> {
         Ok(())
     }
 
+    /// Whether the runtime behind this client can do its work (for readiness probes).
+    pub fn health(&self) -> crate::runtime::Health {
+        self.shared.health.report()
+    }
+
     /// Registered orchestration names.
     pub fn orchestration_names(&self) -> Vec<&'static str> {
         self.shared.registry.orchestration_names()
@@ -175,6 +180,12 @@ impl<S: Store + StoreAdmin> Client<S> {
             });
         };
         self.check_payload("input", input)?;
+        entry
+            .validate(input)
+            .map_err(|reason| ClientError::Invalid {
+                what: "input",
+                reason,
+            })?;
         for (k, v) in &options.tags {
             validate_name("tag name", k)?;
             if v.len() > MAX_NAME_LEN {

@@ -30,6 +30,14 @@ pub trait Orchestration: 'static {
         ctx: OrchestrationContext,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, Failure>>;
+
+    /// Refuses inputs the orchestration cannot handle (absurd sizes, out-of-range values) with a
+    /// message for the caller. Checked when an instance is started (the start is refused as
+    /// invalid) and again before the body runs (sub-orchestrations, continue-as-new), where a
+    /// refusal fails the instance with `InvalidInput`.
+    fn validate(_input: &Self::Input) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// An activity: a unit of side-effecting work, run at least once.
@@ -58,6 +66,7 @@ pub struct ActivityContext {
 
 pub(crate) type OrchestrationFuture = Pin<Box<dyn Future<Output = Result<Json, Failure>>>>;
 type OrchestrationFn = Arc<dyn Fn(OrchestrationContext, Json) -> OrchestrationFuture + Send + Sync>;
+type ValidateFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub type ActivityFuture = Pin<Box<dyn Future<Output = Result<Json, Failure>> + Send>>;
 type ActivityFn = Arc<dyn Fn(ActivityContext, Json) -> ActivityFuture + Send + Sync>;
 
@@ -66,9 +75,15 @@ type ActivityFn = Arc<dyn Fn(ActivityContext, Json) -> ActivityFuture + Send + S
 pub struct OrchestrationEntry {
     pub version: &'static str,
     start: OrchestrationFn,
+    validate: ValidateFn,
 }
 
 impl OrchestrationEntry {
+    /// Decodes `input` and applies the orchestration's [`Orchestration::validate`].
+    pub fn validate(&self, input: &str) -> Result<(), String> {
+        (self.validate)(input)
+    }
+
     pub(crate) fn start(&self, ctx: OrchestrationContext, input: Json) -> OrchestrationFuture {
         (self.start)(ctx, input)
     }
@@ -116,15 +131,22 @@ impl Registry {
         let start: OrchestrationFn = Arc::new(|ctx, input| {
             Box::pin(async move {
                 let input: O::Input = decode(&input, &format!("the input of {}", O::NAME))?;
+                O::validate(&input).map_err(|reason| Failure::new("InvalidInput", reason))?;
                 let output = O::run(ctx, input).await?;
                 encode(&output, &format!("the output of {}", O::NAME))
             })
+        });
+        let validate: ValidateFn = Arc::new(|input| {
+            let input: O::Input = decode(input, &format!("the input of {}", O::NAME))
+                .map_err(|failure| failure.message)?;
+            O::validate(&input)
         });
         self.orchestrations.insert(
             O::NAME,
             OrchestrationEntry {
                 version: O::VERSION,
                 start,
+                validate,
             },
         );
         self

@@ -27,8 +27,10 @@
 //! | terminal | any message | unchanged; the message is consumed and dropped |
 
 use std::{
+    any::Any,
     cell::RefCell,
     collections::VecDeque,
+    panic::AssertUnwindSafe,
     rc::Rc,
     task::{Context, Poll, Waker},
 };
@@ -135,6 +137,20 @@ impl Executor {
             failure: None,
             replay_outcome: None,
         }
+    }
+
+    /// An executor for an instance whose execution has ended (`status` is terminal): its code is
+    /// not replayed, and every message a turn gives it is consumed and dropped.
+    pub fn finished(
+        registry: Registry,
+        instance_id: &str,
+        status: RuntimeStatus,
+        history_len: u32,
+    ) -> Executor {
+        let mut executor = Executor::new(registry, instance_id);
+        executor.state.borrow_mut().next_event_id = history_len;
+        executor.status = status;
+        executor
     }
 
     /// Rebuilds an executor from a stored history.
@@ -504,9 +520,29 @@ impl Executor {
             return;
         };
         let mut cx = Context::from_waker(Waker::noop());
-        let polled = future.as_mut().poll(&mut cx);
+        // A panic in orchestration code fails this instance, never the dispatcher. The future is
+        // dropped (its state is unknown after a panic); the same history replays to the same
+        // panic, so replay reaches the same failure.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
         let replaying = self.state.borrow().replaying;
         let nondeterminism = self.state.borrow_mut().nondeterminism.take();
+        let polled = match polled {
+            Ok(polled) => polled,
+            Err(payload) => {
+                self.future = None;
+                let failure = Failure::new(
+                    "Panicked",
+                    format!("the orchestration panicked: {}", panic_message(&*payload)),
+                );
+                if replaying {
+                    self.status = RuntimeStatus::Failed;
+                    self.replay_outcome = Some(Err(failure));
+                } else {
+                    self.finish(Err(failure));
+                }
+                return;
+            }
+        };
         if let Some(failure) = nondeterminism {
             self.future = None;
             if replaying {
@@ -625,6 +661,94 @@ impl Executor {
             },
             carry_over,
         });
+    }
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a formatted message).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+/// The turn that fails an instance without running its code: used when its code cannot be
+/// trusted to run (a crash loop, a panic outside the orchestration's own polls). Appends
+/// `ExecutionFailed` to `history` and tells the parent, if any; open timers and activities are
+/// left to the store, which drops them with the instance's terminal status. An instance that
+/// never started (empty history) is started by `start`, its queued `Start` message, first.
+pub fn failing_turn(
+    history: &[HistoryEvent],
+    start: Option<&Message>,
+    failure: Failure,
+    now_ms: TimestampMs,
+) -> TurnResult {
+    let mut next = history.len() as u32;
+    let now_ms = history
+        .last()
+        .map_or(now_ms, |e| e.timestamp_ms.max(now_ms));
+    let mut event = |kind| {
+        let e = HistoryEvent {
+            id: next,
+            timestamp_ms: now_ms,
+            kind,
+        };
+        next += 1;
+        e
+    };
+    let mut new_events = vec![event(EventKind::OrchestratorStarted)];
+    if let (true, Some(start)) = (history.is_empty(), start)
+        && let Message::Start {
+            name,
+            version,
+            input,
+            tags,
+            parent,
+            generation,
+        } = start.clone()
+    {
+        new_events.push(event(EventKind::ExecutionStarted {
+            name,
+            version,
+            input,
+            tags,
+            parent,
+            generation,
+        }));
+    }
+    new_events.push(event(EventKind::ExecutionFailed {
+        failure: failure.clone(),
+    }));
+    new_events.push(event(EventKind::OrchestratorCompleted));
+    let parent = history
+        .iter()
+        .chain(&new_events)
+        .find_map(|e| match &e.kind {
+            EventKind::ExecutionStarted { parent, .. } => parent.clone(),
+            _ => None,
+        });
+    let actions = parent
+        .map(|p| Action::SendMessage {
+            instance_id: p.instance_id,
+            message: Message::SubOrchestrationFailed {
+                scheduled_id: p.scheduled_id,
+                failure: failure.clone(),
+            },
+        })
+        .into_iter()
+        .collect();
+    TurnResult {
+        new_events,
+        actions,
+        consumed: Vec::new(),
+        status: RuntimeStatus::Failed,
+        output: None,
+        failure: Some(failure),
+        custom_status: None,
+        waiting: Vec::new(),
     }
 }
 

@@ -14,16 +14,25 @@
 //!   commit leaves the row, so the activity runs again: at least once.
 //!
 //! Everyone is woken in-process when the writer commits work for them; timers are waited for
-//! until the earliest is due. There is no poll interval. Shutdown stops fetching, lets turns and
+//! until the earliest is due. There is no poll interval.
+//!
+//! **Isolation.** A panic in orchestration code fails that instance (`Panicked`); a panic in the
+//! engine while it runs a turn quarantines the instance (failed without running its code again);
+//! a turn that kills the whole process is named by the [turn journal](crate::journal) and
+//! quarantined at the start after it has done so `quarantine_after` times. Once an execution has
+//! ended, messages to it are dropped without replaying its code. A failed commit (a full disk)
+//! is retried with backoff; while writes fail, and if any of the runtime's tasks has died,
+//! [`Runtime::health`] says so. Shutdown stops fetching, lets turns and
 //! activities in flight finish (up to a grace period), then drains the writer. Anything not
 //! committed is fetched again on the next start.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     panic::AssertUnwindSafe,
+    path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -33,8 +42,9 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::{
     history::{Failure, Message, RuntimeStatus, TimestampMs},
+    journal::TurnJournal,
     registry::{ActivityContext, Registry},
-    replay::Executor,
+    replay::{Executor, failing_turn, panic_message},
     store::{
         CommitEffects, MessageRef, OpError, QueuedMessage, Store, StoreError, TurnCommit, WriteOp,
     },
@@ -74,6 +84,12 @@ pub struct RuntimeOptions {
     pub shutdown_grace: Duration,
     /// Largest accepted input, output or event payload in bytes. Default 256 KiB.
     pub max_payload_bytes: usize,
+    /// The [turn journal](crate::journal)'s file, which lets a start recognise a turn that
+    /// crashed the process. Default `None`: no journal, no crash-loop quarantine.
+    pub turn_journal: Option<PathBuf>,
+    /// How many starts in a row must find the same instance's turn in the journal before that
+    /// instance is failed as `Quarantined` without running its code. Default 2.
+    pub quarantine_after: u32,
 }
 
 impl Default for RuntimeOptions {
@@ -85,6 +101,8 @@ impl Default for RuntimeOptions {
             cache_capacity: 100_000,
             shutdown_grace: Duration::from_secs(10),
             max_payload_bytes: 256 * 1024,
+            turn_journal: None,
+            quarantine_after: 2,
         }
     }
 }
@@ -115,6 +133,86 @@ pub(crate) struct Shared<S> {
     results: mpsc::UnboundedSender<QueuedMessage>,
     results_rx: Mutex<Option<mpsc::UnboundedReceiver<QueuedMessage>>>,
     pub(crate) stats: Counters,
+    pub(crate) health: HealthState,
+}
+
+/// Liveness of the runtime's tasks and whether writes succeed.
+#[derive(Debug, Default)]
+pub(crate) struct HealthState {
+    dispatcher: Arc<AtomicBool>,
+    writer: Arc<AtomicBool>,
+    activities: Arc<AtomicBool>,
+    /// When writes started failing (runtime clock, ms); 0 while they succeed.
+    failing_since: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Marks a task alive until it ends, by returning or by panicking.
+struct Alive(Arc<AtomicBool>);
+
+impl Alive {
+    fn new(flag: &Arc<AtomicBool>) -> Alive {
+        flag.store(true, Ordering::SeqCst);
+        Alive(flag.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether the runtime can do its work, for a readiness probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Every task runs and the last write succeeded.
+    pub ready: bool,
+    /// What is wrong, one sentence each (empty when ready).
+    pub problems: Vec<String>,
+}
+
+impl HealthState {
+    pub(crate) fn report(&self) -> Health {
+        let mut problems = Vec::new();
+        for (flag, what) in [
+            (&self.dispatcher, "the orchestration dispatcher has stopped"),
+            (&self.writer, "the commit writer has stopped"),
+            (&self.activities, "the activity workers have stopped"),
+        ] {
+            if !flag.load(Ordering::SeqCst) {
+                problems.push(what.to_owned());
+            }
+        }
+        if self.failing_since.load(Ordering::SeqCst) != 0 {
+            let error = self.last_error.lock().expect("health lock").clone();
+            problems.push(format!(
+                "writes to the store fail: {}",
+                error.unwrap_or_default()
+            ));
+        }
+        Health {
+            ready: problems.is_empty(),
+            problems,
+        }
+    }
+
+    /// Records a failed write; true if it starts a streak of failures.
+    fn write_failed(&self, error: &StoreError, now_ms: TimestampMs) -> bool {
+        *self.last_error.lock().expect("health lock") = Some(error.to_string());
+        self.failing_since
+            .compare_exchange(0, now_ms.max(1), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Records a successful write; true if it ends a streak of failures.
+    fn write_succeeded(&self) -> bool {
+        self.failing_since.swap(0, Ordering::SeqCst) != 0
+    }
+
+    fn failing(&self) -> bool {
+        self.failing_since.load(Ordering::SeqCst) != 0
+    }
 }
 
 /// Monotonic counters of what the runtime has done.
@@ -237,7 +335,17 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             results: results_tx,
             results_rx: Mutex::new(Some(results_rx)),
             stats: Counters::default(),
+            health: HealthState::default(),
         });
+        // Alive from the start, so a probe right after start-up does not see tasks not yet
+        // scheduled as stopped; each task's guard clears its flag when the task ends.
+        for flag in [
+            &shared.health.dispatcher,
+            &shared.health.writer,
+            &shared.health.activities,
+        ] {
+            flag.store(true, Ordering::SeqCst);
+        }
         let writer = tokio::spawn(run_writer(shared.clone(), writer_rx));
         let activities = tokio::spawn(run_activities(shared.clone()));
         let dispatcher_shared = shared.clone();
@@ -256,6 +364,11 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
     /// The management client for this runtime.
     pub fn client(&self) -> crate::client::Client<S> {
         crate::client::Client::new(self.shared.clone())
+    }
+
+    /// Whether the runtime can do its work: all tasks alive and writes succeeding.
+    pub fn health(&self) -> Health {
+        self.shared.health.report()
     }
 
     /// What the runtime has done so far.
@@ -294,7 +407,9 @@ async fn run_writer<S: Store>(
     shared: Arc<Shared<S>>,
     mut rx: mpsc::UnboundedReceiver<WriteRequest>,
 ) {
+    let _alive = Alive::new(&shared.health.writer);
     let max = shared.options.max_batch_ops.max(1);
+    let mut backoff = Backoff::default();
     loop {
         let first = tokio::select! {
             request = rx.recv() => match request {
@@ -304,6 +419,21 @@ async fn run_writer<S: Store>(
             () = tokio::time::sleep(Duration::from_millis(200)) => {
                 if shared.stopping.load(Ordering::SeqCst) && rx.is_empty() {
                     return;
+                }
+                // Nothing to commit: learn whether writes work again by probing.
+                if shared.health.failing() {
+                    match shared.store.probe_write().await {
+                        Ok(()) => {
+                            backoff.reset();
+                            if shared.health.write_succeeded() {
+                                tracing::info!("writes to the store succeed again");
+                            }
+                        }
+                        Err(e) => {
+                            shared.health.write_failed(&e, shared.clock.now_ms());
+                            tokio::time::sleep(backoff.next()).await;
+                        }
+                    }
                 }
                 continue;
             }
@@ -327,6 +457,10 @@ async fn run_writer<S: Store>(
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match committed {
             Ok((outcomes, effects)) => {
+                backoff.reset();
+                if shared.health.write_succeeded() {
+                    tracing::info!("writes to the store succeed again");
+                }
                 shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                 shared
                     .stats
@@ -338,17 +472,40 @@ async fn run_writer<S: Store>(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, ops = ops.len(), "group commit failed");
+                if shared.health.write_failed(&e, shared.clock.now_ms()) {
+                    tracing::error!(error = %e, ops = ops.len(), "group commit failed; retrying with backoff until writes succeed");
+                } else {
+                    tracing::debug!(error = %e, ops = ops.len(), "group commit failed again");
+                }
                 let e = Arc::new(e);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
+                // Let the store recover (space freed, a lock released) before the next batch;
+                // senders wait meanwhile instead of spinning.
+                tokio::time::sleep(backoff.next()).await;
             }
         }
     }
 }
 
+/// Exponential backoff between failed writes: 50 ms doubling up to 5 s.
+#[derive(Debug, Default)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        self.0 = (self.0 * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        self.0
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+}
+
 async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
+    let _alive = Alive::new(&shared.health.activities);
     let permits = shared.options.activity_concurrency.max(1);
     let semaphore = Arc::new(Semaphore::new(permits));
     let mut cursor = 0;
@@ -382,10 +539,14 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
                 let result = AssertUnwindSafe(run)
                     .catch_unwind()
                     .await
-                    .unwrap_or_else(|_| {
+                    .unwrap_or_else(|payload| {
                         Err(Failure::new(
                             "Panicked",
-                            format!("activity {} panicked", item.name),
+                            format!(
+                                "activity {} panicked: {}",
+                                item.name,
+                                panic_message(&*payload)
+                            ),
                         ))
                     });
                 // The limit bounds activities running, not results waiting for their commit:
@@ -465,6 +626,46 @@ impl ExecutorCache {
     }
 }
 
+/// Where a turn's executor comes from.
+enum Loaded {
+    /// Cached from an earlier turn, or built for an ended execution.
+    Executor(Executor),
+    /// A new instance: nothing to replay.
+    Fresh,
+    /// A stored history to replay.
+    History(Vec<crate::history::HistoryEvent>),
+    /// The instance does not exist (purged).
+    Gone,
+}
+
+/// The commit of one turn's result.
+fn turn_commit(
+    id: &str,
+    previous_status: RuntimeStatus,
+    history_start: u32,
+    result: crate::replay::TurnResult,
+    consumed: Vec<MessageRef>,
+    now_ms: TimestampMs,
+) -> TurnCommit {
+    TurnCommit {
+        instance_id: id.to_owned(),
+        previous_status,
+        history_start,
+        new_events: result.new_events,
+        status: result.status,
+        output: result.output,
+        failure: result.failure,
+        custom_status: result.custom_status,
+        waiting: result
+            .waiting
+            .first()
+            .map(|w| (w.name.clone(), w.since_ms, w.deadline_ms)),
+        consumed,
+        actions: result.actions,
+        now_ms,
+    }
+}
+
 /// A finished turn, reported back to the dispatcher loop.
 struct TurnDone {
     instance_id: String,
@@ -474,6 +675,7 @@ struct TurnDone {
 }
 
 fn run_dispatcher<S: Store + Clone>(shared: Arc<Shared<S>>) {
+    let _alive = Alive::new(&shared.health.dispatcher);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -504,6 +706,9 @@ struct Dispatcher<S: Store> {
     done_tx: mpsc::UnboundedSender<TurnDone>,
     done_rx: mpsc::UnboundedReceiver<TurnDone>,
     results: Option<mpsc::UnboundedReceiver<QueuedMessage>>,
+    journal: Option<TurnJournal>,
+    /// Instances to fail without running their code, with the failure to record.
+    quarantine: HashMap<String, Failure>,
 }
 
 impl<S: Store + Clone> Dispatcher<S> {
@@ -511,6 +716,47 @@ impl<S: Store + Clone> Dispatcher<S> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let results = shared.results_rx.lock().expect("results lock").take();
         let cache = ExecutorCache::new(shared.options.cache_capacity);
+        let mut quarantine = HashMap::new();
+        let journal = shared.options.turn_journal.as_deref().and_then(|path| {
+            match TurnJournal::open(path) {
+                Ok((journal, suspect)) => {
+                    if let Some(suspect) = suspect {
+                        let limit = shared.options.quarantine_after.max(1);
+                        if suspect.crashes >= limit {
+                            tracing::error!(
+                                instance = %suspect.instance_id,
+                                crashes = suspect.crashes,
+                                "quarantining an instance whose turn crashed the process"
+                            );
+                            quarantine.insert(
+                                suspect.instance_id,
+                                Failure::new(
+                                    "Quarantined",
+                                    format!(
+                                        "the process stopped {} times in a row while running this \
+                                         instance's turn, so it was failed without running its \
+                                         code again; see the server log of those runs",
+                                        suspect.crashes
+                                    ),
+                                ),
+                            );
+                        } else {
+                            tracing::warn!(
+                                instance = %suspect.instance_id,
+                                crashes = suspect.crashes,
+                                limit,
+                                "the previous process stopped during this instance's turn"
+                            );
+                        }
+                    }
+                    Some(journal)
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot open the turn journal; crash loops will not be recognised");
+                    None
+                }
+            }
+        });
         Dispatcher {
             shared,
             cursor: 0,
@@ -524,6 +770,8 @@ impl<S: Store + Clone> Dispatcher<S> {
             done_tx,
             done_rx,
             results,
+            journal,
+            quarantine,
         }
     }
 
@@ -602,26 +850,35 @@ impl<S: Store + Clone> Dispatcher<S> {
     }
 
     async fn start_turn(&mut self, id: String, messages: Vec<QueuedMessage>) {
+        if let Some(failure) = self.quarantine.get(&id).cloned() {
+            self.start_failing_turn(id, messages, failure).await;
+            return;
+        }
         let starts_fresh = messages
             .iter()
             .any(|m| matches!(m.message, Message::Start { .. }));
-        let executor = match self.cache.remove(&id) {
-            Some(e) => Some(e),
+        let loaded = match self.cache.remove(&id) {
+            Some(e) => Loaded::Executor(e),
             // A queued Start means the history is empty (it is written by the same commit that
             // consumes the Start), so there is nothing to load.
-            None if starts_fresh => Some(Executor::new(self.shared.registry.clone(), &id)),
+            None if starts_fresh => Loaded::Fresh,
             None => match self.shared.store.load(&id).await {
+                // An ended execution only drops what reaches it: no need to run its code.
+                Ok(Some(loaded)) if loaded.status.is_terminal() => {
+                    Loaded::Executor(Executor::finished(
+                        self.shared.registry.clone(),
+                        &id,
+                        loaded.status,
+                        loaded.history.len() as u32,
+                    ))
+                }
                 Ok(Some(loaded))
                     if loaded.status != RuntimeStatus::Pending || !loaded.history.is_empty() =>
                 {
-                    Some(Executor::replay(
-                        self.shared.registry.clone(),
-                        &id,
-                        &loaded.history,
-                    ))
+                    Loaded::History(loaded.history)
                 }
-                Ok(Some(_)) => Some(Executor::new(self.shared.registry.clone(), &id)),
-                Ok(None) => None,
+                Ok(Some(_)) => Loaded::Fresh,
+                Ok(None) => Loaded::Gone,
                 Err(e) => {
                     tracing::warn!(instance = %id, error = %e, "loading an instance failed; will retry");
                     self.requeue(&id, messages);
@@ -630,18 +887,59 @@ impl<S: Store + Clone> Dispatcher<S> {
             },
         };
         let now = self.shared.clock.now_ms();
+        let registry = self.shared.registry.clone();
+        // From here the instance's own code runs (replay and turn): the journal names it, so a
+        // crash of the whole process is blamed on it at the next start.
+        if let Some(journal) = &self.journal {
+            journal.begin(&id);
+        }
+        let plain: Vec<Message> = messages.iter().map(|m| m.message.clone()).collect();
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let executor = match loaded {
+                Loaded::Executor(e) => Some(e),
+                Loaded::Fresh => Some(Executor::new(registry, &id)),
+                Loaded::History(history) => Some(Executor::replay(registry, &id, &history)),
+                Loaded::Gone => None,
+            };
+            executor.map(|mut executor| {
+                let previous_status = executor.status();
+                let history_start = executor.history_len();
+                let result = executor.turn(now, &plain);
+                (executor, previous_status, history_start, result)
+            })
+        }));
+        if let Some(journal) = &self.journal {
+            journal.clear();
+        }
+        let ran = match ran {
+            Ok(ran) => ran,
+            Err(payload) => {
+                // Orchestration code's own panics are caught inside the executor; this is a
+                // panic in the engine itself. Its state is unknown: fail the instance without
+                // running its code again.
+                let message = panic_message(&*payload);
+                tracing::error!(instance = %id, panic = %message, "the engine panicked during a turn; quarantining the instance");
+                self.quarantine.insert(
+                    id.clone(),
+                    Failure::new(
+                        "Quarantined",
+                        format!(
+                            "the engine panicked while running this instance's turn: {message}"
+                        ),
+                    ),
+                );
+                self.requeue(&id, messages);
+                return;
+            }
+        };
         self.in_flight.insert(id.clone());
-        let (op, executor, consumed) = match executor {
+        let (op, executor, consumed) = match ran {
             None => {
                 // The instance is gone (purged): drop its messages.
                 let refs = messages.iter().map(|m| m.at).collect();
                 (WriteOp::Discard(refs), None, messages)
             }
-            Some(mut executor) => {
-                let previous_status = executor.status();
-                let history_start = executor.history_len();
-                let plain: Vec<Message> = messages.iter().map(|m| m.message.clone()).collect();
-                let result = executor.turn(now, &plain);
+            Some((executor, previous_status, history_start, result)) => {
                 self.shared.stats.turns.fetch_add(1, Ordering::Relaxed);
                 let mut consumed = Vec::with_capacity(result.consumed.len());
                 let mut left = Vec::new();
@@ -659,34 +957,78 @@ impl<S: Store + Clone> Dispatcher<S> {
                 let op = if result.new_events.is_empty() && result.actions.is_empty() {
                     WriteOp::Discard(refs)
                 } else {
-                    WriteOp::Turn(TurnCommit {
-                        instance_id: id.clone(),
+                    WriteOp::Turn(turn_commit(
+                        &id,
                         previous_status,
                         history_start,
-                        new_events: result.new_events,
-                        status: result.status,
-                        output: result.output,
-                        failure: result.failure,
-                        custom_status: result.custom_status,
-                        waiting: result
-                            .waiting
-                            .first()
-                            .map(|w| (w.name.clone(), w.since_ms, w.deadline_ms)),
-                        consumed: refs,
-                        actions: result.actions,
-                        now_ms: now,
-                    })
+                        result,
+                        refs,
+                        now,
+                    ))
                 };
                 (op, Some(executor), consumed)
             }
         };
+        self.spawn_commit(id, op, executor, consumed);
+    }
+
+    /// Fails a quarantined instance without running its code: appends `ExecutionFailed` to its
+    /// stored history and consumes everything queued for it.
+    async fn start_failing_turn(
+        &mut self,
+        id: String,
+        messages: Vec<QueuedMessage>,
+        failure: Failure,
+    ) {
+        let loaded = match self.shared.store.load(&id).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::warn!(instance = %id, error = %e, "loading an instance failed; will retry");
+                self.requeue(&id, messages);
+                return;
+            }
+        };
+        self.in_flight.insert(id.clone());
+        let refs: Vec<MessageRef> = messages.iter().map(|m| m.at).collect();
+        let op = match loaded {
+            Some(loaded) if !loaded.status.is_terminal() => {
+                let start = messages
+                    .iter()
+                    .map(|m| &m.message)
+                    .find(|m| matches!(m, Message::Start { .. }));
+                let now = self.shared.clock.now_ms();
+                let result = failing_turn(&loaded.history, start, failure, now);
+                WriteOp::Turn(turn_commit(
+                    &id,
+                    loaded.status,
+                    loaded.history.len() as u32,
+                    result,
+                    refs,
+                    now,
+                ))
+            }
+            // Already ended (or gone): nothing to fail, the messages are dropped.
+            _ => WriteOp::Discard(refs),
+        };
+        self.spawn_commit(id, op, None, messages);
+    }
+
+    /// Hands a turn's op to the writer; the outcome comes back as a [`TurnDone`].
+    fn spawn_commit(
+        &mut self,
+        id: String,
+        op: WriteOp,
+        executor: Option<Executor>,
+        consumed: Vec<QueuedMessage>,
+    ) {
         let shared = self.shared.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_local(async move {
             let committed = match shared.write(op).await {
                 Ok(_) => true,
                 Err(e) => {
-                    tracing::error!(instance = %id, error = %e, "committing a turn failed");
+                    // The writer logs the failure itself, once per streak.
+                    tracing::debug!(instance = %id, error = %e, "committing a turn failed");
                     false
                 }
             };
@@ -710,6 +1052,7 @@ impl<S: Store + Clone> Dispatcher<S> {
         self.in_flight.remove(&done.instance_id);
         self.apply_resets();
         if done.committed {
+            self.quarantine.remove(&done.instance_id);
             for m in &done.consumed {
                 if let MessageRef::Timer(t) = m.at {
                     self.timers_seen.remove(&t);

@@ -13,6 +13,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Most names [`HelloSequence`] greets in one instance.
+pub const MAX_NAMES: usize = 1_000;
+/// Most sequential calls [`HelloN`] makes.
+pub const MAX_HELLO_STEPS: u32 = 1_000;
+/// Most parallel calls [`FanOutFanIn`] makes (each is a stored activity and two history events).
+pub const MAX_FAN_OUT: u64 = 10_000;
+/// Longest wait the monitor and the approval sample accept: one year.
+pub const MAX_WAIT_MS: u64 = 366 * 24 * 3600 * 1000;
+
 use crate::{
     Either, Failure, Orchestration, OrchestrationContext, Registry,
     registry::{Activity, ActivityContext},
@@ -39,7 +48,8 @@ impl Activity for Square {
     type Input = u64;
     type Output = u64;
     async fn run(&self, _: ActivityContext, n: u64) -> Result<u64, Failure> {
-        Ok(n * n)
+        n.checked_mul(n)
+            .ok_or_else(|| Failure::new("Overflow", format!("{n} squared does not fit in 64 bits")))
     }
 }
 
@@ -50,6 +60,15 @@ impl Orchestration for HelloSequence {
     const NAME: &'static str = "HelloSequence";
     type Input = Vec<String>;
     type Output = Vec<String>;
+    fn validate(names: &Vec<String>) -> Result<(), String> {
+        if names.len() > MAX_NAMES {
+            return Err(format!(
+                "greets at most {MAX_NAMES} names, not {}",
+                names.len()
+            ));
+        }
+        Ok(())
+    }
     async fn run(ctx: OrchestrationContext, names: Vec<String>) -> Result<Vec<String>, Failure> {
         let mut greetings = Vec::with_capacity(names.len());
         for name in &names {
@@ -66,6 +85,12 @@ impl Orchestration for HelloN {
     const NAME: &'static str = "HelloN";
     type Input = u32;
     type Output = u32;
+    fn validate(n: &u32) -> Result<(), String> {
+        if *n > MAX_HELLO_STEPS {
+            return Err(format!("makes at most {MAX_HELLO_STEPS} calls, not {n}"));
+        }
+        Ok(())
+    }
     async fn run(ctx: OrchestrationContext, n: u32) -> Result<u32, Failure> {
         for i in 0..n {
             ctx.call_activity::<SayHello>(&i.to_string()).await?;
@@ -81,11 +106,19 @@ impl Orchestration for FanOutFanIn {
     const NAME: &'static str = "FanOutFanIn";
     type Input = u64;
     type Output = u64;
+    fn validate(n: &u64) -> Result<(), String> {
+        if *n > MAX_FAN_OUT {
+            return Err(format!(
+                "fans out to at most {MAX_FAN_OUT} parallel calls, not {n}"
+            ));
+        }
+        Ok(())
+    }
     async fn run(ctx: OrchestrationContext, n: u64) -> Result<u64, Failure> {
         let calls: Vec<_> = (1..=n).map(|i| ctx.call_activity::<Square>(&i)).collect();
-        let mut sum = 0;
+        let mut sum: u64 = 0;
         for result in when_all(calls).await {
-            sum += result?;
+            sum = sum.saturating_add(result?);
         }
         Ok(sum)
     }
@@ -139,14 +172,39 @@ impl Orchestration for Monitor {
     const NAME: &'static str = "Monitor";
     type Input = MonitorInput;
     type Output = MonitorOutcome;
+    fn validate(input: &MonitorInput) -> Result<(), String> {
+        if input.interval_ms == 0 || input.interval_ms > MAX_WAIT_MS {
+            return Err(format!(
+                "interval_ms must be between 1 and {MAX_WAIT_MS}, not {}",
+                input.interval_ms
+            ));
+        }
+        if input.max_interval_ms < input.interval_ms || input.max_interval_ms > MAX_WAIT_MS {
+            return Err(format!(
+                "max_interval_ms must be between interval_ms and {MAX_WAIT_MS}, not {}",
+                input.max_interval_ms
+            ));
+        }
+        if input.timeout_ms > MAX_WAIT_MS {
+            return Err(format!(
+                "timeout_ms must be at most {MAX_WAIT_MS}, not {}",
+                input.timeout_ms
+            ));
+        }
+        if input.job_id.len() > 256 {
+            return Err("job_id must be at most 256 bytes".into());
+        }
+        Ok(())
+    }
     async fn run(
         ctx: OrchestrationContext,
         mut input: MonitorInput,
     ) -> Result<MonitorOutcome, Failure> {
         if input.deadline_ms == 0 {
-            input.deadline_ms = ctx.now_ms() + input.timeout_ms as i64;
+            // Bounded by `validate`; saturating all the same.
+            input.deadline_ms = ctx.now_ms().saturating_add(input.timeout_ms as i64);
         }
-        input.checks += 1;
+        input.checks = input.checks.saturating_add(1);
         let done = ctx
             .call_activity::<CheckJob>(&JobCheck {
                 job_id: input.job_id.clone(),
@@ -162,13 +220,16 @@ impl Orchestration for Monitor {
                 checks: input.checks,
             });
         }
-        if ctx.now_ms() + input.interval_ms as i64 > input.deadline_ms {
+        if ctx.now_ms().saturating_add(input.interval_ms as i64) > input.deadline_ms {
             return Ok(MonitorOutcome::TimedOut {
                 checks: input.checks,
             });
         }
         ctx.sleep(Duration::from_millis(input.interval_ms)).await;
-        input.interval_ms = (input.interval_ms * 2).min(input.max_interval_ms);
+        input.interval_ms = input
+            .interval_ms
+            .saturating_mul(2)
+            .min(input.max_interval_ms);
         ctx.continue_as_new(&input).await
     }
 }
@@ -215,6 +276,15 @@ impl Orchestration for HumanInteraction {
     const NAME: &'static str = "HumanInteraction";
     type Input = ApprovalRequest;
     type Output = ApprovalOutcome;
+    fn validate(input: &ApprovalRequest) -> Result<(), String> {
+        if input.timeout_ms > MAX_WAIT_MS {
+            return Err(format!(
+                "timeout_ms must be at most {MAX_WAIT_MS}, not {}",
+                input.timeout_ms
+            ));
+        }
+        Ok(())
+    }
     async fn run(
         ctx: OrchestrationContext,
         input: ApprovalRequest,

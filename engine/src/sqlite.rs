@@ -54,6 +54,18 @@ const WAL_CHECKPOINT_PAGES: i64 = 20_000;
 impl SqliteStore {
     /// A store over a migrated pool; opens its dedicated hot-path connection.
     pub async fn new(pool: SqlitePool) -> Result<SqliteStore, StoreError> {
+        let hot = Self::connect_hot(&pool).await?;
+        Ok(SqliteStore {
+            pool,
+            hot: Arc::new(Mutex::new(hot)),
+        })
+    }
+
+    async fn open_hot(&self) -> Result<SqliteConnection, StoreError> {
+        Self::connect_hot(&self.pool).await
+    }
+
+    async fn connect_hot(pool: &SqlitePool) -> Result<SqliteConnection, StoreError> {
         let options = (*pool.connect_options()).clone();
         let mut hot = options.connect().await?;
         sqlx::query(&format!("PRAGMA cache_size = -{HOT_CACHE_KIB}"))
@@ -67,10 +79,7 @@ impl SqliteStore {
         ))
         .execute(&mut hot)
         .await?;
-        Ok(SqliteStore {
-            pool,
-            hot: Arc::new(Mutex::new(hot)),
-        })
+        Ok(hot)
     }
 }
 
@@ -121,6 +130,9 @@ struct Pending {
     delete_messages: Vec<i64>,
     delete_timers: Vec<i64>,
     delete_activities: Vec<i64>,
+    /// Instances whose execution ended (terminal or continued as new) in this batch: their open
+    /// timers and activities belong to that execution and are deleted.
+    ended: Vec<String>,
     counts: HashMap<RuntimeStatus, i64>,
 }
 
@@ -135,6 +147,7 @@ impl Pending {
             && self.delete_messages.is_empty()
             && self.delete_timers.is_empty()
             && self.delete_activities.is_empty()
+            && self.ended.is_empty()
     }
 
     fn count(&mut self, from: Option<RuntimeStatus>, to: Option<RuntimeStatus>) {
@@ -241,6 +254,20 @@ impl Pending {
             for chunk in ids.chunks(CHUNK) {
                 let mut q =
                     QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE id IN ("));
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                q.push(")");
+                q.build().execute(&mut **tx).await?;
+            }
+        }
+        // After the inserts above, so timers a final turn created go too.
+        for table in ["timers", "activities"] {
+            for chunk in self.ended.chunks(CHUNK) {
+                let mut q = QueryBuilder::<Sqlite>::new(format!(
+                    "DELETE FROM {table} WHERE instance_id IN ("
+                ));
                 let mut list = q.separated(", ");
                 for id in chunk {
                     list.push_bind(id);
@@ -462,128 +489,173 @@ impl Store for SqliteStore {
         ops: &[WriteOp],
     ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
         let mut hot = self.hot.lock().await;
-        // IMMEDIATE takes the write lock up front (waiting up to the busy timeout if another
-        // connection, such as the dashboard's audit log, is writing). A deferred transaction
-        // would read first and then fail to upgrade with SQLITE_BUSY_SNAPSHOT, without waiting.
-        let mut tx = hot.begin_with("BEGIN IMMEDIATE").await?;
-        let mut pending = Pending::default();
-        let mut effects = CommitEffects::default();
-        // Statuses as stored, then as changed by earlier ops of this batch (None: absent). The
-        // stored statuses of every instance a management op names are read up front in one
-        // query rather than one round trip per op.
-        let mut overlay = prefetch_statuses(&mut tx, ops).await?;
-        let mut outcomes = Vec::with_capacity(ops.len());
+        let committed = commit_on(&mut hot, ops).await;
+        if committed.is_err() {
+            self.replace_hot(&mut hot).await;
+        }
+        committed
+    }
 
-        for op in ops {
-            let outcome = match op {
-                WriteOp::Turn(turn) => {
-                    apply_turn(&mut tx, &mut pending, &mut overlay, &mut effects, turn).await?;
-                    Ok(())
-                }
-                WriteOp::Discard(refs) => {
-                    pending.consume(refs);
-                    Ok(())
-                }
-                WriteOp::Start(new) => {
-                    start_instance(&mut tx, &mut pending, &mut overlay, &mut effects, new).await?
-                }
-                WriteOp::Deliver {
-                    instance_id,
-                    message,
-                    accept,
-                } => {
-                    let status = match overlay.get(instance_id) {
-                        Some(s) => *s,
-                        None => stored_status(&mut tx, instance_id).await?,
-                    };
-                    match status {
-                        None => Err(OpError::NotFound(instance_id.clone())),
-                        Some(status) if !accepts(*accept, status) => Err(OpError::WrongState {
-                            instance_id: instance_id.clone(),
-                            status,
-                            action: action_name(message),
-                        }),
-                        Some(_) => {
-                            pending.send(instance_id, message);
-                            Ok(())
-                        }
-                    }
-                }
-                WriteOp::Purge { instance_id } => {
-                    let status = match overlay.get(instance_id) {
-                        Some(s) => *s,
-                        None => stored_status(&mut tx, instance_id).await?,
-                    };
-                    match status {
-                        None => Err(OpError::NotFound(instance_id.clone())),
-                        Some(status) if !status.is_terminal() => Err(OpError::WrongState {
-                            instance_id: instance_id.clone(),
-                            status,
-                            action: "purge",
-                        }),
-                        Some(status) => {
-                            pending.flush(&mut tx).await?;
-                            wipe(&mut tx, instance_id, false).await?;
-                            pending.count(Some(status), None);
-                            overlay.insert(instance_id.clone(), None);
-                            effects.reset.push(instance_id.clone());
-                            Ok(())
-                        }
-                    }
-                }
-                WriteOp::Rewind {
-                    instance_id,
-                    reason,
-                    now_ms,
-                } => {
-                    let status = match overlay.get(instance_id) {
-                        Some(s) => *s,
-                        None => stored_status(&mut tx, instance_id).await?,
-                    };
-                    match status {
-                        None => Err(OpError::NotFound(instance_id.clone())),
-                        Some(status) if status != RuntimeStatus::Failed => {
-                            Err(OpError::WrongState {
-                                instance_id: instance_id.clone(),
-                                status,
-                                action: "rewind",
-                            })
-                        }
-                        Some(_) => {
-                            pending.flush(&mut tx).await?;
-                            rewind(
-                                &mut tx,
-                                &mut pending,
-                                &mut effects,
-                                instance_id,
-                                reason,
-                                *now_ms,
-                            )
-                            .await?;
-                            overlay.insert(instance_id.clone(), Some(RuntimeStatus::Running));
-                            Ok(())
-                        }
-                    }
-                }
-            };
-            outcomes.push(outcome);
-        }
-        effects.messages |= !pending.messages.is_empty();
-        effects.timers |= !pending.timers.is_empty();
-        effects.activities |= !pending.activities.is_empty();
-        if !pending.is_empty() {
-            pending.flush(&mut tx).await?;
-        }
-        for (status, delta) in pending.counts.iter().filter(|(_, d)| **d != 0) {
-            sqlx::query("UPDATE status_counts SET count = count + ? WHERE status = ?")
-                .bind(delta)
-                .bind(status.as_str())
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut hot = self.hot.lock().await;
+        let probed = async {
+            let mut tx = hot.begin_with("BEGIN IMMEDIATE").await?;
+            // Rewrites one row in place: a real page write that changes nothing.
+            sqlx::query("UPDATE status_counts SET count = count WHERE status = 'Pending'")
                 .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok((outcomes, effects))
+        .await;
+        if probed.is_err() {
+            self.replace_hot(&mut hot).await;
+        }
+        probed
     }
+}
+
+impl SqliteStore {
+    /// Replaces the hot connection after a failed transaction. A `COMMIT` that fails (a full
+    /// disk: `SQLITE_FULL`) can leave the connection believing a transaction is still open, so
+    /// every later `BEGIN` would fail; a fresh connection starts clean. If reconnecting fails
+    /// too, the old connection stays and the next commit tries again.
+    async fn replace_hot(&self, hot: &mut SqliteConnection) {
+        match self.open_hot().await {
+            Ok(fresh) => {
+                let old = std::mem::replace(hot, fresh);
+                drop(old);
+                tracing::info!("replaced the engine's database connection after a failed write");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reopen the engine's database connection"),
+        }
+    }
+}
+
+/// Commits one batch on the hot connection.
+async fn commit_on(
+    hot: &mut SqliteConnection,
+    ops: &[WriteOp],
+) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
+    // IMMEDIATE takes the write lock up front (waiting up to the busy timeout if another
+    // connection, such as the dashboard's audit log, is writing). A deferred transaction
+    // would read first and then fail to upgrade with SQLITE_BUSY_SNAPSHOT, without waiting.
+    let mut tx = hot.begin_with("BEGIN IMMEDIATE").await?;
+    let mut pending = Pending::default();
+    let mut effects = CommitEffects::default();
+    // Statuses as stored, then as changed by earlier ops of this batch (None: absent). The
+    // stored statuses of every instance a management op names are read up front in one
+    // query rather than one round trip per op.
+    let mut overlay = prefetch_statuses(&mut tx, ops).await?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+
+    for op in ops {
+        let outcome = match op {
+            WriteOp::Turn(turn) => {
+                apply_turn(&mut tx, &mut pending, &mut overlay, &mut effects, turn).await?;
+                Ok(())
+            }
+            WriteOp::Discard(refs) => {
+                pending.consume(refs);
+                Ok(())
+            }
+            WriteOp::Start(new) => {
+                start_instance(&mut tx, &mut pending, &mut overlay, &mut effects, new).await?
+            }
+            WriteOp::Deliver {
+                instance_id,
+                message,
+                accept,
+            } => {
+                let status = match overlay.get(instance_id) {
+                    Some(s) => *s,
+                    None => stored_status(&mut tx, instance_id).await?,
+                };
+                match status {
+                    None => Err(OpError::NotFound(instance_id.clone())),
+                    Some(status) if !accepts(*accept, status) => Err(OpError::WrongState {
+                        instance_id: instance_id.clone(),
+                        status,
+                        action: action_name(message),
+                    }),
+                    Some(_) => {
+                        pending.send(instance_id, message);
+                        Ok(())
+                    }
+                }
+            }
+            WriteOp::Purge { instance_id } => {
+                let status = match overlay.get(instance_id) {
+                    Some(s) => *s,
+                    None => stored_status(&mut tx, instance_id).await?,
+                };
+                match status {
+                    None => Err(OpError::NotFound(instance_id.clone())),
+                    Some(status) if !status.is_terminal() => Err(OpError::WrongState {
+                        instance_id: instance_id.clone(),
+                        status,
+                        action: "purge",
+                    }),
+                    Some(status) => {
+                        pending.flush(&mut tx).await?;
+                        wipe(&mut tx, instance_id, false).await?;
+                        pending.count(Some(status), None);
+                        overlay.insert(instance_id.clone(), None);
+                        effects.reset.push(instance_id.clone());
+                        Ok(())
+                    }
+                }
+            }
+            WriteOp::Rewind {
+                instance_id,
+                reason,
+                now_ms,
+            } => {
+                let status = match overlay.get(instance_id) {
+                    Some(s) => *s,
+                    None => stored_status(&mut tx, instance_id).await?,
+                };
+                match status {
+                    None => Err(OpError::NotFound(instance_id.clone())),
+                    Some(status) if status != RuntimeStatus::Failed => Err(OpError::WrongState {
+                        instance_id: instance_id.clone(),
+                        status,
+                        action: "rewind",
+                    }),
+                    Some(_) => {
+                        pending.flush(&mut tx).await?;
+                        rewind(
+                            &mut tx,
+                            &mut pending,
+                            &mut effects,
+                            instance_id,
+                            reason,
+                            *now_ms,
+                        )
+                        .await?;
+                        overlay.insert(instance_id.clone(), Some(RuntimeStatus::Running));
+                        Ok(())
+                    }
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    effects.messages |= !pending.messages.is_empty();
+    effects.timers |= !pending.timers.is_empty();
+    effects.activities |= !pending.activities.is_empty();
+    if !pending.is_empty() {
+        pending.flush(&mut tx).await?;
+    }
+    for (status, delta) in pending.counts.iter().filter(|(_, d)| **d != 0) {
+        sqlx::query("UPDATE status_counts SET count = count + ? WHERE status = ?")
+            .bind(delta)
+            .bind(status.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((outcomes, effects))
 }
 
 fn accepts(accept: Accept, status: RuntimeStatus) -> bool {
@@ -802,6 +874,7 @@ async fn apply_turn(
             carry_over,
         )) => {
             // The next execution begins with an empty history.
+            pending.ended.push(turn.instance_id.clone());
             pending.flush(tx).await?;
             sqlx::query("DELETE FROM history WHERE instance_id = ?")
                 .bind(&turn.instance_id)
@@ -838,6 +911,7 @@ async fn apply_turn(
             pending.count(Some(turn.previous_status), Some(turn.status));
             overlay.insert(turn.instance_id.clone(), Some(turn.status));
             if turn.status.is_terminal() {
+                pending.ended.push(turn.instance_id.clone());
                 effects.finished.push(turn.instance_id.clone());
             }
         }

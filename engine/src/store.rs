@@ -229,10 +229,16 @@ pub trait Store: Send + Sync + 'static {
         instance_id: &str,
     ) -> impl Future<Output = Result<Option<LoadedInstance>, StoreError>> + Send;
     /// Commits `ops` in one transaction; returns each op's own outcome and what changed.
+    ///
+    /// A failed commit changes nothing and leaves the store usable: the store resets whatever
+    /// connection state the failure left behind before it returns.
     fn commit(
         &self,
         ops: &[WriteOp],
     ) -> impl Future<Output = Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError>> + Send;
+    /// Writes something that changes nothing, to learn whether writes succeed again (after a
+    /// full disk, say) while no real work is waiting to be committed.
+    fn probe_write(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Filters for [`StoreAdmin::query`].

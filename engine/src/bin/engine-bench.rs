@@ -4,14 +4,17 @@
 //! engine-bench fsync                                   4 KiB write+fsync probe (median)
 //! engine-bench burst     [--n 10000] [--steps 5] [--sync full|normal] [--db FILE]
 //! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal]
-//! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0]
+//! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison true]
 //! ```
 //!
 //! Throughput comes from stored timestamps (completed / (last completion − first creation));
 //! open-loop latency is completion time minus the client's start time. Every run checks its
 //! correctness gates: no failures, the exact history length, one completion per instance.
 //! `worker` starts any of `crash-0 … crash-(n−1)` that do not exist yet and waits for all of them:
-//! the crash test kills it with SIGKILL and runs it again on the same file.
+//! the crash test kills it with SIGKILL and runs it again on the same file. With `--poison true`
+//! it also starts `poison`, an orchestration whose turn aborts the process, halfway through its
+//! starts, and keeps a turn journal beside the database: the crash-loop test runs it until the
+//! engine quarantines `poison` and everything else completes.
 
 use std::{
     collections::BTreeMap,
@@ -64,6 +67,18 @@ impl Orchestration for Hello {
     }
 }
 
+/// Aborts the whole process in its first turn: what a turn that runs out of memory does.
+struct Poison;
+impl Orchestration for Poison {
+    const NAME: &'static str = "Poison";
+    type Input = ();
+    type Output = ();
+    async fn run(_: OrchestrationContext, (): ()) -> Result<(), Failure> {
+        eprintln!("poison: aborting the process");
+        std::process::abort()
+    }
+}
+
 struct Args(BTreeMap<String, String>);
 
 impl Args {
@@ -110,7 +125,9 @@ fn main() -> Result<()> {
 
 fn registry() -> Registry {
     let mut r = Registry::new();
-    r.orchestration::<Hello>().activity(Work);
+    r.orchestration::<Hello>()
+        .orchestration::<Poison>()
+        .activity(Work);
     r
 }
 
@@ -401,8 +418,15 @@ async fn worker(args: &Args) -> Result<()> {
         .get("db")
         .map(PathBuf::from)
         .context("worker needs --db")?;
+    let poison: bool = args.get("poison", false)?;
     let store = open_store(&path, Durability::Full).await?;
-    let rt = Runtime::start(store.clone(), registry(), RuntimeOptions::default());
+    let mut options = RuntimeOptions::default();
+    if poison {
+        let mut journal = path.clone().into_os_string();
+        journal.push(".turns");
+        options.turn_journal = Some(journal.into());
+    }
+    let rt = Runtime::start(store.clone(), registry(), options);
     let client = rt.client();
     let started = Arc::new(AtomicU64::new(0));
     let mut starts = tokio::task::JoinSet::new();
@@ -411,6 +435,16 @@ async fn worker(args: &Args) -> Result<()> {
         let (client, chunk, started) = (client.clone(), chunk.to_vec(), started.clone());
         starts.spawn(async move {
             for id in chunk {
+                if poison
+                    && id == format!("crash-{:04}", n / 2)
+                    && matches!(client.get("poison").await, Err(ClientError::NotFound(_)))
+                {
+                    let options = StartOptions {
+                        instance_id: Some("poison".into()),
+                        ..StartOptions::default()
+                    };
+                    client.start::<Poison>(&(), options).await?;
+                }
                 match client.get(&id).await {
                     Ok(_) => continue,
                     Err(ClientError::NotFound(_)) => {}

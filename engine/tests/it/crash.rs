@@ -147,3 +147,80 @@ async fn open_dir_with(db: &std::path::Path) -> engine::SqliteStore {
     };
     engine::SqliteStore::new(pool).await.unwrap()
 }
+
+/// The crash-loop test: `poison`'s turn aborts the worker process. The first start after an
+/// abort finds `poison` in the turn journal once and runs it again (it may have been bad luck);
+/// the next one quarantines it, failing it without running its code, and the 100 instances
+/// started around it complete exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_aborts_the_process_is_quarantined_and_the_rest_complete() {
+    const N: usize = 100;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("poison.db");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_engine-bench"))
+            .args(["worker", "--db"])
+            .arg(&db)
+            .args(["--n", &N.to_string(), "--steps", "3", "--delay-ms", "5"])
+            .args(["--poison", "true"])
+            .output()
+            .unwrap()
+    };
+    let mut aborted = 0;
+    loop {
+        let out = run();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            stderr.contains("poison: aborting the process"),
+            "the worker failed for another reason: {stderr}"
+        );
+        aborted += 1;
+        assert!(
+            aborted <= 2,
+            "still crashing after {aborted} aborts: {stderr}"
+        );
+    }
+    assert_eq!(aborted, 2, "aborted twice, then quarantined");
+
+    let store = open_dir_with(&db).await;
+    let poison = store.get("poison").await.unwrap().unwrap();
+    assert_eq!(poison.status, RuntimeStatus::Failed);
+    let failure = poison.failure.unwrap();
+    assert_eq!(failure.error_type, "Quarantined");
+    assert!(failure.message.contains("2 times"), "{}", failure.message);
+    let history = store.history("poison").await.unwrap();
+    let kinds: Vec<&str> = history.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "OrchestratorStarted",
+            "ExecutionStarted",
+            "ExecutionFailed",
+            "OrchestratorCompleted"
+        ]
+    );
+    let page = store
+        .query(&InstanceQuery {
+            page_size: 1000,
+            id_prefix: Some("crash-".into()),
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.instances.len(), N);
+    for record in &page.instances {
+        assert_eq!(record.status, RuntimeStatus::Completed, "{record:?}");
+        let history = store.history(&record.instance_id).await.unwrap();
+        assert_eq!(history.len(), 4 + 4 * 3, "{}", record.instance_id);
+        assert!(history.iter().enumerate().all(|(i, e)| e.id as usize == i));
+    }
+    let counts = store.status_counts().await.unwrap();
+    assert_eq!(counts[&RuntimeStatus::Completed], N as i64);
+    assert_eq!(counts[&RuntimeStatus::Failed], 1);
+    println!(
+        "poison aborted the worker {aborted} times, was quarantined, and {N} others completed"
+    );
+}

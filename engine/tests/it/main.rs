@@ -2,6 +2,7 @@
 //! orchestrations and a tiny simulated runtime that drives the pure replay core.
 
 mod crash;
+mod isolation;
 mod fixtures;
 mod replay;
 mod replay_props;

@@ -28,7 +28,7 @@ pub async fn open(dir: &Path) -> SqliteStore {
     SqliteStore::new(pool).await.unwrap()
 }
 
-async fn runtime(dir: &Path) -> (Runtime<SqliteStore>, Client<SqliteStore>) {
+pub async fn runtime(dir: &Path) -> (Runtime<SqliteStore>, Client<SqliteStore>) {
     let rt = Runtime::start(
         open(dir).await,
         engine::samples::registry(),
@@ -266,7 +266,7 @@ fn approval(timeout_ms: u64) -> ApprovalRequest {
     }
 }
 
-async fn wait_status(client: &Client<SqliteStore>, id: &str, status: RuntimeStatus) {
+pub async fn wait_status(client: &Client<SqliteStore>, id: &str, status: RuntimeStatus) {
     for _ in 0..500 {
         match client.get(id).await {
             Ok(record) if record.status == status => return,
