@@ -49,6 +49,17 @@ pub mod ssr {
 
     /// Longest reason accepted, in bytes.
     pub const MAX_REASON: usize = 1_000;
+    /// Most characters stored per audit field: actor, action, target, outcome. Whatever a caller
+    /// sends (a refused start with a 2 MB name, an 8 KB id), a record stays small.
+    pub const MAX_FIELD: usize = 300;
+
+    /// `text` cut to `max` characters, marked with `…` when cut.
+    pub fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+        match text.char_indices().nth(max) {
+            None => text.into(),
+            Some((end, _)) => format!("{}…", &text[..end]).into(),
+        }
+    }
 
     /// What is being done, for the record.
     #[derive(Debug, Clone)]
@@ -138,16 +149,16 @@ pub mod ssr {
     ) -> Result<(), DbError> {
         const SQL: &str = "INSERT INTO audit_log (at_ms, actor, role, action, target, reason, outcome) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        let reason: String = action.reason.chars().take(MAX_REASON).collect();
+        let reason = bounded(action.reason, MAX_REASON);
         engine::with_pool!(db, pool => {
             sqlx::query(SQL)
                 .bind(now_ms())
-                .bind(&user.name)
+                .bind(bounded(&user.name, MAX_FIELD).as_ref())
                 .bind(user.role.label())
-                .bind(action.name)
-                .bind(action.target)
-                .bind(&reason)
-                .bind(outcome)
+                .bind(bounded(action.name, MAX_FIELD).as_ref())
+                .bind(bounded(action.target, MAX_FIELD).as_ref())
+                .bind(reason.as_ref())
+                .bind(bounded(outcome, MAX_REASON).as_ref())
                 .execute(pool)
                 .await?;
         });

@@ -262,6 +262,23 @@ impl<S: Store + StoreAdmin> Client<S> {
                 reason: "the start is after the end".into(),
             });
         }
+        // Filters reach the store's query language (a JSON path for tags): only printable,
+        // bounded text gets there.
+        if let Some(name) = &query.name {
+            validate_name("orchestration name", name)?;
+        }
+        if let Some(prefix) = &query.id_prefix {
+            validate_name("instance id prefix", prefix)?;
+        }
+        for (key, value) in &query.tags {
+            validate_name("tag name", key)?;
+            if value.len() > MAX_NAME_LEN || value.chars().any(char::is_control) {
+                return Err(ClientError::Invalid {
+                    what: "tag value",
+                    reason: "must be at most 256 bytes without control characters".into(),
+                });
+            }
+        }
         Ok(self.shared.store.query(query).await?)
     }
 

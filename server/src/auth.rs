@@ -51,6 +51,16 @@ const PENDING: &str = "switchyard.login";
 pub const USER: &str = "switchyard.user";
 /// The session cookie's name.
 pub const COOKIE: &str = "switchyard.sid";
+/// Session key of the last time a signed-in request refreshed the session's expiry (Unix s).
+const SEEN: &str = "switchyard.seen";
+/// How long a session lasts without a request.
+pub const SESSION_IDLE: time::Duration = time::Duration::hours(8);
+/// How long a login may take between the redirect to the provider and the callback: the
+/// pending login's session lives this long, not a signed-in session's 8 hours.
+const PENDING_IDLE: time::Duration = time::Duration::minutes(10);
+/// A signed-in session's expiry is pushed forward at most this often (one write a minute, not
+/// one per request).
+const REFRESH_EVERY_S: i64 = 60;
 
 /// How the server authenticates.
 #[derive(Clone, Debug)]
@@ -62,6 +72,29 @@ pub enum Auth {
 }
 
 impl Auth {
+    /// The OIDC redirect URL's host, which browsers use to reach this server.
+    pub fn redirect_host(&self) -> Option<String> {
+        match self {
+            Auth::Local => None,
+            Auth::Oidc(oidc) => oidc
+                .settings
+                .redirect_url
+                .url()
+                .host_str()
+                .map(str::to_owned),
+        }
+    }
+
+    /// Extra `form-action` sources for pages: the provider's origin, where logout continues.
+    pub fn form_targets(&self) -> String {
+        match self {
+            Auth::Local => String::new(),
+            Auth::Oidc(oidc) => url_origin(&oidc.settings.issuer)
+                .map(|origin| format!(" {origin}"))
+                .unwrap_or_default(),
+        }
+    }
+
     /// Whether session cookies must be marked Secure (the site is served over https).
     pub fn secure_cookies(&self) -> bool {
         match self {
@@ -71,11 +104,24 @@ impl Auth {
     }
 }
 
+/// `scheme://host[:port]` of a URL, or `None` if it does not parse.
+fn url_origin(url: &str) -> Option<String> {
+    let url = openidconnect::url::Url::parse(url).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
 /// Login failures, each shown to the user as a short page and logged.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("cannot reach the identity provider at {issuer}: {reason}")]
     Discovery { issuer: String, reason: String },
+    /// The provider answered, but not with usable metadata (an issuer mismatch, say): retrying
+    /// will not help.
+    #[error(
+        "the identity provider at {issuer} answered, but its configuration is not usable: {reason}"
+    )]
+    ProviderMetadata { issuer: String, reason: String },
     #[error("this login has expired or was started in another browser; sign in again")]
     NoPendingLogin,
     #[error("the login response does not belong to this login (state mismatch); sign in again")]
@@ -96,7 +142,9 @@ pub enum AuthError {
 impl AuthError {
     fn status(&self) -> StatusCode {
         match self {
-            AuthError::Discovery { .. } => StatusCode::BAD_GATEWAY,
+            AuthError::Discovery { .. } | AuthError::ProviderMetadata { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             AuthError::NoPendingLogin | AuthError::StateMismatch => StatusCode::BAD_REQUEST,
             AuthError::Provider(_) | AuthError::Verification(_) => StatusCode::UNAUTHORIZED,
             AuthError::NoRole { .. } => StatusCode::FORBIDDEN,
@@ -184,9 +232,16 @@ impl Oidc {
                 })?;
                 let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
                     .await
-                    .map_err(|e| AuthError::Discovery {
-                        issuer: self.settings.issuer.clone(),
-                        reason: error_chain(&e),
+                    .map_err(|e| {
+                        let issuer = self.settings.issuer.clone();
+                        let reason = error_chain(&e);
+                        match e {
+                            // No answer (yet): worth retrying.
+                            openidconnect::DiscoveryError::Request(_) => {
+                                AuthError::Discovery { issuer, reason }
+                            }
+                            _ => AuthError::ProviderMetadata { issuer, reason },
+                        }
                     })?;
                 let end_session = metadata.additional_metadata().end_session_endpoint.clone();
                 let client = CoreClient::from_provider_metadata(
@@ -288,10 +343,23 @@ struct LoginParams {
     next: Option<String>,
 }
 
-/// `next` if it is a path on this site (no scheme, no `//host`), else `/`.
+/// Longest `next` kept, in bytes.
+const MAX_NEXT: usize = 2_048;
+
+/// `next` if it is a path on this site, else `/`. Browsers drop tabs and newlines from URLs and
+/// read `\` as `/`, so `/\t/evil.example` would become `//evil.example`: any control character,
+/// whitespace or backslash, or a second leading slash, sends the user to `/` instead. What is
+/// kept is a valid `Location` header value.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.len() <= MAX_NEXT
+                && n.chars().all(|c| c.is_ascii_graphic() && c != '\\') =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -317,6 +385,8 @@ async fn login(
         }
     }
     let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+    // A login in progress is kept only as long as a login takes.
+    session.set_expiry(Some(tower_sessions::Expiry::OnInactivity(PENDING_IDLE)));
     session
         .insert(
             PENDING,
@@ -351,6 +421,8 @@ async fn callback(
         .remove(PENDING)
         .await?
         .ok_or(AuthError::NoPendingLogin)?;
+    // Checked again: a pending login stored by an older version could hold anything.
+    let next = safe_next(Some(&pending.next));
     if let Some(error) = params.error {
         let description = params.error_description.unwrap_or_default();
         return Err(AuthError::Provider(
@@ -424,6 +496,8 @@ async fn callback(
     })?;
     // A fresh id, so a session id planted before login is worthless after it.
     session.cycle_id().await?;
+    session.set_expiry(Some(tower_sessions::Expiry::OnInactivity(SESSION_IDLE)));
+    session.insert(SEEN, now_s()).await?;
     session
         .insert(
             USER,
@@ -436,7 +510,7 @@ async fn callback(
         )
         .await?;
     tracing::info!(user = %name, role = role.label(), "signed in");
-    Ok(Redirect::to(&pending.next).into_response())
+    Ok(Redirect::to(&next).into_response())
 }
 
 async fn logout(State(auth): State<Auth>, session: Session) -> Result<Response, AuthError> {
@@ -481,7 +555,8 @@ fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
          content=\"width=device-width, initial-scale=1\"><meta name=\"color-scheme\" content=\"light dark\">\
-         <title>{title} · Switchyard</title><link rel=\"stylesheet\" href=\"/pkg/app.css\"></head>\
+         <title>{title} · Switchyard</title><link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
+         <link rel=\"stylesheet\" href=\"/pkg/app.css\"></head>\
          <body><main id=\"main\" class=\"auth-page\"><h1>{title}</h1>{body}</main></body></html>"
     ))
 }
@@ -500,6 +575,36 @@ fn is_public(path: &str) -> bool {
         || path == "/readyz"
         || path.starts_with("/pkg/")
         || path == "/favicon.svg"
+        || path == "/favicon.ico"
+}
+
+/// Seconds since the Unix epoch.
+fn now_s() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Whether the browser is navigating to a page (so a login redirect makes sense), rather than
+/// fetching a resource (an image, a script, a server function) or being a script.
+fn is_navigation(headers: &axum::http::HeaderMap) -> bool {
+    match headers.get("sec-fetch-mode") {
+        Some(mode) => mode.as_bytes() == b"navigate",
+        // Older browsers: a navigation asks for HTML.
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html")),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive), or
+/// an empty string for any other value.
+fn bearer_token(value: &axum::http::HeaderValue) -> &str {
+    value
+        .to_str()
+        .ok()
+        .and_then(|h| h.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim())
 }
 
 /// Middleware: attaches the current user to the request, or turns the request away.
@@ -513,15 +618,20 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path().starts_with("/api/")
-        && let Some(header) = request.headers().get(header::AUTHORIZATION)
+    if let Some(header) = request.headers().get(header::AUTHORIZATION)
+        && request.uri().path().starts_with("/api/")
     {
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or_default();
+        // Tokens are for scripts, on the JSON API only: not for the dashboard's server functions
+        // (a token must not manage tokens, or outlive its own revocation through a child).
+        if !request.uri().path().starts_with("/api/v1/") {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "API tokens are accepted on /api/v1 only; sign in to the dashboard for the rest",
+            )
+                .into_response();
+        }
+        let presented = bearer_token(header);
         return match app::tokens::ssr::verify(&state.db, presented).await {
             Ok(token) => {
                 request.extensions_mut().insert(token.user());
@@ -551,11 +661,23 @@ pub async fn authenticate(
         }),
         Auth::Oidc(_) if is_public(request.uri().path()) => None,
         Auth::Oidc(_) => match session.get::<SessionUser>(USER).await {
-            Ok(user) => user.map(|u| CurrentUser {
-                name: u.name,
-                role: u.role,
-                local: false,
-            }),
+            Ok(Some(u)) => {
+                // Sessions end after SESSION_IDLE without a request: push the expiry forward
+                // (a session write) about once a minute while the user is active.
+                let now = now_s();
+                let seen = session.get::<i64>(SEEN).await.ok().flatten().unwrap_or(0);
+                if now - seen >= REFRESH_EVERY_S
+                    && let Err(e) = session.insert(SEEN, now).await
+                {
+                    tracing::warn!(error = %e, "cannot refresh the session's expiry");
+                }
+                Some(CurrentUser {
+                    name: u.name,
+                    role: u.role,
+                    local: false,
+                })
+            }
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the session");
                 return (
@@ -572,7 +694,10 @@ pub async fn authenticate(
             next.run(request).await
         }
         None if is_public(request.uri().path()) => next.run(request).await,
-        None if request.method() == Method::GET && !request.uri().path().starts_with("/api/") => {
+        None if request.method() == Method::GET
+            && !request.uri().path().starts_with("/api/")
+            && is_navigation(request.headers()) =>
+        {
             let next_url = request
                 .uri()
                 .path_and_query()
@@ -597,6 +722,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bearer_schemes_are_case_insensitive() {
+        use axum::http::HeaderValue;
+        for value in [
+            "Bearer sy_x",
+            "bearer sy_x",
+            "BEARER  sy_x ",
+            " Bearer sy_x",
+        ] {
+            assert_eq!(
+                bearer_token(&HeaderValue::from_static(value)),
+                "sy_x",
+                "{value}"
+            );
+        }
+        for value in ["Basic sy_x", "Bearersy_x", "sy_x"] {
+            assert_eq!(
+                bearer_token(&HeaderValue::from_static(value)),
+                "",
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
     fn role_claims_may_be_a_string_or_an_array() {
         let claims: ExtraClaims = serde_json::from_value(serde_json::json!({
             "groups": ["a", "b", 3],
@@ -619,6 +768,17 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        for control in [
+            "/\t/evil.example",
+            "/\n/x",
+            "/\r",
+            "/\u{7f}",
+            "/a b",
+            "/\u{e9}",
+        ] {
+            assert_eq!(safe_next(Some(control)), "/", "{control:?}");
+        }
+        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(3000)))), "/");
         assert_eq!(safe_next(None), "/");
     }
 
@@ -630,6 +790,7 @@ mod tests {
             "/readyz",
             "/pkg/app.wasm",
             "/favicon.svg",
+            "/favicon.ico",
         ] {
             assert!(is_public(path), "{path}");
         }

@@ -35,6 +35,10 @@ pub struct Cli {
     /// Address to listen on [default: 127.0.0.1:3000].
     #[arg(long, env = "SWITCHYARD_BIND", value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
+    /// Host names the server answers to, comma-separated; other `Host` values get 421
+    /// [default: the bind address (and localhost on loopback) and the OIDC redirect URL's host].
+    #[arg(long, env = "SWITCHYARD_ALLOWED_HOSTS", value_name = "NAMES")]
+    pub allowed_hosts: Option<String>,
     /// Folder for the embedded database and other local state; created if absent [default: data].
     #[arg(long, env = "SWITCHYARD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -139,6 +143,7 @@ pub enum SqliteSync {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     bind: Option<String>,
+    allowed_hosts: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     sqlite_sync: Option<SqliteSync>,
@@ -205,6 +210,8 @@ impl RoleMap {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Explicit allowed host names; `None`: the defaults (see [`crate::hosts`]).
+    pub allowed_hosts: Option<Vec<String>>,
     pub data_dir: PathBuf,
     pub database_url: DatabaseUrl,
     pub durability: Durability,
@@ -297,8 +304,28 @@ impl Config {
             value: log.clone(),
             reason: e.to_string(),
         })?;
+        let allowed_hosts = cli
+            .allowed_hosts
+            .or(file.allowed_hosts)
+            .map(|list| {
+                let names: Vec<String> = list
+                    .split(',')
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                if names.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        setting: "allowed-hosts",
+                        value: list.clone(),
+                        reason: "name at least one host".into(),
+                    });
+                }
+                Ok(names)
+            })
+            .transpose()?;
         let config = Config {
             bind,
+            allowed_hosts,
             data_dir,
             database_url,
             durability,

@@ -11,7 +11,10 @@ pub mod auth;
 pub mod config;
 pub mod csrf;
 pub mod health;
+pub mod hosts;
+pub mod limits;
 pub mod live;
+pub mod paths;
 pub mod state;
 pub mod telemetry;
 
@@ -51,16 +54,28 @@ pub enum StartError {
 
 /// The full HTTP surface: probes, login, Leptos pages and server functions, static files.
 ///
-/// Layers, outermost first: tracing, CSRF (refuses cross-site mutations before anything reads
-/// the session), sessions, then authentication, which attaches the current user or turns the
-/// request away.
+/// Layers, outermost first: tracing (the path only: queries can carry secrets such as the
+/// login callback's code), allowed hosts (421), security and cache headers, the body size limit
+/// (413), path normalisation, CSRF (refuses cross-site mutations before anything reads the
+/// session), sessions, authentication (attaches the current user or turns the request away),
+/// then the queue for page renders and server functions.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let (db, engine) = (state.db.clone(), state.engine.clone());
+    let form_targets = state.auth.form_targets();
     let context = move || {
         provide_context(db.clone());
         if let Some(engine) = &engine {
             provide_context(engine.clone());
+        }
+        // Pages get a policy with this render's script nonce (server functions have none).
+        if let (Some(nonce), Some(response)) = (
+            leptos::nonce::use_nonce(),
+            leptos::prelude::use_context::<leptos_axum::ResponseOptions>(),
+        ) && let Ok(value) =
+            axum::http::HeaderValue::from_str(&limits::page_csp(&nonce, &form_targets))
+        {
+            response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, value);
         }
     };
     let router = Router::new()
@@ -73,6 +88,10 @@ pub fn app(state: AppState) -> Router {
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.heavy.clone(),
+            limits::queue_heavy,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -90,12 +109,24 @@ pub fn app(state: AppState) -> Router {
     };
     router
         .layer(axum::middleware::from_fn(csrf::verify_origin))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(paths::normalise))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::from_fn(limits::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.allowed_hosts.clone(),
+            hosts::check,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+            }),
+        )
         .with_state(state)
 }
 
-/// How long a session lasts without a request.
-const SESSION_IDLE: time::Duration = time::Duration::hours(8);
+use auth::SESSION_IDLE;
 
 /// Session cookies: HttpOnly, SameSite=Lax, Secure behind https, expiring after idle time.
 fn session_layer<S: tower_sessions::SessionStore + Clone>(
@@ -177,7 +208,11 @@ impl Server {
                 loop {
                     match oidc.discover().await {
                         Ok(()) => break,
-                        Err(e) if delay < std::time::Duration::from_secs(4) => {
+                        // Only an unanswered request is worth retrying; a provider that
+                        // answered with unusable metadata (an issuer mismatch) will not change.
+                        Err(e @ auth::AuthError::Discovery { .. })
+                            if delay < std::time::Duration::from_secs(4) =>
+                        {
                             tracing::warn!(error = %e, "identity provider not reachable yet; retrying");
                             tokio::time::sleep(delay).await;
                             delay *= 2;
@@ -202,7 +237,17 @@ impl Server {
                     .map_err(StartError::Engine)?;
                 let registry = engine::samples::registry();
                 tracing::info!(orchestrations = ?registry.orchestration_names(), "engine started");
-                Some(Runtime::start(store, registry, RuntimeOptions::default()))
+                // Beside the database file: the turn journal belongs to the process that owns it.
+                let turn_journal = config.database_url.sqlite_path().map(|path| {
+                    let mut name = path.into_os_string();
+                    name.push(".turns");
+                    std::path::PathBuf::from(name)
+                });
+                let options = RuntimeOptions {
+                    turn_journal,
+                    ..RuntimeOptions::default()
+                };
+                Some(Runtime::start(store, registry, options))
             }
             Database::Postgres(_) => {
                 tracing::warn!(
@@ -226,9 +271,14 @@ impl Server {
                 Err(e) => tracing::error!(error = %e, "cannot read unfinished bulk jobs"),
             }
         }
+        let mut state = AppState::new(db, engine, auth, &config.site_root, addr);
+        if let Some(names) = &config.allowed_hosts {
+            state = state.with_allowed_hosts(hosts::AllowedHosts::new(names));
+        }
+        tracing::info!(hosts = ?state.allowed_hosts.names(), "answering to these host names");
         Ok(Server {
             listener,
-            state: AppState::new(db, engine, auth, &config.site_root, addr),
+            state,
             runtime,
         })
     }

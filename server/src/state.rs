@@ -19,6 +19,10 @@ pub struct AppState {
     /// Live dashboard figures (absent without the engine).
     pub live: Option<crate::live::LiveFeed>,
     pub leptos: LeptosOptions,
+    /// Host names requests may address.
+    pub allowed_hosts: crate::hosts::AllowedHosts,
+    /// At most this many page renders and server-function calls run at once; the rest wait.
+    pub heavy: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -42,13 +46,29 @@ impl AppState {
             .clone()
             .filter(|_| tokio::runtime::Handle::try_current().is_ok())
             .map(crate::live::start);
+        let allowed_hosts =
+            crate::hosts::AllowedHosts::defaults(addr, auth.redirect_host().as_deref());
         AppState {
             db,
             engine,
             auth,
             live,
             leptos,
+            allowed_hosts,
+            heavy: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::limits::HEAVY_AT_ONCE)),
         }
+    }
+
+    /// Replaces the allowed host names.
+    pub fn with_allowed_hosts(mut self, hosts: crate::hosts::AllowedHosts) -> AppState {
+        self.allowed_hosts = hosts;
+        self
+    }
+}
+
+impl FromRef<AppState> for crate::hosts::AllowedHosts {
+    fn from_ref(state: &AppState) -> Self {
+        state.allowed_hosts.clone()
     }
 }
 

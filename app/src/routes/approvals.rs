@@ -6,7 +6,11 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::AppError, models::format_utc};
+use crate::{
+    error::AppError,
+    models::format_utc,
+    session::{Role, can},
+};
 
 /// The event name the inbox answers.
 pub const APPROVAL_EVENT: &str = "Approval";
@@ -100,8 +104,11 @@ fn ApprovalItem(approval: PendingApproval, decide: ServerAction<Decide>) -> impl
                 <code>{approval.instance_id.clone()}</code> " · " {approval.name}
                 " · waiting since " {format_utc(approval.waiting_since)} " UTC · escalates at " {deadline}
             </p>
+            <Show when=move || can(Role::Operator) fallback=|| view! {
+                <p class="notice" data-testid="approval-operator-only">"Approving or rejecting needs the operator role."</p>
+            }>
             <label for=comment_id.clone()>"Comment"</label>
-            <input id=comment_id type="text" data-testid="approval-comment"
+            <input id=comment_id.clone() type="text" data-testid="approval-comment"
                 prop:value=comment on:input=move |ev| set_comment.set(event_target_value(&ev)) />
             <div class="actions">
                 <button type="button" data-testid="approve" disabled=move || decide.pending().get()
@@ -109,6 +116,7 @@ fn ApprovalItem(approval: PendingApproval, decide: ServerAction<Decide>) -> impl
                 <button type="button" class="secondary" data-testid="reject" disabled=move || decide.pending().get()
                     on:click=answer(false)>"Reject"</button>
             </div>
+            </Show>
         </li>
     }
 }

@@ -4,7 +4,10 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::error::AppError;
+use crate::{
+    error::AppError,
+    session::{Role, can},
+};
 
 /// Registered orchestration names.
 #[server(prefix = "/api/fn", endpoint = "orchestrations")]
@@ -87,6 +90,10 @@ pub fn Start() -> impl IntoView {
     view! {
         <Title text="Start" />
         <h1>"Start an orchestration"</h1>
+        <Suspense fallback=|| ()>
+        <Show when=move || can(Role::Operator) fallback=|| view! {
+            <p class="notice" data-testid="start-operator-only">"Starting orchestrations needs the operator role; you can read everything else."</p>
+        }>
         <form class="card form" on:submit=submit data-testid="start-form">
             <label for="start-name">"Orchestration"</label>
             <Suspense fallback=|| view! { <p>"…"</p> }>
@@ -143,6 +150,8 @@ pub fn Start() -> impl IntoView {
                 Err(e) => view! { <p class="error" role="alert" data-testid="start-error">{e.to_string()}</p> }.into_any(),
             })}
         </form>
+        </Show>
+        </Suspense>
     }
 }
 

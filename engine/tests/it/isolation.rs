@@ -35,7 +35,8 @@ impl Orchestration for OverflowParent {
     type Input = ();
     type Output = usize;
     async fn run(ctx: OrchestrationContext, (): ()) -> Result<usize, Failure> {
-        ctx.call_sub_orchestration::<Overflow>(&u64::MAX, None).await
+        ctx.call_sub_orchestration::<Overflow>(&u64::MAX, None)
+            .await
     }
 }
 
@@ -120,7 +121,11 @@ async fn samples_refuse_absurd_inputs_at_start() {
     let (rt, client) = runtime(tmp.path()).await;
     let refused = [
         ("FanOutFanIn", "1000000000000".to_owned(), "at most 10000"),
-        ("FanOutFanIn", "18446744073709551615".to_owned(), "at most 10000"),
+        (
+            "FanOutFanIn",
+            "18446744073709551615".to_owned(),
+            "at most 10000",
+        ),
         ("HelloN", "4294967295".to_owned(), "at most 1000"),
         (
             "Monitor",
@@ -148,7 +153,10 @@ async fn samples_refuse_absurd_inputs_at_start() {
         ("FanOutFanIn", "\"ten\"".to_owned(), "cannot decode"),
     ];
     for (name, input, says) in refused {
-        match client.start_raw(name, &input, StartOptions::default()).await {
+        match client
+            .start_raw(name, &input, StartOptions::default())
+            .await
+        {
             Err(ClientError::Invalid { what, reason }) => {
                 assert_eq!(what, "input");
                 assert!(reason.contains(says), "{name} {input}: {reason}");

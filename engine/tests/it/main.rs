@@ -2,8 +2,8 @@
 //! orchestrations and a tiny simulated runtime that drives the pure replay core.
 
 mod crash;
-mod isolation;
 mod fixtures;
+mod isolation;
 mod replay;
 mod replay_props;
 mod runtime;

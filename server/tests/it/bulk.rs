@@ -32,6 +32,20 @@ async fn status_of(f: &Fixture, id: &str) -> Option<String> {
         .unwrap()
 }
 
+/// Waits (up to 10 s) for an instance to reach `want`: a terminate is a message, applied by the
+/// instance's next turn, so it lands a moment after the job records it.
+async fn reaches(f: &Fixture, id: &str, want: &str) -> Option<String> {
+    let mut status = None;
+    for _ in 0..500 {
+        status = status_of(f, id).await;
+        if status.as_deref() == Some(want) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    status
+}
+
 /// Polls the job's progress until it reports finished.
 async fn finished(f: &Fixture, job: i64) -> Value {
     for _ in 0..200 {
@@ -88,8 +102,14 @@ async fn an_interrupted_job_resumes_where_it_stopped_and_progress_is_stored() {
         "{progress}"
     );
     assert_eq!(status_of(&f, "bulk-1").await.as_deref(), Some("Running"));
-    assert_eq!(status_of(&f, "bulk-2").await.as_deref(), Some("Terminated"));
-    assert_eq!(status_of(&f, "bulk-3").await.as_deref(), Some("Terminated"));
+    assert_eq!(
+        reaches(&f, "bulk-2", "Terminated").await.as_deref(),
+        Some("Terminated")
+    );
+    assert_eq!(
+        reaches(&f, "bulk-3", "Terminated").await.as_deref(),
+        Some("Terminated")
+    );
     // Nothing is left to resume.
     let resumed = app::routes::bulk::ssr::resume(f.db.clone(), f.engine.clone())
         .await
@@ -110,7 +130,10 @@ async fn an_interrupted_job_resumes_where_it_stopped_and_progress_is_stored() {
         (&Value::from(1), &Value::from(1), &Value::from(0)),
         "{progress}"
     );
-    assert_eq!(status_of(&f, "bulk-1").await.as_deref(), Some("Terminated"));
+    assert_eq!(
+        reaches(&f, "bulk-1", "Terminated").await.as_deref(),
+        Some("Terminated")
+    );
     let items: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT instance_id, outcome FROM bulk_job_items WHERE job_id = ? ORDER BY instance_id",
     )

@@ -362,6 +362,7 @@ async fn without_a_session_calls_get_401_and_pages_redirect_to_login() {
         .oneshot(
             Request::builder()
                 .uri("/instances?status=Running")
+                .header("sec-fetch-mode", "navigate")
                 .body(Body::empty())
                 .unwrap(),
         )

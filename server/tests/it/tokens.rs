@@ -186,6 +186,7 @@ async fn forged_malformed_and_misplaced_tokens_get_nothing() {
     let request = Request::builder()
         .uri("/instances")
         .header("host", "127.0.0.1:3000")
+        .header("accept", "text/html")
         .header(header::AUTHORIZATION, format!("Bearer {real}"))
         .body(Body::empty())
         .unwrap();
