@@ -36,6 +36,58 @@ test.describe('without a session', () => {
     await expect(page.getByTestId('auth-error')).toContainText('none of your `groups` values grants a Switchyard role');
   });
 
+  test('a crafted next after login stays on this site and the login still succeeds', async ({ page, baseURL }) => {
+    // Browsers drop tabs and newlines from URLs: `/\t/evil.example` would become `//evil.example`.
+    const crafted = ['/%09/evil.example', '/%0a/evil.example', '/%0d/x', '/%7f/x', '//evil.example', '/%5cevil.example'];
+    for (const [i, next] of crafted.entries()) {
+      await page.goto(`/auth/login?next=${next}`);
+      if (i === 0 || /\/interaction\//.test(page.url())) {
+        await expect(page).toHaveURL(/\/interaction\//);
+        await page.locator('input[name="login"]').fill('oscar');
+        await page.locator('input[name="password"]').fill('any password');
+        await page.getByRole('button', { name: 'Sign-in' }).click();
+      }
+      await expect(page.getByTestId('user-name'), next).toHaveText('oscar');
+      expect(page.url(), next).toBe(`${baseURL}/`);
+    }
+  });
+
+  test('a pending login is kept ten minutes, not eight hours', async ({ request }) => {
+    const response = await request.get('/auth/login?next=/instances', { maxRedirects: 0 });
+    expect(response.status()).toBe(303);
+    const cookie = response.headers()['set-cookie'] ?? '';
+    expect(cookie).toContain('switchyard.sid=');
+    expect(cookie).toMatch(/Max-Age=600\b/);
+  });
+
+  test('the sign-in-failed page starts no new login', async ({ page }) => {
+    const logins: string[] = [];
+    page.on('request', (r) => {
+      if (new URL(r.url()).pathname.startsWith('/auth/login')) logins.push(r.url());
+    });
+    await signIn(page, 'nora');
+    await expect(page.getByTestId('auth-error')).toBeVisible();
+    await page.waitForLoadState('networkidle');
+    expect(logins, 'only the login nora started').toHaveLength(1);
+  });
+
+  test('the signed-out page starts no new login', async ({ page }) => {
+    await signIn(page, 'oscar');
+    await expect(page.getByTestId('user-name')).toHaveText('oscar');
+    await hydrated(page);
+    const logins: string[] = [];
+    page.on('request', (r) => {
+      if (new URL(r.url()).pathname.startsWith('/auth/login')) logins.push(r.url());
+    });
+    await page.getByTestId('logout').click();
+    await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+    await expect(page.getByTestId('signed-out')).toBeVisible();
+    await page.waitForLoadState('networkidle');
+    expect(logins, 'the signed-out page asked for no login').toHaveLength(0);
+    const whoami = await page.request.post('/api/fn/session/whoami');
+    expect(whoami.status()).toBe(401);
+  });
+
   test('logout ends the session here and at the provider', async ({ page, context }) => {
     await signIn(page, 'oscar');
     await expect(page.getByTestId('user-name')).toHaveText('oscar');

@@ -627,6 +627,8 @@ impl ExecutorCache {
 }
 
 /// Where a turn's executor comes from.
+// Lives on the stack for one turn; boxing the executor would cost an allocation per turn.
+#[allow(clippy::large_enum_variant)]
 enum Loaded {
     /// Cached from an earlier turn, or built for an ended execution.
     Executor(Executor),
@@ -1125,5 +1127,40 @@ impl<S: Store + Clone> Dispatcher<S> {
                 () = tokio::time::sleep(sleep) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_that_dies_makes_the_runtime_not_ready() {
+        let health = HealthState::default();
+        for flag in [&health.dispatcher, &health.writer, &health.activities] {
+            flag.store(true, Ordering::SeqCst);
+        }
+        assert!(health.report().ready);
+        let flag = health.dispatcher.clone();
+        let died = std::thread::spawn(move || {
+            let _alive = Alive::new(&flag);
+            panic!("a bug outside every catch_unwind");
+        })
+        .join();
+        assert!(died.is_err());
+        let report = health.report();
+        assert!(!report.ready);
+        assert_eq!(
+            report.problems,
+            ["the orchestration dispatcher has stopped"]
+        );
+        // A failed write makes it not ready too, until a write succeeds.
+        health.dispatcher.store(true, Ordering::SeqCst);
+        let full = StoreError::Corrupt("database or disk is full".into());
+        assert!(health.write_failed(&full, 5));
+        assert!(!health.write_failed(&full, 6), "one streak");
+        assert!(health.report().problems[0].contains("disk is full"));
+        assert!(health.write_succeeded());
+        assert!(health.report().ready);
     }
 }

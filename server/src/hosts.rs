@@ -50,7 +50,7 @@ impl AllowedHosts {
 
     /// Whether `host` (a `Host` header value: name, optional port) is allowed.
     pub fn allows(&self, host: &str) -> bool {
-        host_name(host).is_some_and(|name| self.0.iter().any(|n| *n == name))
+        host_name(host).is_some_and(|name| self.0.contains(&name))
     }
 
     /// The names, for the start-up log.

@@ -282,3 +282,85 @@ fn a_bulk_job_cut_off_by_kill_9_finishes_after_the_restart() {
         "after the restart the job finished and every instance of the batch is terminated"
     );
 }
+
+/// Finding 12: at `--log debug` the request log names the path, never the query, so the login
+/// callback's authorization code and state stay out of the log.
+#[test]
+fn debug_logs_do_not_contain_the_callback_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = switchyard(tmp.path())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("SWITCHYARD_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let response = http_get(
+        port,
+        "/auth/callback?code=SECRET-AUTH-CODE-123&state=SECRET-STATE-456",
+    )
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 "), "{response}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("/auth/callback"),
+        "the request is logged: {stderr}"
+    );
+    assert!(!stderr.contains("SECRET-AUTH-CODE"), "{stderr}");
+    assert!(!stderr.contains("SECRET-STATE"), "{stderr}");
+}
+
+/// Finding 12: a provider that answers with the wrong issuer is reported as such, at once, not
+/// retried as unreachable.
+#[test]
+fn an_issuer_mismatch_stops_the_start_at_once_with_the_reason() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::thread::spawn(move || {
+        // Serves one discovery document whose issuer is some other server.
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let body = format!(
+            r#"{{"issuer":"http://other.example","authorization_endpoint":"http://127.0.0.1:{port}/auth","token_endpoint":"http://127.0.0.1:{port}/token","jwks_uri":"http://127.0.0.1:{port}/jwks","response_types_supported":["code"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["RS256"]}}"#
+        );
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = switchyard(tmp.path())
+        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+        .args(["--oidc-issuer", &format!("http://127.0.0.1:{port}")])
+        .args(["--oidc-client-id", "switchyard"])
+        .output()
+        .unwrap();
+    served.join().unwrap();
+    let line = assert_one_line_failure(&out, 1, "answered, but its configuration is not usable");
+    assert!(line.contains("other.example"), "{line}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no retries: {:?}",
+        started.elapsed()
+    );
+}
