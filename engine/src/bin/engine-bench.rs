@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! engine-bench fsync                                   4 KiB write+fsync probe (median)
-//! engine-bench burst     [--n 10000] [--steps 5] [--sync full|normal] [--db FILE]
-//! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal]
+//! engine-bench burst     [--n 10000] [--steps 5] [--sync full|normal] [--db FILE] [--journal true|false]
+//! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal] [--journal true|false]
 //! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison true]
 //! ```
 //!
@@ -121,6 +121,18 @@ fn main() -> Result<()> {
         "worker" => rt.block_on(worker(&args)),
         other => bail!("unknown command {other:?}"),
     }
+}
+
+/// Runtime options as the server uses them: with a turn journal beside the database, unless
+/// `--journal false`.
+fn options(args: &Args, db: &std::path::Path) -> Result<RuntimeOptions> {
+    let mut options = RuntimeOptions::default();
+    if args.get("journal", true)? {
+        let mut journal = db.as_os_str().to_owned();
+        journal.push(".turns");
+        options.turn_journal = Some(journal.into());
+    }
+    Ok(options)
 }
 
 fn registry() -> Registry {
@@ -278,7 +290,7 @@ async fn burst(args: &Args) -> Result<()> {
     let steps: u32 = args.get("steps", 5)?;
     let (path, _dir) = fresh_db(args, "burst")?;
     let store = open_store(&path, durability(args)?).await?;
-    let rt = Runtime::start(store.clone(), registry(), RuntimeOptions::default());
+    let rt = Runtime::start(store.clone(), registry(), options(args, &path)?);
     let client = rt.client();
     let (cpu0, _) = resources();
     let wall = Instant::now();
@@ -352,7 +364,7 @@ async fn open_loop(args: &Args) -> Result<()> {
     let steps: u32 = args.get("steps", 3)?;
     let (path, _dir) = fresh_db(args, "open-loop")?;
     let store = open_store(&path, durability(args)?).await?;
-    let rt = Runtime::start(store.clone(), registry(), RuntimeOptions::default());
+    let rt = Runtime::start(store.clone(), registry(), options(args, &path)?);
     let client = rt.client();
     let n = (rate * seconds) as usize;
     let (cpu0, _) = resources();
