@@ -526,24 +526,14 @@ impl Executor {
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
         let replaying = self.state.borrow().replaying;
         let nondeterminism = self.state.borrow_mut().nondeterminism.take();
-        let polled = match polled {
-            Ok(polled) => polled,
-            Err(payload) => {
-                self.future = None;
-                let failure = Failure::new(
-                    "Panicked",
-                    format!("the orchestration panicked: {}", panic_message(&*payload)),
-                );
-                if replaying {
-                    self.status = RuntimeStatus::Failed;
-                    self.replay_outcome = Some(Err(failure));
-                } else {
-                    self.finish(Err(failure));
-                }
-                return;
-            }
+        let failure = match &polled {
+            Err(payload) => Some(Failure::new(
+                "Panicked",
+                format!("the orchestration panicked: {}", panic_message(&**payload)),
+            )),
+            Ok(_) => nondeterminism,
         };
-        if let Some(failure) = nondeterminism {
+        if let Some(failure) = failure {
             self.future = None;
             if replaying {
                 self.status = RuntimeStatus::Failed;
@@ -553,6 +543,9 @@ impl Executor {
             }
             return;
         }
+        let Ok(polled) = polled else {
+            return; // a panic: handled above
+        };
         match polled {
             Poll::Ready(result) if replaying => self.replay_outcome = Some(result),
             Poll::Ready(result) => self.finish(result),

@@ -8,6 +8,10 @@
 //!   the job is done or the deadline passes.
 //! - [`HumanInteraction`]: waits for an `Approval` event with a timeout; on timeout it calls
 //!   `Escalate`.
+//!
+//! Each validates its input ([`Orchestration::validate`]): sizes and waits are bounded
+//! ([`MAX_NAMES`], [`MAX_HELLO_STEPS`], [`MAX_FAN_OUT`], [`MAX_WAIT_MS`]), so a start with an
+//! absurd input is refused with a message instead of exhausting memory or overflowing.
 
 use std::time::Duration;
 

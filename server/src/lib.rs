@@ -150,10 +150,11 @@ fn session_layer<S: tower_sessions::SessionStore + Clone>(
         .with_expiry(tower_sessions::Expiry::OnInactivity(SESSION_IDLE))
 }
 
-/// Deletes expired sessions once an hour, for as long as the server runs.
+/// Deletes expired sessions every ten minutes (a pending login lives ten minutes), for as long
+/// as the server runs.
 fn spawn_session_cleanup(db: &Database) {
     use tower_sessions::ExpiredDeletion;
-    const PERIOD: std::time::Duration = std::time::Duration::from_secs(3600);
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
     let task = match db {
         Database::Sqlite(pool) => tokio::spawn(
             tower_sessions_sqlx_store::SqliteStore::new(pool.clone())

@@ -122,25 +122,24 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     Some(response)
 }
 
-#[test]
-fn serves_until_sigterm_then_exits_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = switchyard(tmp.path())
+/// Starts the server on `port` logging at `log` to a pipe, and waits until it is ready.
+fn spawn_ready(data_dir: &Path, port: u16, log: &str) -> std::process::Child {
+    let child = switchyard(data_dir)
         .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env("SWITCHYARD_LOG", "info")
+        .env("SWITCHYARD_LOG", log)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let ready = loop {
-        if let Some(resp) = http_get(port, "/readyz") {
-            break resp;
-        }
+    while !http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
         assert!(Instant::now() < deadline, "server did not come up");
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    }
+    child
+}
+
+/// Sends SIGTERM, waits for the exit, and returns it with everything the server logged.
+fn terminate(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -154,6 +153,15 @@ fn serves_until_sigterm_then_exits_cleanly() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
+    (exit, stderr)
+}
+
+#[test]
+fn serves_until_sigterm_then_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = spawn_ready(tmp.path(), port, "info");
+    let (exit, stderr) = terminate(child);
     assert_eq!(exit.code(), Some(0), "{stderr}");
     assert!(stderr.contains("shut down cleanly"), "{stderr}");
     assert!(
@@ -289,35 +297,14 @@ fn a_bulk_job_cut_off_by_kill_9_finishes_after_the_restart() {
 fn debug_logs_do_not_contain_the_callback_code() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = switchyard(tmp.path())
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env("SWITCHYARD_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_ready(tmp.path(), port, "debug");
     let response = http_get(
         port,
         "/auth/callback?code=SECRET-AUTH-CODE-123&state=SECRET-STATE-456",
     )
     .unwrap();
     assert!(response.starts_with("HTTP/1.1 "), "{response}");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (_, stderr) = terminate(child);
     assert!(
         stderr.contains("/auth/callback"),
         "the request is logged: {stderr}"

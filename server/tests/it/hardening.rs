@@ -151,35 +151,25 @@ async fn f4_requests_for_a_foreign_host_get_421_before_anything_runs() {
         "127.0.0.1.evil.example:3000",
         "localhost.:3000",
     ] {
-        let response = f
-            .router
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .uri("/healthz")
-                    .header("host", host)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST, "{host}");
+        assert_eq!(
+            probe_as(&f, host).await,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{host}"
+        );
     }
     for host in ["127.0.0.1:3000", "localhost:8080", "[::1]:3000"] {
-        let response = f
-            .router
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .uri("/healthz")
-                    .header("host", host)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{host}");
+        assert_eq!(probe_as(&f, host).await, StatusCode::OK, "{host}");
     }
+}
+
+/// `GET /healthz` addressed to `host`.
+async fn probe_as(f: &Fixture, host: &str) -> StatusCode {
+    let request = Request::builder()
+        .uri("/healthz")
+        .header("host", host)
+        .body(Body::empty())
+        .unwrap();
+    f.router.clone().oneshot(request).await.unwrap().status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
