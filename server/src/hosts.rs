@@ -8,7 +8,9 @@
 //! tests) carry no name to check and pass.
 //!
 //! Default list: the bind address's IP (with `localhost`, `127.0.0.1` and `::1` when it is a
-//! loopback address) and the OIDC redirect URL's host. `--allowed-hosts` replaces it.
+//! loopback address) and the OIDC redirect URL's host. `--allowed-hosts` replaces it. The probes
+//! (`/healthz`, `/readyz`) answer whatever the name: supervisors and load balancers address them
+//! by IP, and they reveal nothing.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -89,8 +91,9 @@ pub async fn check(State(allowed): State<AllowedHosts>, request: Request, next: 
         .get(header::HOST)
         .map(|h| h.to_str().unwrap_or("\u{fffd}").to_owned())
         .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
     match host {
-        Some(host) if !allowed.allows(&host) => {
+        Some(host) if !probe && !allowed.allows(&host) => {
             tracing::warn!(host = %host.escape_debug(), "refused a request for a host this server does not serve");
             (
                 StatusCode::MISDIRECTED_REQUEST,

@@ -145,28 +145,40 @@ async fn f4_requests_for_a_foreign_host_get_421_before_anything_runs() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
     assert_eq!(instance_count(&f).await, 0);
-    // Pages and probes too; the names this server answers to still work, on any port.
+    // Reads too; the names this server answers to still work, on any port.
     for host in [
         "evil.example",
         "127.0.0.1.evil.example:3000",
         "localhost.:3000",
     ] {
         assert_eq!(
-            probe_as(&f, host).await,
+            counts_as(&f, host).await,
             StatusCode::MISDIRECTED_REQUEST,
             "{host}"
         );
     }
     for host in ["127.0.0.1:3000", "localhost:8080", "[::1]:3000"] {
-        assert_eq!(probe_as(&f, host).await, StatusCode::OK, "{host}");
+        assert_eq!(counts_as(&f, host).await, StatusCode::OK, "{host}");
     }
+    // Probes answer whatever the name: supervisors address them by IP.
+    let request = Request::builder()
+        .uri("/readyz")
+        .header("host", "10.1.2.3:3000")
+        .body(Body::empty())
+        .unwrap();
+    let response = f.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
-/// `GET /healthz` addressed to `host`.
-async fn probe_as(f: &Fixture, host: &str) -> StatusCode {
+/// `GET /api/v1/counts` as an admin, addressed to `host`.
+async fn counts_as(f: &Fixture, host: &str) -> StatusCode {
     let request = Request::builder()
-        .uri("/healthz")
+        .uri("/api/v1/counts")
         .header("host", host)
+        .header(
+            "cookie",
+            format!("switchyard.sid={}", f.sessions[&Role::Admin]),
+        )
         .body(Body::empty())
         .unwrap();
     f.router.clone().oneshot(request).await.unwrap().status()
