@@ -14,12 +14,21 @@
 //! instance without running its code, and the other instances carry on.
 //!
 //! Record layout: eight ASCII digits giving the id's length, then the id (`00000000` is clear).
+//!
+//! Activities run many at a time, so their journal ([`ActivityJournal`], `<journal>.activities`)
+//! has one slot per concurrency permit: the row id of the activity running in it (8 bytes, little
+//! endian; 0 is free). A start reads which activities were running when the process died and
+//! counts, per activity, the starts in a row that found it running. An activity found once runs
+//! again, but alone, so a second crash names it precisely; one found `quarantine_after` times is
+//! not run again but reported to its orchestration as failed (`Quarantined`).
 
 use std::{
+    collections::HashMap,
     fs::{File, OpenOptions},
     io,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 /// Longest instance id the journal records (ids are bounded far below this by the client).
@@ -49,9 +58,120 @@ fn read_record(bytes: &[u8]) -> Option<String> {
 }
 
 fn crashes_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".crashes")
+}
+
+/// `path` with `suffix` appended to its file name.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".crashes");
+    name.push(suffix);
     PathBuf::from(name)
+}
+
+/// The journal of the activities running in this process, one slot per concurrency permit.
+#[derive(Debug)]
+pub struct ActivityJournal {
+    file: File,
+    slots: usize,
+    free: Mutex<Vec<u64>>,
+}
+
+/// A slot holding a running activity; frees it when dropped.
+#[derive(Debug)]
+pub struct ActivitySlot {
+    journal: Arc<ActivityJournal>,
+    slot: u64,
+}
+
+impl ActivityJournal {
+    /// Opens (creating) the activity journal at `path` with `slots` slots. Returns, for each
+    /// activity that was running when the previous process died, how many starts in a row have
+    /// found it running (this one included). With `blame` false (the crash is blamed on a turn)
+    /// the running activities are not counted and earlier counts are forgotten.
+    pub fn open(
+        path: &Path,
+        slots: usize,
+        blame: bool,
+    ) -> io::Result<(Arc<ActivityJournal>, HashMap<i64, u32>)> {
+        let running: Vec<i64> = match std::fs::read(path) {
+            Ok(bytes) => bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .filter(|id| *id != 0)
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let running = if blame { running } else { Vec::new() };
+        let counts_path = crashes_path(path);
+        let before: HashMap<i64, u32> = std::fs::read_to_string(&counts_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let (id, count) = line.split_once(' ')?;
+                Some((id.parse().ok()?, count.parse().ok()?))
+            })
+            .collect();
+        let counts: HashMap<i64, u32> = running
+            .iter()
+            .map(|id| (*id, before.get(id).copied().unwrap_or(0).saturating_add(1)))
+            .collect();
+        if counts.is_empty() {
+            match std::fs::remove_file(&counts_path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        } else {
+            let text: String = counts.iter().map(|(id, n)| format!("{id} {n}\n")).collect();
+            std::fs::write(&counts_path, text)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        file.write_all_at(&vec![0u8; slots * 8], 0)?;
+        let journal = ActivityJournal {
+            file,
+            slots,
+            free: Mutex::new((0..slots as u64).rev().collect()),
+        };
+        Ok((Arc::new(journal), counts))
+    }
+
+    /// Clears every slot: a clean stop is no crash, even if an activity outlived the shutdown
+    /// grace period.
+    pub fn clear_all(&self) {
+        if let Err(e) = self.file.write_all_at(&vec![0u8; self.slots * 8], 0) {
+            tracing::warn!(error = %e, "cannot write the activity journal");
+        }
+    }
+
+    /// Records that activity row `id` is running, in a free slot (none left: not recorded).
+    pub fn begin(self: &Arc<Self>, id: i64) -> Option<ActivitySlot> {
+        let slot = self.free.lock().expect("journal lock").pop()?;
+        if let Err(e) = self.file.write_all_at(&id.to_le_bytes(), slot * 8) {
+            tracing::warn!(error = %e, "cannot write the activity journal");
+        }
+        Some(ActivitySlot {
+            journal: self.clone(),
+            slot,
+        })
+    }
+}
+
+impl Drop for ActivitySlot {
+    fn drop(&mut self) {
+        if let Err(e) = self.journal.file.write_all_at(&[0u8; 8], self.slot * 8) {
+            tracing::warn!(error = %e, "cannot write the activity journal");
+        }
+        self.journal
+            .free
+            .lock()
+            .expect("journal lock")
+            .push(self.slot);
+    }
 }
 
 impl TurnJournal {
@@ -159,5 +279,36 @@ mod tests {
         let (_journal, suspect) = TurnJournal::open(&path).unwrap();
         assert_eq!(suspect, None);
         assert!(!crashes_path(&path).exists());
+    }
+
+    #[test]
+    fn activities_running_at_a_crash_are_counted_per_activity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("turns.activities");
+        let (journal, running) = ActivityJournal::open(&path, 4, true).unwrap();
+        assert!(running.is_empty());
+        let a = journal.begin(11).unwrap();
+        let b = journal.begin(12).unwrap();
+        drop(a); // 11 finished
+        std::mem::forget(b); // the process "dies" while 12 runs
+        let (journal, running) = ActivityJournal::open(&path, 4, true).unwrap();
+        assert_eq!(running, HashMap::from([(12, 1)]));
+        let slots: Vec<_> = [12, 13].map(|id| journal.begin(id).unwrap()).into();
+        std::mem::forget(slots);
+        let (journal, running) = ActivityJournal::open(&path, 4, true).unwrap();
+        assert_eq!(running, HashMap::from([(12, 2), (13, 1)]));
+        // Every slot taken: one more is not recorded, and nothing breaks.
+        let taken: Vec<_> = (1..=4).map(|id| journal.begin(id).unwrap()).collect();
+        assert!(journal.begin(99).is_none());
+        std::mem::forget(taken);
+        journal.clear_all(); // a clean stop with activities still running
+        drop(journal);
+        let (journal, running) = ActivityJournal::open(&path, 4, true).unwrap();
+        assert!(running.is_empty(), "a clean stop leaves nothing running");
+        assert!(!crashes_path(&path).exists());
+        // A crash blamed on a turn does not count against the activities beside it.
+        std::mem::forget(journal.begin(7).unwrap());
+        let (_journal, running) = ActivityJournal::open(&path, 4, false).unwrap();
+        assert!(running.is_empty());
     }
 }

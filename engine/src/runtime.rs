@@ -16,10 +16,12 @@
 //! Everyone is woken in-process when the writer commits work for them; timers are waited for
 //! until the earliest is due. There is no poll interval.
 //!
-//! **Isolation.** A panic in orchestration code fails that instance (`Panicked`); a panic in the
-//! engine while it runs a turn quarantines the instance (failed without running its code again);
-//! a turn that kills the whole process is named by the [turn journal](crate::journal) and
-//! quarantined at the start after it has done so `quarantine_after` times. Once an execution has
+//! **Isolation.** A panic in orchestration code fails that instance (`Panicked`), one in an
+//! activity fails that call; a panic in the engine while it runs a turn quarantines the instance
+//! (failed without running its code again); a turn or an activity that kills the whole process is
+//! named by the [journals](crate::journal) and quarantined at the start after it has done so
+//! `quarantine_after` times (activities that were running at a crash first run again one at a
+//! time, so the next crash names one). Once an execution has
 //! ended, messages to it are dropped without replaying its code. A failed commit (a full disk)
 //! is retried with backoff; while writes fail, and if any of the runtime's tasks has died,
 //! [`Runtime::health`] says so. Shutdown stops fetching, lets turns and
@@ -42,11 +44,12 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::{
     history::{Failure, Message, RuntimeStatus, TimestampMs},
-    journal::TurnJournal,
+    journal::{ActivityJournal, TurnJournal},
     registry::{ActivityContext, Registry},
     replay::{Executor, failing_turn, panic_message},
     store::{
-        CommitEffects, MessageRef, OpError, QueuedMessage, Store, StoreError, TurnCommit, WriteOp,
+        ActivityItem, CommitEffects, MessageRef, OpError, QueuedMessage, Store, StoreError,
+        TurnCommit, WriteOp,
     },
 };
 
@@ -346,12 +349,18 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
         ] {
             flag.store(true, Ordering::SeqCst);
         }
+        let journals = Journals::open(&shared.options);
         let writer = tokio::spawn(run_writer(shared.clone(), writer_rx));
-        let activities = tokio::spawn(run_activities(shared.clone()));
+        let activities = tokio::spawn(run_activities(
+            shared.clone(),
+            journals.activities,
+            journals.activity_suspects,
+        ));
         let dispatcher_shared = shared.clone();
+        let (turns, quarantine) = (journals.turns, journals.quarantine);
         let dispatcher = std::thread::Builder::new()
             .name("switchyard-orchestrations".into())
-            .spawn(move || run_dispatcher(dispatcher_shared))
+            .spawn(move || run_dispatcher(dispatcher_shared, turns, quarantine))
             .expect("spawn the orchestration dispatcher thread");
         Runtime {
             shared,
@@ -504,10 +513,118 @@ impl Backoff {
     }
 }
 
-async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
+/// Hands an activity's outcome to the dispatcher; the turn that consumes it deletes the row.
+fn deliver_result<S: Store>(
+    shared: &Shared<S>,
+    (id, instance_id, scheduled_id): (i64, String, u32),
+    result: Result<String, Failure>,
+) {
+    let message = match result {
+        Ok(result) => Message::TaskCompleted {
+            scheduled_id,
+            result,
+        },
+        Err(failure) => Message::TaskFailed {
+            scheduled_id,
+            failure,
+        },
+    };
+    let result = QueuedMessage {
+        at: MessageRef::Activity(id),
+        instance_id,
+        message,
+    };
+    if shared.results.send(result).is_ok() {
+        shared.orchestrations.notify_one();
+    }
+}
+
+/// The crash journals a start found (see [`crate::journal`]) and what they say.
+#[derive(Default)]
+struct Journals {
+    turns: Option<TurnJournal>,
+    /// Instances to fail without running their code.
+    quarantine: HashMap<String, Failure>,
+    activities: Option<Arc<ActivityJournal>>,
+    /// Activities running when the previous process died, with the starts in a row that found
+    /// each running.
+    activity_suspects: HashMap<i64, u32>,
+}
+
+impl Journals {
+    /// Opens the turn journal and, beside it, the activity journal. A crash during a turn is
+    /// blamed on that turn: the turn journal names a turn only while its code runs, a short
+    /// window, whereas activities beside it may have been merely waiting. Only a crash outside
+    /// every turn counts against the activities that were running.
+    fn open(options: &RuntimeOptions) -> Journals {
+        let Some(path) = options.turn_journal.as_deref() else {
+            return Journals::default();
+        };
+        let mut journals = Journals::default();
+        let limit = options.quarantine_after.max(1);
+        let mut turn_blamed = false;
+        match TurnJournal::open(path) {
+            Ok((journal, suspect)) => {
+                if let Some(suspect) = suspect {
+                    turn_blamed = true;
+                    if suspect.crashes >= limit {
+                        tracing::error!(
+                            instance = %suspect.instance_id,
+                            crashes = suspect.crashes,
+                            "quarantining an instance whose turn crashed the process"
+                        );
+                        let failure = Failure::new(
+                            "Quarantined",
+                            format!(
+                                "the process stopped {} times in a row while running this \
+                                 instance's turn, so it was failed without running its code \
+                                 again; see the server log of those runs",
+                                suspect.crashes
+                            ),
+                        );
+                        journals.quarantine.insert(suspect.instance_id, failure);
+                    } else {
+                        tracing::warn!(
+                            instance = %suspect.instance_id,
+                            crashes = suspect.crashes,
+                            limit,
+                            "the previous process stopped during this instance's turn"
+                        );
+                    }
+                }
+                journals.turns = Some(journal);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the turn journal; crash loops will not be recognised");
+            }
+        }
+        let path = crate::journal::with_suffix(path, ".activities");
+        let slots = options.activity_concurrency.max(1);
+        match ActivityJournal::open(&path, slots, !turn_blamed) {
+            Ok((journal, suspects)) => {
+                if !suspects.is_empty() {
+                    tracing::warn!(activities = ?suspects, "activities were running when the previous process stopped; they run again one at a time");
+                }
+                journals.activities = Some(journal);
+                journals.activity_suspects = suspects;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the activity journal; crash loops will not be recognised");
+            }
+        }
+        journals
+    }
+}
+
+async fn run_activities<S: Store>(
+    shared: Arc<Shared<S>>,
+    journal: Option<Arc<ActivityJournal>>,
+    suspects: HashMap<i64, u32>,
+) {
     let _alive = Alive::new(&shared.health.activities);
     let permits = shared.options.activity_concurrency.max(1);
     let semaphore = Arc::new(Semaphore::new(permits));
+    let limit = shared.options.quarantine_after.max(1);
     let mut cursor = 0;
     while !shared.stopping.load(Ordering::SeqCst) {
         let notified = shared.activities.notified();
@@ -525,9 +642,34 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
         }
         for item in items {
             cursor = item.id;
-            let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            let crashes = suspects.get(&item.id).copied().unwrap_or(0);
+            if crashes >= limit {
+                tracing::error!(activity = %item.name, instance = %item.instance_id, crashes, "quarantining an activity that crashed the process");
+                let failure = Failure::new(
+                    "Quarantined",
+                    format!(
+                        "the process stopped {crashes} times in a row while activity {} ran, so \
+                         it was not run again; see the server log of those runs",
+                        item.name
+                    ),
+                );
+                deliver_result(
+                    &shared,
+                    (item.id, item.instance_id, item.scheduled_id),
+                    Err(failure),
+                );
+                continue;
+            }
+            // A suspect from the last crash runs alone, so a second crash names it alone.
+            let permit = if crashes > 0 {
+                semaphore.clone().acquire_many_owned(permits as u32).await
+            } else {
+                semaphore.clone().acquire_owned().await
+            };
+            let Ok(permit) = permit else {
                 return;
             };
+            let slot = journal.as_ref().and_then(|j| j.begin(item.id));
             let ctx = ActivityContext {
                 instance_id: item.instance_id.clone(),
                 scheduled_id: item.scheduled_id,
@@ -535,48 +677,37 @@ async fn run_activities<S: Store>(shared: Arc<Shared<S>>) {
             let shared = shared.clone();
             shared.stats.activities.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let run = shared.registry.run_activity(&item.name, ctx, item.input);
+                let ActivityItem {
+                    id,
+                    instance_id,
+                    scheduled_id,
+                    name,
+                    input,
+                } = item;
+                let run = shared.registry.run_activity(&name, ctx, input);
                 let result = AssertUnwindSafe(run)
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|payload| {
                         Err(Failure::new(
                             "Panicked",
-                            format!(
-                                "activity {} panicked: {}",
-                                item.name,
-                                panic_message(&*payload)
-                            ),
+                            format!("activity {name} panicked: {}", panic_message(&*payload)),
                         ))
                     });
+                drop(slot);
                 // The limit bounds activities running, not results waiting for their commit:
                 // releasing here lets many results share one group commit.
                 drop(permit);
-                let message = match result {
-                    Ok(result) => Message::TaskCompleted {
-                        scheduled_id: item.scheduled_id,
-                        result,
-                    },
-                    Err(failure) => Message::TaskFailed {
-                        scheduled_id: item.scheduled_id,
-                        failure,
-                    },
-                };
-                // The turn that consumes this result deletes the activity row in its commit.
-                let result = QueuedMessage {
-                    at: MessageRef::Activity(item.id),
-                    instance_id: item.instance_id,
-                    message,
-                };
-                if shared.results.send(result).is_ok() {
-                    shared.orchestrations.notify_one();
-                }
+                deliver_result(&shared, (id, instance_id, scheduled_id), result);
             });
         }
     }
     // Wait for activities in flight to record their results.
     let grace = shared.options.shutdown_grace;
     let _ = tokio::time::timeout(grace, semaphore.acquire_many(permits as u32)).await;
+    if let Some(journal) = &journal {
+        journal.clear_all();
+    }
 }
 
 /// Executors kept between turns, evicting the least recently stored when full.
@@ -676,7 +807,11 @@ struct TurnDone {
     committed: bool,
 }
 
-fn run_dispatcher<S: Store + Clone>(shared: Arc<Shared<S>>) {
+fn run_dispatcher<S: Store + Clone>(
+    shared: Arc<Shared<S>>,
+    journal: Option<TurnJournal>,
+    quarantine: HashMap<String, Failure>,
+) {
     let _alive = Alive::new(&shared.health.dispatcher);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -689,7 +824,7 @@ fn run_dispatcher<S: Store + Clone>(shared: Arc<Shared<S>>) {
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, Dispatcher::new(shared).run());
+    local.block_on(&runtime, Dispatcher::new(shared, journal, quarantine).run());
 }
 
 struct Dispatcher<S: Store> {
@@ -714,51 +849,14 @@ struct Dispatcher<S: Store> {
 }
 
 impl<S: Store + Clone> Dispatcher<S> {
-    fn new(shared: Arc<Shared<S>>) -> Self {
+    fn new(
+        shared: Arc<Shared<S>>,
+        journal: Option<TurnJournal>,
+        quarantine: HashMap<String, Failure>,
+    ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let results = shared.results_rx.lock().expect("results lock").take();
         let cache = ExecutorCache::new(shared.options.cache_capacity);
-        let mut quarantine = HashMap::new();
-        let journal = shared.options.turn_journal.as_deref().and_then(|path| {
-            match TurnJournal::open(path) {
-                Ok((journal, suspect)) => {
-                    if let Some(suspect) = suspect {
-                        let limit = shared.options.quarantine_after.max(1);
-                        if suspect.crashes >= limit {
-                            tracing::error!(
-                                instance = %suspect.instance_id,
-                                crashes = suspect.crashes,
-                                "quarantining an instance whose turn crashed the process"
-                            );
-                            quarantine.insert(
-                                suspect.instance_id,
-                                Failure::new(
-                                    "Quarantined",
-                                    format!(
-                                        "the process stopped {} times in a row while running this \
-                                         instance's turn, so it was failed without running its \
-                                         code again; see the server log of those runs",
-                                        suspect.crashes
-                                    ),
-                                ),
-                            );
-                        } else {
-                            tracing::warn!(
-                                instance = %suspect.instance_id,
-                                crashes = suspect.crashes,
-                                limit,
-                                "the previous process stopped during this instance's turn"
-                            );
-                        }
-                    }
-                    Some(journal)
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot open the turn journal; crash loops will not be recognised");
-                    None
-                }
-            }
-        });
         Dispatcher {
             shared,
             cursor: 0,

@@ -4,17 +4,18 @@
 //! engine-bench fsync                                   4 KiB write+fsync probe (median)
 //! engine-bench burst     [--n 10000] [--steps 5] [--sync full|normal] [--db FILE] [--journal true|false]
 //! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal] [--journal true|false]
-//! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison true]
+//! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison turn|activity]
 //! ```
 //!
 //! Throughput comes from stored timestamps (completed / (last completion − first creation));
 //! open-loop latency is completion time minus the client's start time. Every run checks its
 //! correctness gates: no failures, the exact history length, one completion per instance.
 //! `worker` starts any of `crash-0 … crash-(n−1)` that do not exist yet and waits for all of them:
-//! the crash test kills it with SIGKILL and runs it again on the same file. With `--poison true`
+//! the crash test kills it with SIGKILL and runs it again on the same file. With `--poison turn`
 //! it also starts `poison`, an orchestration whose turn aborts the process, halfway through its
-//! starts, and keeps a turn journal beside the database: the crash-loop test runs it until the
-//! engine quarantines `poison` and everything else completes.
+//! starts (`--poison activity`: an orchestration calling an activity that aborts it), and keeps a
+//! turn journal beside the database: the crash-loop tests run it until the engine quarantines
+//! the culprit and everything else completes.
 
 use std::{
     collections::BTreeMap,
@@ -79,6 +80,29 @@ impl Orchestration for Poison {
     }
 }
 
+/// Aborts the whole process, from an activity.
+struct AbortActivity;
+impl Activity for AbortActivity {
+    const NAME: &'static str = "AbortActivity";
+    type Input = ();
+    type Output = ();
+    async fn run(&self, _: ActivityContext, (): ()) -> Result<(), Failure> {
+        eprintln!("poison: aborting the process");
+        std::process::abort()
+    }
+}
+
+/// Calls [`AbortActivity`].
+struct PoisonActivity;
+impl Orchestration for PoisonActivity {
+    const NAME: &'static str = "PoisonActivity";
+    type Input = ();
+    type Output = ();
+    async fn run(ctx: OrchestrationContext, (): ()) -> Result<(), Failure> {
+        ctx.call_activity::<AbortActivity>(&()).await
+    }
+}
+
 struct Args(BTreeMap<String, String>);
 
 impl Args {
@@ -139,7 +163,9 @@ fn registry() -> Registry {
     let mut r = Registry::new();
     r.orchestration::<Hello>()
         .orchestration::<Poison>()
-        .activity(Work);
+        .orchestration::<PoisonActivity>()
+        .activity(Work)
+        .activity(AbortActivity);
     r
 }
 
@@ -430,10 +456,15 @@ async fn worker(args: &Args) -> Result<()> {
         .get("db")
         .map(PathBuf::from)
         .context("worker needs --db")?;
-    let poison: bool = args.get("poison", false)?;
+    let poison: String = args.get("poison", String::new())?;
+    let poison = match poison.as_str() {
+        "" => None,
+        "turn" | "activity" => Some(poison),
+        other => bail!("--poison {other:?}: use turn or activity"),
+    };
     let store = open_store(&path, Durability::Full).await?;
     let mut options = RuntimeOptions::default();
-    if poison {
+    if poison.is_some() {
         let mut journal = path.clone().into_os_string();
         journal.push(".turns");
         options.turn_journal = Some(journal.into());
@@ -445,9 +476,10 @@ async fn worker(args: &Args) -> Result<()> {
     let ids: Vec<String> = (0..n).map(|i| format!("crash-{i:04}")).collect();
     for chunk in ids.chunks(n.div_ceil(32).max(1)) {
         let (client, chunk, started) = (client.clone(), chunk.to_vec(), started.clone());
+        let poison = poison.clone();
         starts.spawn(async move {
             for id in chunk {
-                if poison
+                if let Some(kind) = &poison
                     && id == format!("crash-{:04}", n / 2)
                     && matches!(client.get("poison").await, Err(ClientError::NotFound(_)))
                 {
@@ -455,7 +487,11 @@ async fn worker(args: &Args) -> Result<()> {
                         instance_id: Some("poison".into()),
                         ..StartOptions::default()
                     };
-                    client.start::<Poison>(&(), options).await?;
+                    if kind == "turn" {
+                        client.start::<Poison>(&(), options).await?;
+                    } else {
+                        client.start::<PoisonActivity>(&(), options).await?;
+                    }
                 }
                 match client.get(&id).await {
                     Ok(_) => continue,

@@ -148,30 +148,21 @@ async fn open_dir_with(db: &std::path::Path) -> engine::SqliteStore {
     engine::SqliteStore::new(pool).await.unwrap()
 }
 
-/// The crash-loop test: `poison`'s turn aborts the worker process. The first start after an
-/// abort finds `poison` in the turn journal once and runs it again (it may have been bad luck);
-/// the next one quarantines it, failing it without running its code, and the 100 instances
-/// started around it complete exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_that_aborts_the_process_is_quarantined_and_the_rest_complete() {
-    const N: usize = 100;
-    let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("poison.db");
-    let run = || {
-        Command::new(env!("CARGO_BIN_EXE_engine-bench"))
-            .args(["worker", "--db"])
-            .arg(&db)
-            .args(["--n", &N.to_string(), "--steps", "3", "--delay-ms", "5"])
-            .args(["--poison", "true"])
-            .output()
-            .unwrap()
-    };
+/// Runs the worker with `--poison kind` until it finishes (at most three runs); returns how
+/// many times it aborted.
+fn run_until_done(db: &std::path::Path, kind: &str, n: usize) -> u32 {
     let mut aborted = 0;
     loop {
-        let out = run();
+        let out = Command::new(env!("CARGO_BIN_EXE_engine-bench"))
+            .args(["worker", "--db"])
+            .arg(db)
+            .args(["--n", &n.to_string(), "--steps", "3", "--delay-ms", "5"])
+            .args(["--poison", kind])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.success() {
-            break;
+            return aborted;
         }
         assert!(
             stderr.contains("poison: aborting the process"),
@@ -183,6 +174,40 @@ async fn a_turn_that_aborts_the_process_is_quarantined_and_the_rest_complete() {
             "still crashing after {aborted} aborts: {stderr}"
         );
     }
+}
+
+/// Checks that the `n` hello-3 instances completed exactly once.
+async fn all_others_completed(store: &engine::SqliteStore, n: usize) {
+    let page = store
+        .query(&InstanceQuery {
+            page_size: 1000,
+            id_prefix: Some("crash-".into()),
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.instances.len(), n);
+    for record in &page.instances {
+        assert_eq!(record.status, RuntimeStatus::Completed, "{record:?}");
+        let history = store.history(&record.instance_id).await.unwrap();
+        assert_eq!(history.len(), 4 + 4 * 3, "{}", record.instance_id);
+        assert!(history.iter().enumerate().all(|(i, e)| e.id as usize == i));
+    }
+    let counts = store.status_counts().await.unwrap();
+    assert_eq!(counts[&RuntimeStatus::Completed], n as i64);
+    assert_eq!(counts[&RuntimeStatus::Failed], 1);
+}
+
+/// The crash-loop test: `poison`'s turn aborts the worker process. The first start after an
+/// abort finds `poison` in the turn journal once and runs it again (it may have been bad luck);
+/// the next one quarantines it, failing it without running its code, and the 100 instances
+/// started around it complete exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_aborts_the_process_is_quarantined_and_the_rest_complete() {
+    const N: usize = 100;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("poison.db");
+    let aborted = run_until_done(&db, "turn", N);
     assert_eq!(aborted, 2, "aborted twice, then quarantined");
 
     let store = open_dir_with(&db).await;
@@ -202,25 +227,31 @@ async fn a_turn_that_aborts_the_process_is_quarantined_and_the_rest_complete() {
             "OrchestratorCompleted"
         ]
     );
-    let page = store
-        .query(&InstanceQuery {
-            page_size: 1000,
-            id_prefix: Some("crash-".into()),
-            ..InstanceQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(page.instances.len(), N);
-    for record in &page.instances {
-        assert_eq!(record.status, RuntimeStatus::Completed, "{record:?}");
-        let history = store.history(&record.instance_id).await.unwrap();
-        assert_eq!(history.len(), 4 + 4 * 3, "{}", record.instance_id);
-        assert!(history.iter().enumerate().all(|(i, e)| e.id as usize == i));
-    }
-    let counts = store.status_counts().await.unwrap();
-    assert_eq!(counts[&RuntimeStatus::Completed], N as i64);
-    assert_eq!(counts[&RuntimeStatus::Failed], 1);
+    all_others_completed(&store, N).await;
     println!(
         "poison aborted the worker {aborted} times, was quarantined, and {N} others completed"
+    );
+}
+
+/// The same for an activity that aborts the process while others run beside it: after the first
+/// abort every activity that was running runs again alone, so the second abort names the culprit
+/// alone; the next start fails it as `Quarantined` to its orchestration, and nothing innocent is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_that_aborts_the_process_is_quarantined_and_the_rest_complete() {
+    const N: usize = 100;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("poison-activity.db");
+    let aborted = run_until_done(&db, "activity", N);
+    assert_eq!(aborted, 2, "aborted twice, then quarantined");
+
+    let store = open_dir_with(&db).await;
+    let poison = store.get("poison").await.unwrap().unwrap();
+    assert_eq!(poison.status, RuntimeStatus::Failed);
+    let failure = format!("{:?}", poison.failure.unwrap());
+    assert!(failure.contains("Quarantined"), "{failure}");
+    assert!(failure.contains("AbortActivity"), "{failure}");
+    all_others_completed(&store, N).await;
+    println!(
+        "the activity aborted the worker {aborted} times, was quarantined, and {N} others completed"
     );
 }
