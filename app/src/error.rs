@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 /// A server function's failure, as the browser sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum AppError {
-    /// The request was understood but its input is not acceptable.
-    #[error("invalid input: {0}")]
+    /// The request was understood but its input is not acceptable. The message says what is
+    /// wrong (the engine's own already begin with "invalid …", so no prefix is added).
+    #[error("{0}")]
     Validation(String),
     /// The thing asked for does not exist.
     #[error("not found: {0}")]
