@@ -269,6 +269,26 @@ test.describe('as a viewer', () => {
     await expect(page.getByTestId('detail-status')).toHaveText('Terminated', { timeout: 15_000 });
     await admin.close();
   });
+
+  test('a viewer is told what needs the operator role instead of getting forms that fail', async ({ page, browser }) => {
+    const admin = await browser.newContext({ storageState: stateFile('alice') });
+    await start(admin.request, 'HumanInteraction', { request: 'viewer inbox', timeout_ms: 600000 }, 'e2e-viewer-inbox');
+    await admin.close();
+    await page.goto('/start');
+    await hydrated(page);
+    await expect(page.getByTestId('start-operator-only')).toBeVisible();
+    await expect(page.getByTestId('start-form')).toHaveCount(0);
+    await page.screenshot({ path: join(shots, 'start-viewer.png') });
+    await expect(async () => {
+      await page.goto('/approvals');
+      await expect(page.locator('[data-instance="e2e-viewer-inbox"]')).toBeVisible();
+    }).toPass({ timeout: 15_000 });
+    await hydrated(page);
+    const item = page.locator('[data-instance="e2e-viewer-inbox"]');
+    await expect(item.getByTestId('approval-operator-only')).toBeVisible();
+    await expect(item.getByTestId('approve')).toHaveCount(0);
+    await page.screenshot({ path: join(shots, 'approvals-viewer.png') });
+  });
 });
 
 test('an admin creates an API token a script uses, then revokes it', async ({ page, playwright }) => {
