@@ -337,6 +337,31 @@ impl fmt::Display for RuntimeStatus {
     }
 }
 
+impl Message {
+    /// The `ExecutionStarted` event a `Start` message becomes (`None` for other messages).
+    pub fn started_event(&self) -> Option<EventKind> {
+        let Message::Start {
+            name,
+            version,
+            input,
+            tags,
+            parent,
+            generation,
+        } = self.clone()
+        else {
+            return None;
+        };
+        Some(EventKind::ExecutionStarted {
+            name,
+            version,
+            input,
+            tags,
+            parent,
+            generation,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,16 @@ fn crashes_path(path: &Path) -> PathBuf {
     with_suffix(path, ".crashes")
 }
 
+/// Creates (or empties) the journal file at `path`.
+fn create_empty(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 /// `path` with `suffix` appended to its file name.
 pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -125,12 +135,7 @@ impl ActivityJournal {
             let text: String = counts.iter().map(|(id, n)| format!("{id} {n}\n")).collect();
             std::fs::write(&counts_path, text)?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = create_empty(path)?;
         file.write_all_at(&vec![0u8; slots * 8], 0)?;
         let journal = ActivityJournal {
             file,
@@ -208,12 +213,7 @@ impl TurnJournal {
                 })
             }
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = create_empty(path)?;
         let journal = TurnJournal { file };
         journal.clear();
         Ok((journal, suspect))

@@ -344,25 +344,11 @@ impl Executor {
     fn event_for(&self, message: &Message) -> Option<EventKind> {
         let open = |id: &u32| self.state.borrow().open.contains(id);
         Some(match message.clone() {
-            Message::Start {
-                name,
-                version,
-                input,
-                tags,
-                parent,
-                generation,
-            } => {
+            start @ Message::Start { .. } => {
                 if self.status != RuntimeStatus::Pending {
                     return None;
                 }
-                EventKind::ExecutionStarted {
-                    name,
-                    version,
-                    input,
-                    tags,
-                    parent,
-                    generation,
-                }
+                return start.started_event();
             }
             Message::TaskCompleted {
                 scheduled_id,
@@ -693,24 +679,8 @@ pub fn failing_turn(
         e
     };
     let mut new_events = vec![event(EventKind::OrchestratorStarted)];
-    if let (true, Some(start)) = (history.is_empty(), start)
-        && let Message::Start {
-            name,
-            version,
-            input,
-            tags,
-            parent,
-            generation,
-        } = start.clone()
-    {
-        new_events.push(event(EventKind::ExecutionStarted {
-            name,
-            version,
-            input,
-            tags,
-            parent,
-            generation,
-        }));
+    if let (true, Some(started)) = (history.is_empty(), start.and_then(Message::started_event)) {
+        new_events.push(event(started));
     }
     new_events.push(event(EventKind::ExecutionFailed {
         failure: failure.clone(),
