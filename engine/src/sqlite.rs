@@ -7,7 +7,8 @@
 //! index in order (`id > cursor`, `fire_at <= now`), so their cost does not grow with the backlog.
 //!
 //! Leases are in memory: the embedded store serves one process, whose dispatchers remember what
-//! they have fetched. After a crash nothing is remembered, so every uncommitted item is fetched
+//! they have fetched. That is enforced: [`SqliteStore::new`] takes an exclusive OS lock on
+//! `<database>.lock`, and a second process on the same file is refused ([`StoreError::InUse`]). After a crash nothing is remembered, so every uncommitted item is fetched
 //! again — at-least-once for activities, exactly-once for committed orchestration turns.
 
 use std::{
@@ -44,6 +45,36 @@ const CHUNK: usize = 400;
 pub struct SqliteStore {
     pool: SqlitePool,
     hot: Arc<Mutex<SqliteConnection>>,
+    /// The exclusive lock on `<database>.lock`, held while any clone of the store lives.
+    _lock: Option<Arc<std::fs::File>>,
+}
+
+/// Takes the exclusive lock that makes one process the only user of a database file: its
+/// leases, turn journal and in-memory hand-overs assume nobody else runs the same work. The lock
+/// is an OS file lock on `<database>.lock` (not on the database, whose own locks SQLite manages),
+/// so it ends with the process however the process ends.
+fn lock_database(pool: &SqlitePool) -> Result<Option<Arc<std::fs::File>>, StoreError> {
+    let path = pool.connect_options().get_filename().to_owned();
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(None);
+    }
+    let lock = crate::journal::with_suffix(&path, ".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| StoreError::Corrupt(format!("cannot open {}: {e}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(Arc::new(file))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Corrupt(format!(
+            "cannot lock {}: {e}",
+            lock.display()
+        ))),
+    }
 }
 
 /// Page cache of the hot connection, in KiB (SQLite's negative `cache_size`).
@@ -53,11 +84,16 @@ const WAL_CHECKPOINT_PAGES: i64 = 20_000;
 
 impl SqliteStore {
     /// A store over a migrated pool; opens its dedicated hot-path connection.
+    ///
+    /// Fails with [`StoreError::InUse`] while another process (or another store in this one)
+    /// holds the database file.
     pub async fn new(pool: SqlitePool) -> Result<SqliteStore, StoreError> {
+        let lock = lock_database(&pool)?;
         let hot = Self::connect_hot(&pool).await?;
         Ok(SqliteStore {
             pool,
             hot: Arc::new(Mutex::new(hot)),
+            _lock: lock,
         })
     }
 

@@ -170,6 +170,12 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Another process runs an engine on this database file; an embedded store serves one.
+    #[error(
+        "the database file {path} is in use by another Switchyard process (one process per SQLite \
+         file); stop that one, or use another file"
+    )]
+    InUse { path: String },
 }
 
 impl StoreError {

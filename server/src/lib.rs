@@ -250,16 +250,23 @@ impl Server {
         };
 
         let db = Database::connect(&config.database_url, &options).await?;
+        // The engine's store first: it takes the database file's lock, so a second server on
+        // the same file stops here, before it migrates or serves anything.
+        let store = match &db {
+            Database::Sqlite(pool) => Some(
+                SqliteStore::new(pool.clone())
+                    .await
+                    .map_err(StartError::Engine)?,
+            ),
+            Database::Postgres(_) => None,
+        };
         db.migrate().await?;
         tracing::info!(database = %config.database_url, "database ready");
         spawn_session_cleanup(&db);
 
         // The engine runs on SQLite; the PostgreSQL store is not built yet.
-        let runtime = match &db {
-            Database::Sqlite(pool) => {
-                let store = SqliteStore::new(pool.clone())
-                    .await
-                    .map_err(StartError::Engine)?;
+        let runtime = match store {
+            Some(store) => {
                 let registry = engine::samples::registry();
                 tracing::info!(orchestrations = ?registry.orchestration_names(), "engine started");
                 // Beside the database file: the turn journal belongs to the process that owns it.
@@ -274,7 +281,7 @@ impl Server {
                 };
                 Some(Runtime::start(store, registry, options))
             }
-            Database::Postgres(_) => {
+            None => {
                 tracing::warn!(
                     "the engine does not run on PostgreSQL yet: orchestration pages are unavailable"
                 );

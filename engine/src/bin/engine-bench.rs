@@ -128,7 +128,18 @@ impl Args {
     }
 }
 
-fn main() -> Result<()> {
+/// Runs the command; a failure is one line on stderr and exit code 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("engine-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = argv.first() else {
         bail!("usage: engine-bench fsync|burst|open-loop|worker [--flag value]…");

@@ -255,3 +255,41 @@ async fn an_activity_that_aborts_the_process_is_quarantined_and_the_rest_complet
         "the activity aborted the worker {aborted} times, was quarantined, and {N} others completed"
     );
 }
+
+/// One process per SQLite file: a second worker (or benchmark) on a file a running worker holds
+/// exits 1 with one line naming the file, and the first finishes its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("shared.db");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_engine-bench"))
+        .args(["worker", "--db"])
+        .arg(&db)
+        .args(["--n", "200", "--steps", "3", "--delay-ms", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first worker has its store (the lock file exists and instances are stored).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(sqlite_counts(&db).await, Ok((n, _, _)) if n > 0) {
+        assert!(Instant::now() < deadline, "the first worker did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_engine-bench"))
+        .args(["worker", "--db"])
+        .arg(&db)
+        .args(["--n", "200", "--steps", "3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is in use by another Switchyard process"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
+    let status = first.wait().unwrap();
+    assert!(status.success(), "the first worker finished its work");
+}

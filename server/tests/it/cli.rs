@@ -351,3 +351,26 @@ fn an_issuer_mismatch_stops_the_start_at_once_with_the_reason() {
         started.elapsed()
     );
 }
+
+/// One process per SQLite file: a second server on the same database exits 1 with one line that
+/// names the file, and the first keeps serving.
+#[test]
+fn a_second_server_on_the_same_database_exits_1_and_the_first_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = spawn_ready(tmp.path(), port, "warn");
+    let out = switchyard(tmp.path())
+        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+        // Only the failure: local mode's warning is not part of it.
+        .env("SWITCHYARD_LOG", "error")
+        .output()
+        .unwrap();
+    let still_serving = http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"));
+    // Stopped before any assertion, so a failure leaves no server behind.
+    let (exit, stderr) = terminate(first);
+    let db = tmp.path().join("switchyard.db");
+    let line = assert_one_line_failure(&out, 1, "is in use by another Switchyard process");
+    assert!(line.contains(&db.display().to_string()), "{line}");
+    assert!(still_serving, "the first server still serves");
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+}
