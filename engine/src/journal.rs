@@ -71,6 +71,13 @@ fn create_empty(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Where the turn journal of the database file `db` lives: `<db>.turns`, beside it (the
+/// activity journal is `<db>.turns.activities`). The journals belong to the one process that
+/// holds the database.
+pub fn beside(db: &Path) -> PathBuf {
+    with_suffix(db, ".turns")
+}
+
 /// `path` with `suffix` appended to its file name.
 pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

@@ -150,12 +150,12 @@ pub(crate) struct HealthState {
     last_error: Mutex<Option<String>>,
 }
 
-/// Marks a task alive until it ends, by returning or by panicking.
+/// Clears a task's liveness flag (set when the runtime starts) when the task ends, by returning
+/// or by panicking.
 struct Alive(Arc<AtomicBool>);
 
 impl Alive {
     fn new(flag: &Arc<AtomicBool>) -> Alive {
-        flag.store(true, Ordering::SeqCst);
         Alive(flag.clone())
     }
 }

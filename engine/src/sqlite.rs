@@ -411,6 +411,19 @@ async fn prefetch_statuses(
     Ok(statuses)
 }
 
+/// An instance's status as this batch sees it: as changed by earlier ops of the batch, else as
+/// stored (`None`: absent).
+async fn current_status(
+    tx: &mut Transaction<'_, Sqlite>,
+    overlay: &HashMap<String, Option<RuntimeStatus>>,
+    instance_id: &str,
+) -> Result<Option<RuntimeStatus>, StoreError> {
+    match overlay.get(instance_id) {
+        Some(status) => Ok(*status),
+        None => stored_status(tx, instance_id).await,
+    }
+}
+
 /// Deletes an instance's rows (all of them, or all but the instance row).
 async fn wipe(
     tx: &mut Transaction<'_, Sqlite>,
@@ -603,10 +616,7 @@ async fn commit_on(
                 message,
                 accept,
             } => {
-                let status = match overlay.get(instance_id) {
-                    Some(s) => *s,
-                    None => stored_status(&mut tx, instance_id).await?,
-                };
+                let status = current_status(&mut tx, &overlay, instance_id).await?;
                 match status {
                     None => Err(OpError::NotFound(instance_id.clone())),
                     Some(status) if !accepts(*accept, status) => Err(OpError::WrongState {
@@ -621,10 +631,7 @@ async fn commit_on(
                 }
             }
             WriteOp::Purge { instance_id } => {
-                let status = match overlay.get(instance_id) {
-                    Some(s) => *s,
-                    None => stored_status(&mut tx, instance_id).await?,
-                };
+                let status = current_status(&mut tx, &overlay, instance_id).await?;
                 match status {
                     None => Err(OpError::NotFound(instance_id.clone())),
                     Some(status) if !status.is_terminal() => Err(OpError::WrongState {
@@ -647,10 +654,7 @@ async fn commit_on(
                 reason,
                 now_ms,
             } => {
-                let status = match overlay.get(instance_id) {
-                    Some(s) => *s,
-                    None => stored_status(&mut tx, instance_id).await?,
-                };
+                let status = current_status(&mut tx, &overlay, instance_id).await?;
                 match status {
                     None => Err(OpError::NotFound(instance_id.clone())),
                     Some(status) if status != RuntimeStatus::Failed => Err(OpError::WrongState {

@@ -269,14 +269,11 @@ impl Server {
             Some(store) => {
                 let registry = engine::samples::registry();
                 tracing::info!(orchestrations = ?registry.orchestration_names(), "engine started");
-                // Beside the database file: the turn journal belongs to the process that owns it.
-                let turn_journal = config.database_url.sqlite_path().map(|path| {
-                    let mut name = path.into_os_string();
-                    name.push(".turns");
-                    std::path::PathBuf::from(name)
-                });
                 let options = RuntimeOptions {
-                    turn_journal,
+                    turn_journal: config
+                        .database_url
+                        .sqlite_path()
+                        .map(|db| engine::journal::beside(&db)),
                     ..RuntimeOptions::default()
                 };
                 Some(Runtime::start(store, registry, options))

@@ -163,9 +163,7 @@ fn run() -> Result<()> {
 fn options(args: &Args, db: &std::path::Path) -> Result<RuntimeOptions> {
     let mut options = RuntimeOptions::default();
     if args.get("journal", true)? {
-        let mut journal = db.as_os_str().to_owned();
-        journal.push(".turns");
-        options.turn_journal = Some(journal.into());
+        options.turn_journal = Some(engine::journal::beside(db));
     }
     Ok(options)
 }
@@ -476,9 +474,7 @@ async fn worker(args: &Args) -> Result<()> {
     let store = open_store(&path, Durability::Full).await?;
     let mut options = RuntimeOptions::default();
     if poison.is_some() {
-        let mut journal = path.clone().into_os_string();
-        journal.push(".turns");
-        options.turn_journal = Some(journal.into());
+        options.turn_journal = Some(engine::journal::beside(&path));
     }
     let rt = Runtime::start(store.clone(), registry(), options);
     let client = rt.client();

@@ -49,6 +49,11 @@ async fn send(
     )
 }
 
+/// A GET with no extra headers.
+async fn get(f: &Fixture, path: &str, role: Option<Role>) -> (StatusCode, HeaderMap, String) {
+    send(f, "GET", path, role, &[], Body::empty()).await
+}
+
 const JSON: (&str, &str) = ("content-type", "application/json");
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
@@ -197,7 +202,7 @@ async fn f6_f9_only_navigations_go_to_login_and_paths_are_normalised_first() {
         ("/auth/%2e%2e/instances", "/instances"),
         ("/instances/", "/instances"),
     ] {
-        let (status, headers, body) = send(&f, "GET", path, None, &[], Body::empty()).await;
+        let (status, headers, body) = get(&f, path, None).await;
         assert_eq!(status, StatusCode::PERMANENT_REDIRECT, "{path}: {body}");
         assert_eq!(headers[header::LOCATION], normal, "{path}");
         assert!(!body.contains("<html"), "{path} rendered a page: {body}");
@@ -213,15 +218,7 @@ async fn f6_f9_only_navigations_go_to_login_and_paths_are_normalised_first() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // The normal path: a signed-in user gets the page (it was a 503 with the trailing slash).
-    let (status, _, body) = send(
-        &f,
-        "GET",
-        "/instances",
-        Some(Role::Viewer),
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (status, _, body) = get(&f, "/instances", Some(Role::Viewer)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Finding 6: only a page navigation is sent to the login; an icon, a script or a fetch
@@ -460,15 +457,7 @@ async fn f12_sessions_expire_after_idle_time_not_at_a_fixed_time() {
     // The fixture stores the session with an hour left; using it pushes the end to 8 hours
     // from now.
     let before = expiry().await;
-    let (status, _, _) = send(
-        &f,
-        "GET",
-        "/api/v1/counts",
-        Some(Role::Viewer),
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (status, _, _) = get(&f, "/api/v1/counts", Some(Role::Viewer)).await;
     assert_eq!(status, StatusCode::OK);
     let after = expiry().await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -481,25 +470,14 @@ async fn f12_malformed_filters_are_400_not_503() {
     let _serial = crate::RENDER_LOCK.lock().await;
     let f = fixture().await;
     for query in ["tag=%00%3Dx", "tag=a%00b%3Dx", "name=%07bell", "id=%00"] {
-        let (status, _, body) = send(
+        let (status, _, body) = get(
             &f,
-            "GET",
             &format!("/api/v1/instances?{query}"),
             Some(Role::Viewer),
-            &[],
-            Body::empty(),
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
-        let (status, _, body) = send(
-            &f,
-            "GET",
-            &format!("/instances?{query}"),
-            Some(Role::Viewer),
-            &[],
-            Body::empty(),
-        )
-        .await;
+        let (status, _, body) = get(&f, &format!("/instances?{query}"), Some(Role::Viewer)).await;
         assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE, "{query}: {body}");
         assert!(!body.contains("unavailable"), "{query}: {body}");
     }
@@ -509,8 +487,7 @@ async fn f12_malformed_filters_are_400_not_503() {
 async fn f12_every_response_has_security_and_cache_headers() {
     let _serial = crate::RENDER_LOCK.lock().await;
     let f = fixture().await;
-    let (status, headers, body) =
-        send(&f, "GET", "/", Some(Role::Viewer), &[], Body::empty()).await;
+    let (status, headers, body) = get(&f, "/", Some(Role::Viewer)).await;
     assert_eq!(status, StatusCode::OK);
     let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
     let nonce = csp
@@ -534,7 +511,7 @@ async fn f12_every_response_has_security_and_cache_headers() {
         ("/healthz", "no-store"),
         ("/favicon.svg", "no-cache"),
     ] {
-        let (_, headers, _) = send(&f, "GET", path, Some(Role::Viewer), &[], Body::empty()).await;
+        let (_, headers, _) = get(&f, path, Some(Role::Viewer)).await;
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
         assert_eq!(headers[header::REFERRER_POLICY], "same-origin", "{path}");
         assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
@@ -574,43 +551,18 @@ async fn f12_viewers_get_no_start_form_and_no_approval_buttons() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let (_, _, viewer_start) =
-        send(&f, "GET", "/start", Some(Role::Viewer), &[], Body::empty()).await;
+    let (_, _, viewer_start) = get(&f, "/start", Some(Role::Viewer)).await;
     assert!(
         viewer_start.contains("start-operator-only"),
         "{viewer_start}"
     );
     assert!(!viewer_start.contains(r#"data-testid="start-form""#));
-    let (_, _, operator_start) = send(
-        &f,
-        "GET",
-        "/start",
-        Some(Role::Operator),
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (_, _, operator_start) = get(&f, "/start", Some(Role::Operator)).await;
     assert!(operator_start.contains(r#"data-testid="start-form""#));
-    let (_, _, viewer_inbox) = send(
-        &f,
-        "GET",
-        "/approvals",
-        Some(Role::Viewer),
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (_, _, viewer_inbox) = get(&f, "/approvals", Some(Role::Viewer)).await;
     assert!(viewer_inbox.contains("needs-approval"), "{viewer_inbox}");
     assert!(viewer_inbox.contains("approval-operator-only"));
     assert!(!viewer_inbox.contains(r#"data-testid="approve""#));
-    let (_, _, operator_inbox) = send(
-        &f,
-        "GET",
-        "/approvals",
-        Some(Role::Operator),
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let (_, _, operator_inbox) = get(&f, "/approvals", Some(Role::Operator)).await;
     assert!(operator_inbox.contains(r#"data-testid="approve""#));
 }
