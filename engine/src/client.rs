@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
-    runtime::{Shared, WriteOutcome},
+    runtime::{Runtime, Shared, WriteOutcome},
     store::{
         Accept, CompletionBucket, InstancePage, InstanceQuery, InstanceRecord, NewInstance,
         OpError, RunawayLimits, Store, StoreAdmin, StoreError, WriteOp,
@@ -134,11 +134,17 @@ impl<S: Store> std::fmt::Debug for Client<S> {
     }
 }
 
-impl<S: Store + StoreAdmin> Client<S> {
-    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
-        Client { shared }
+/// The client is built from the runtime here, so the runtime does not depend on its client.
+impl<S: Store + StoreAdmin + Clone> Runtime<S> {
+    /// The management client for this runtime.
+    pub fn client(&self) -> Client<S> {
+        Client {
+            shared: self.shared().clone(),
+        }
     }
+}
 
+impl<S: Store + StoreAdmin> Client<S> {
     fn check_payload(&self, what: &'static str, json: &str) -> Result<(), ClientError> {
         let limit = self.shared.options.max_payload_bytes;
         if json.len() > limit {

@@ -10,7 +10,7 @@
 //! - `serve [--release] [-- <server flags>]`: build everything and run the server on
 //!   http://127.0.0.1:3000 with SQLite under `data/`.
 //! - `build [--release]`: build the site and the server without running it.
-//! - `test`: every check CI runs: fmt, clippy, the wasm dependency invariant, unit and integration
+//! - `test`: every check CI runs: fmt, clippy, the wasm and pure-core dependency invariants, unit and integration
 //!   tests, then the Playwright suite in Debian Chromium against a freshly built server.
 //! - `e2e`: only the build and the Playwright suite.
 //!
@@ -322,6 +322,7 @@ fn test_all() -> Result<()> {
         "browser bundle has no server-only crates",
         check_wasm_dependencies,
     )?;
+    step("engine core is pure (no tokio, no sqlx)", check_core_purity)?;
     let postgres_url = step("postgresql for the backend tests", ensure_postgres)?;
     step("unit and integration tests (SQLite and PostgreSQL)", || {
         // The PostgreSQL tests are `#[ignore]`d so that a bare `cargo test` reports them as not
@@ -343,9 +344,32 @@ fn test_all() -> Result<()> {
 
 /// Architecture invariant: the `hydrate` build of `app` depends on none of the server crates.
 fn check_wasm_dependencies() -> Result<()> {
+    let tree = dependency_tree(&[
+        "--package",
+        "app",
+        "--target",
+        WASM_TARGET,
+        "--no-default-features",
+        "--features",
+        "hydrate",
+    ])?;
+    forbid("the browser bundle", &tree, SERVER_ONLY_CRATES)
+}
+
+/// Crates the engine's pure core must not reach: it does no I/O, reads no clock, spawns nothing.
+const IMPURE_CRATES: &[&str] = &["sqlx", "tokio", "engine", "tracing", "mio", "libc"];
+
+/// Architecture invariant: `engine-core` (history, registry, context, executor, rewind) is pure.
+fn check_core_purity() -> Result<()> {
+    let tree = dependency_tree(&["--package", "engine-core"])?;
+    forbid("the engine's pure core", &tree, IMPURE_CRATES)
+}
+
+/// The names of every crate in a normal-edges `cargo tree` of `args`.
+fn dependency_tree(args: &[&str]) -> Result<Vec<String>> {
     let out = cargo()
-        .args(["tree", "--package", "app", "--target", WASM_TARGET])
-        .args(["--no-default-features", "--features", "hydrate"])
+        .arg("tree")
+        .args(args)
         .args(["--edges", "normal", "--prefix", "none", "--format", "{p}"])
         .output()
         .context("cannot run cargo tree")?;
@@ -354,22 +378,22 @@ fn check_wasm_dependencies() -> Result<()> {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tree = String::from_utf8_lossy(&out.stdout);
-    let found: Vec<&str> = SERVER_ONLY_CRATES
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect())
+}
+
+fn forbid(what: &str, tree: &[String], forbidden: &[&str]) -> Result<()> {
+    let found: Vec<&str> = forbidden
         .iter()
         .copied()
-        .filter(|name| {
-            tree.lines()
-                .any(|l| l.split_whitespace().next() == Some(name))
-        })
+        .filter(|name| tree.iter().any(|crate_name| crate_name == name))
         .collect();
-    ensure!(
-        found.is_empty(),
-        "the browser bundle depends on server-only crates: {found:?}"
-    );
+    ensure!(found.is_empty(), "{what} depends on {found:?}");
     eprintln!(
-        "xtask: browser bundle: {} crates, none of {SERVER_ONLY_CRATES:?}",
-        tree.lines().count()
+        "xtask: {what}: {} crates, none of {forbidden:?}",
+        tree.len()
     );
     Ok(())
 }

@@ -1,7 +1,6 @@
 //! Integration tests for the engine, one module per area. `fixtures` holds the test
 //! orchestrations and a tiny simulated runtime that drives the pure replay core.
 
-mod crash;
 mod fixtures;
 mod isolation;
 mod replay;

@@ -394,7 +394,7 @@ fn rewind_plan_reopens_failed_tasks_and_replay_skips_their_failures() {
     });
     assert_eq!(sim.step().status, RuntimeStatus::Failed);
 
-    let plan = engine::replay::plan_rewind(&sim.history);
+    let plan = engine::rewind::plan_rewind(&sim.history);
     assert_eq!(plan.rewound, vec![2]);
     assert_eq!(
         plan.activities,
@@ -411,7 +411,7 @@ fn rewind_plan_reopens_failed_tasks_and_replay_skips_their_failures() {
     let rewound = Executor::replay(registry(), "sim-1", &history);
     assert_eq!(rewound.status(), RuntimeStatus::Running);
     // A second plan finds nothing left to redo.
-    assert!(engine::replay::plan_rewind(&history).rewound.is_empty());
+    assert!(engine::rewind::plan_rewind(&history).rewound.is_empty());
     let result = execute_turn(
         &registry(),
         "sim-1",

@@ -9,13 +9,15 @@
 //! whole. An op that is refused for a business reason (a running instance id reused, an instance
 //! in the wrong state) gets its own [`OpError`] while the rest of the batch commits.
 
+pub mod sqlite;
+
 use std::{collections::BTreeMap, future::Future};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    executor::Action,
     history::{Failure, HistoryEvent, Json, Message, RuntimeStatus, TimestampMs},
-    replay::Action,
 };
 
 /// Where a fetched message lives, so the commit that consumes it can delete it.

@@ -31,9 +31,9 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use futures_util::future::{Either, join_all as when_all, select};
 
 use crate::{
+    executor::Action,
     history::{EventKind, Failure, HistoryEvent, Json, Message, ParentInstance, TimestampMs},
     registry::{Activity, Orchestration, decode, encode},
-    replay::Action,
 };
 
 /// What a scheduling call asked for, compared with history on replay.

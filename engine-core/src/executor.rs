@@ -39,6 +39,7 @@ use crate::{
     context::{ExecutionInfo, OrchestrationContext, Scheduled, State},
     history::{EventKind, Failure, HistoryEvent, Json, Message, RuntimeStatus, TimestampMs},
     registry::{OrchestrationFuture, Registry},
+    rewind::superseded_by_rewinds,
 };
 
 /// A side effect a turn asks the runtime to perform once the turn is committed.
@@ -713,75 +714,6 @@ pub fn failing_turn(
         custom_status: None,
         waiting: Vec::new(),
     }
-}
-
-/// Positions of events undone by a later `ExecutionRewound`: the failures it lists and the
-/// `ExecutionFailed` before it.
-fn superseded_by_rewinds(history: &[HistoryEvent]) -> std::collections::HashSet<usize> {
-    let mut superseded = std::collections::HashSet::new();
-    for (q, event) in history.iter().enumerate() {
-        let EventKind::ExecutionRewound { rewound, .. } = &event.kind else {
-            continue;
-        };
-        for (p, earlier) in history[..q].iter().enumerate() {
-            match &earlier.kind {
-                EventKind::ExecutionFailed { .. } => {
-                    superseded.insert(p);
-                }
-                EventKind::TaskFailed { scheduled_id, .. }
-                | EventKind::SubOrchestrationInstanceFailed { scheduled_id, .. }
-                    if rewound.contains(scheduled_id) =>
-                {
-                    superseded.insert(p);
-                }
-                _ => {}
-            }
-        }
-    }
-    superseded
-}
-
-/// What rewinding a failed execution redoes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RewindPlan {
-    /// Scheduled ids whose failures are undone (recorded in `ExecutionRewound`).
-    pub rewound: Vec<u32>,
-    /// Activities to run again: (scheduled id, name, input).
-    pub activities: Vec<(u32, String, Json)>,
-    /// Sub-orchestrations to start again: (scheduled id, child instance id, name, input).
-    pub children: Vec<(u32, String, String, Json)>,
-}
-
-/// Plans the rewind of a failed execution: every activity or sub-orchestration failure that no
-/// earlier rewind has undone is re-run from its recorded scheduling event.
-pub fn plan_rewind(history: &[HistoryEvent]) -> RewindPlan {
-    let superseded = superseded_by_rewinds(history);
-    let mut plan = RewindPlan::default();
-    for (position, event) in history.iter().enumerate() {
-        if superseded.contains(&position) {
-            continue;
-        }
-        let id = match &event.kind {
-            EventKind::TaskFailed { scheduled_id, .. }
-            | EventKind::SubOrchestrationInstanceFailed { scheduled_id, .. } => *scheduled_id,
-            _ => continue,
-        };
-        match history.get(id as usize).map(|e| &e.kind) {
-            Some(EventKind::TaskScheduled { name, input }) => {
-                plan.activities.push((id, name.clone(), input.clone()));
-            }
-            Some(EventKind::SubOrchestrationInstanceCreated {
-                name,
-                instance_id,
-                input,
-            }) => plan
-                .children
-                .push((id, instance_id.clone(), name.clone(), input.clone())),
-            _ => continue,
-        }
-        plan.rewound.push(id);
-    }
-    plan
 }
 
 /// Convenience for tests and tools: replays `history` and runs one turn over `messages`.

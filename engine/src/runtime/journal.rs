@@ -31,6 +31,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use super::RuntimeOptions;
+use crate::history::Failure;
+
 /// Longest instance id the journal records (ids are bounded far below this by the client).
 const MAX_ID: usize = 64 * 1024;
 
@@ -317,5 +320,82 @@ mod tests {
         std::mem::forget(journal.begin(7).unwrap());
         let (_journal, running) = ActivityJournal::open(&path, 4, false).unwrap();
         assert!(running.is_empty());
+    }
+}
+
+/// The crash journals a start found (see [`crate::journal`]) and what they say.
+#[derive(Default)]
+pub(crate) struct Journals {
+    pub(crate) turns: Option<TurnJournal>,
+    /// Instances to fail without running their code.
+    pub(crate) quarantine: HashMap<String, Failure>,
+    pub(crate) activities: Option<Arc<ActivityJournal>>,
+    /// Activities running when the previous process died, with the starts in a row that found
+    /// each running.
+    pub(crate) activity_suspects: HashMap<i64, u32>,
+}
+
+impl Journals {
+    /// Opens the turn journal and, beside it, the activity journal. A crash during a turn is
+    /// blamed on that turn: the turn journal names a turn only while its code runs, a short
+    /// window, whereas activities beside it may have been merely waiting. Only a crash outside
+    /// every turn counts against the activities that were running.
+    pub(crate) fn open(options: &RuntimeOptions) -> Journals {
+        let Some(path) = options.turn_journal.as_deref() else {
+            return Journals::default();
+        };
+        let mut journals = Journals::default();
+        let limit = options.quarantine_after.max(1);
+        let mut turn_blamed = false;
+        match TurnJournal::open(path) {
+            Ok((journal, suspect)) => {
+                if let Some(suspect) = suspect {
+                    turn_blamed = true;
+                    if suspect.crashes >= limit {
+                        tracing::error!(
+                            instance = %suspect.instance_id,
+                            crashes = suspect.crashes,
+                            "quarantining an instance whose turn crashed the process"
+                        );
+                        let failure = Failure::new(
+                            "Quarantined",
+                            format!(
+                                "the process stopped {} times in a row while running this \
+                                 instance's turn, so it was failed without running its code \
+                                 again; see the server log of those runs",
+                                suspect.crashes
+                            ),
+                        );
+                        journals.quarantine.insert(suspect.instance_id, failure);
+                    } else {
+                        tracing::warn!(
+                            instance = %suspect.instance_id,
+                            crashes = suspect.crashes,
+                            limit,
+                            "the previous process stopped during this instance's turn"
+                        );
+                    }
+                }
+                journals.turns = Some(journal);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the turn journal; crash loops will not be recognised");
+            }
+        }
+        let path = crate::journal::with_suffix(path, ".activities");
+        let slots = options.activity_concurrency.max(1);
+        match ActivityJournal::open(&path, slots, !turn_blamed) {
+            Ok((journal, suspects)) => {
+                if !suspects.is_empty() {
+                    tracing::warn!(activities = ?suspects, "activities were running when the previous process stopped; they run again one at a time");
+                }
+                journals.activities = Some(journal);
+                journals.activity_suspects = suspects;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the activity journal; crash loops will not be recognised");
+            }
+        }
+        journals
     }
 }

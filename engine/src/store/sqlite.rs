@@ -23,8 +23,8 @@ use sqlx::{
 use tokio::sync::Mutex;
 
 use crate::{
+    executor::Action,
     history::{Failure, HistoryEvent, Message, RuntimeStatus, TimestampMs},
-    replay::Action,
     store::{
         Accept, ActivityItem, CommitEffects, CompletionBucket, InstancePage, InstanceQuery,
         InstanceRecord, LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage,
@@ -730,7 +730,7 @@ async fn rewind(
             .fetch_all(&mut **tx)
             .await?;
     let history = flatten(&rows)?;
-    let plan = crate::replay::plan_rewind(&history);
+    let plan = crate::rewind::plan_rewind(&history);
     let seq = history.len() as u32;
     let event = HistoryEvent {
         id: seq,

@@ -1,7 +1,7 @@
 //! Engine benchmark and crash-test worker. Prints its figures; not a test.
 //!
 //! ```text
-//! engine-bench fsync                                   4 KiB write+fsync probe (median)
+//! engine-bench fsync     [--db FILE]                   4 KiB write+fsync probe (median)
 //! engine-bench burst     [--n 10000] [--steps 5] [--sync full|normal] [--db FILE] [--journal true|false]
 //! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal] [--journal true|false]
 //! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison turn|activity]
@@ -28,7 +28,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
 use engine::{
     Activity, ActivityContext, Client, ClientError, Database, DatabaseUrl, Failure, Orchestration,
     OrchestrationContext, Registry, Runtime, RuntimeOptions, RuntimeStatus, SqliteStore,
@@ -103,34 +104,88 @@ impl Orchestration for PoisonActivity {
     }
 }
 
-struct Args(BTreeMap<String, String>);
+/// Engine benchmark and crash-test worker: prints figures, checks correctness gates.
+#[derive(Debug, Parser)]
+#[command(name = "engine-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-impl Args {
-    fn parse(raw: &[String]) -> Result<Args> {
-        let mut map = BTreeMap::new();
-        let mut it = raw.iter();
-        while let Some(flag) = it.next() {
-            let key = flag
-                .strip_prefix("--")
-                .with_context(|| format!("unexpected argument {flag:?}"))?;
-            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-            map.insert(key.to_owned(), value.clone());
-        }
-        Ok(Args(map))
-    }
-    fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
-        match self.0.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| anyhow::anyhow!("invalid --{key} {v:?}")),
-        }
-    }
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// 4 KiB write+fsync probe (median of 200).
+    Fsync {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Starts N hello-STEPS at once; throughput from stored timestamps.
+    Burst {
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Starts hello-STEPS at a fixed rate; latency percentiles and CPU.
+    OpenLoop {
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 3)]
+        steps: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Crash-test worker: starts the crash-* instances not yet started and waits for all.
+    Worker {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: u32,
+        /// Delay inside each activity, so a kill lands mid-run.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Also start an orchestration whose turn (or activity) aborts the process.
+        #[arg(long, value_enum)]
+        poison: Option<PoisonKind>,
+    },
+}
+
+/// Where and how the benchmark stores its instances.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// `full` fsyncs every commit (power-loss durable); `normal` only at checkpoints.
+    #[arg(long, value_enum, default_value_t = Sync::Full)]
+    sync: Sync,
+    /// Database file (default: a fresh one in a temporary directory under $BENCH_DIR or `.`).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Keep a turn journal beside the database, as the server does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    journal: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PoisonKind {
+    Turn,
+    Activity,
 }
 
 /// Runs the command; a failure is one line on stderr and exit code 1.
 fn main() -> std::process::ExitCode {
-    match run() {
+    let cli = Cli::parse();
+    match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("engine-bench: {e:#}");
@@ -139,33 +194,41 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> Result<()> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let Some(command) = argv.first() else {
-        bail!("usage: engine-bench fsync|burst|open-loop|worker [--flag value]…");
-    };
-    let args = Args::parse(&argv[1..])?;
+fn run(command: Command) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    match command.as_str() {
-        "fsync" => fsync_probe(&args),
-        "burst" => rt.block_on(burst(&args)),
-        "open-loop" => rt.block_on(open_loop(&args)),
-        "worker" => rt.block_on(worker(&args)),
-        other => bail!("unknown command {other:?}"),
+    match command {
+        Command::Fsync { store } => fsync_probe(&store),
+        Command::Burst { n, steps, store } => rt.block_on(burst(n, steps, &store)),
+        Command::OpenLoop {
+            rate,
+            seconds,
+            steps,
+            store,
+        } => rt.block_on(open_loop(rate, seconds, steps, &store)),
+        Command::Worker {
+            db,
+            n,
+            steps,
+            delay_ms,
+            poison,
+        } => {
+            DELAY_MS.store(delay_ms, Ordering::Relaxed);
+            rt.block_on(worker(&db, n, steps, poison))
+        }
     }
 }
 
 /// Runtime options as the server uses them: with a turn journal beside the database, unless
 /// `--journal false`.
-fn options(args: &Args, db: &std::path::Path) -> Result<RuntimeOptions> {
+fn options(args: &StoreArgs, db: &std::path::Path) -> RuntimeOptions {
     let mut options = RuntimeOptions::default();
-    if args.get("journal", true)? {
+    if args.journal {
         options.turn_journal = Some(engine::journal::beside(db));
     }
-    Ok(options)
+    options
 }
 
 fn registry() -> Registry {
@@ -195,17 +258,16 @@ async fn open_store(path: &std::path::Path, durability: Durability) -> Result<Sq
     Ok(SqliteStore::new(pool).await?)
 }
 
-fn durability(args: &Args) -> Result<Durability> {
-    Ok(match args.get("sync", "full".to_owned())?.as_str() {
-        "full" => Durability::Full,
-        "normal" => Durability::Normal,
-        other => bail!("--sync must be full or normal, not {other:?}"),
-    })
+fn durability(args: &StoreArgs) -> Durability {
+    match args.sync {
+        Sync::Full => Durability::Full,
+        Sync::Normal => Durability::Normal,
+    }
 }
 
-fn fresh_db(args: &Args, label: &str) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
-    if let Some(path) = args.0.get("db") {
-        return Ok((PathBuf::from(path), None));
+fn fresh_db(args: &StoreArgs, label: &str) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if let Some(path) = &args.db {
+        return Ok((path.clone(), None));
     }
     let dir = tempfile::Builder::new()
         .prefix(&format!("engine-bench-{label}-"))
@@ -253,7 +315,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[i]
 }
 
-fn fsync_probe(args: &Args) -> Result<()> {
+fn fsync_probe(args: &StoreArgs) -> Result<()> {
     let (path, _dir) = fresh_db(args, "fsync")?;
     let mut file = std::fs::File::create(path.with_extension("probe"))?;
     let block = [7u8; 4096];
@@ -320,12 +382,10 @@ async fn verify(
     Ok(records)
 }
 
-async fn burst(args: &Args) -> Result<()> {
-    let n: usize = args.get("n", 10_000)?;
-    let steps: u32 = args.get("steps", 5)?;
+async fn burst(n: usize, steps: u32, args: &StoreArgs) -> Result<()> {
     let (path, _dir) = fresh_db(args, "burst")?;
-    let store = open_store(&path, durability(args)?).await?;
-    let rt = Runtime::start(store.clone(), registry(), options(args, &path)?);
+    let store = open_store(&path, durability(args)).await?;
+    let rt = Runtime::start(store.clone(), registry(), options(args, &path));
     let client = rt.client();
     let (cpu0, _) = resources();
     let wall = Instant::now();
@@ -381,7 +441,10 @@ async fn burst(args: &Args) -> Result<()> {
     println!(
         "burst hello-{steps} N={n} sync={}: {:.0} orchestrations/s from stored timestamps \
          ({:.2} s span; wall {:.2} s), CPU {:.1} s, max RSS {:.0} MiB, load {}",
-        args.get("sync", "full".to_owned())?,
+        args.sync
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default(),
         n as f64 / span,
         span,
         elapsed,
@@ -393,13 +456,10 @@ async fn burst(args: &Args) -> Result<()> {
     Ok(())
 }
 
-async fn open_loop(args: &Args) -> Result<()> {
-    let rate: f64 = args.get("rate", 100.0)?;
-    let seconds: f64 = args.get("seconds", 10.0)?;
-    let steps: u32 = args.get("steps", 3)?;
+async fn open_loop(rate: f64, seconds: f64, steps: u32, args: &StoreArgs) -> Result<()> {
     let (path, _dir) = fresh_db(args, "open-loop")?;
-    let store = open_store(&path, durability(args)?).await?;
-    let rt = Runtime::start(store.clone(), registry(), options(args, &path)?);
+    let store = open_store(&path, durability(args)).await?;
+    let rt = Runtime::start(store.clone(), registry(), options(args, &path));
     let client = rt.client();
     let n = (rate * seconds) as usize;
     let (cpu0, _) = resources();
@@ -456,25 +516,16 @@ async fn open_loop(args: &Args) -> Result<()> {
     Ok(())
 }
 
-async fn worker(args: &Args) -> Result<()> {
-    let n: usize = args.get("n", 1000)?;
-    let steps: u32 = args.get("steps", 5)?;
-    DELAY_MS.store(args.get("delay-ms", 0)?, Ordering::Relaxed);
-    let path: PathBuf = args
-        .0
-        .get("db")
-        .map(PathBuf::from)
-        .context("worker needs --db")?;
-    let poison: String = args.get("poison", String::new())?;
-    let poison = match poison.as_str() {
-        "" => None,
-        "turn" | "activity" => Some(poison),
-        other => bail!("--poison {other:?}: use turn or activity"),
-    };
-    let store = open_store(&path, Durability::Full).await?;
+async fn worker(
+    path: &std::path::Path,
+    n: usize,
+    steps: u32,
+    poison: Option<PoisonKind>,
+) -> Result<()> {
+    let store = open_store(path, Durability::Full).await?;
     let mut options = RuntimeOptions::default();
     if poison.is_some() {
-        options.turn_journal = Some(engine::journal::beside(&path));
+        options.turn_journal = Some(engine::journal::beside(path));
     }
     let rt = Runtime::start(store.clone(), registry(), options);
     let client = rt.client();
@@ -483,10 +534,10 @@ async fn worker(args: &Args) -> Result<()> {
     let ids: Vec<String> = (0..n).map(|i| format!("crash-{i:04}")).collect();
     for chunk in ids.chunks(n.div_ceil(32).max(1)) {
         let (client, chunk, started) = (client.clone(), chunk.to_vec(), started.clone());
-        let poison = poison.clone();
+
         starts.spawn(async move {
             for id in chunk {
-                if let Some(kind) = &poison
+                if let Some(kind) = poison
                     && id == format!("crash-{:04}", n / 2)
                     && matches!(client.get("poison").await, Err(ClientError::NotFound(_)))
                 {
@@ -494,7 +545,7 @@ async fn worker(args: &Args) -> Result<()> {
                         instance_id: Some("poison".into()),
                         ..StartOptions::default()
                     };
-                    if kind == "turn" {
+                    if kind == PoisonKind::Turn {
                         client.start::<Poison>(&(), options).await?;
                     } else {
                         client.start::<PoisonActivity>(&(), options).await?;

@@ -1,0 +1,13 @@
+//! The pure core of Switchyard's engine: history, the registry of orchestrations and activities,
+//! the orchestration context, the replay executor and rewind planning.
+//!
+//! It performs no I/O, reads no clock and spawns nothing: its only dependencies are serde and
+//! `futures-util`'s combinators, which `cargo xtask test` checks (no tokio, no sqlx). That keeps
+//! it deterministic, testable without a runtime, and usable from the wasm dashboard, which shares
+//! its types (statuses, events) instead of spelling them again.
+
+pub mod context;
+pub mod executor;
+pub mod history;
+pub mod registry;
+pub mod rewind;

@@ -1,0 +1,536 @@
+//! The orchestration dispatcher: fetches messages and due timers, runs one turn per instance,
+//! hands each result to the writer.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    panic::AssertUnwindSafe,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+use super::{Shared, health::Alive, journal::TurnJournal};
+use crate::{
+    executor::{Executor, TurnResult, failing_turn, panic_message},
+    history::{Failure, Message, RuntimeStatus, TimestampMs},
+    store::{MessageRef, QueuedMessage, Store, StoreError, TurnCommit, WriteOp},
+};
+
+/// Executors kept between turns, evicting the least recently stored when full.
+///
+/// Every turn takes its executor out and puts it back after the commit, so "least recently
+/// stored" is "least recently run". Eviction only costs a reload and replay later.
+struct ExecutorCache {
+    capacity: usize,
+    entries: HashMap<String, (u64, Executor)>,
+    /// (id, stamp) in storing order; stale pairs (re-stored or removed ids) are skipped.
+    order: VecDeque<(String, u64)>,
+    stamp: u64,
+}
+
+impl ExecutorCache {
+    fn new(capacity: usize) -> Self {
+        ExecutorCache {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            stamp: 0,
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Executor> {
+        self.entries.remove(id).map(|(_, e)| e)
+    }
+
+    fn insert(&mut self, id: String, executor: Executor) {
+        self.stamp += 1;
+        self.order.push_back((id.clone(), self.stamp));
+        self.entries.insert(id, (self.stamp, executor));
+        while self.entries.len() > self.capacity {
+            let Some((old, stamp)) = self.order.pop_front() else {
+                break;
+            };
+            if self.entries.get(&old).is_some_and(|(s, _)| *s == stamp) {
+                self.entries.remove(&old);
+            }
+        }
+        // Keep the order list proportional to the cache, not to the number of turns run.
+        if self.order.len() > 2 * self.capacity.max(self.entries.len()) {
+            let entries = &self.entries;
+            self.order
+                .retain(|(id, stamp)| entries.get(id).is_some_and(|(s, _)| s == stamp));
+        }
+    }
+}
+
+/// Where a turn's executor comes from.
+// Lives on the stack for one turn; boxing the executor would cost an allocation per turn.
+#[allow(clippy::large_enum_variant)]
+enum Loaded {
+    /// Cached from an earlier turn, or built for an ended execution.
+    Executor(Executor),
+    /// A new instance: nothing to replay.
+    Fresh,
+    /// A stored history to replay.
+    History(Vec<crate::history::HistoryEvent>),
+    /// The instance does not exist (purged).
+    Gone,
+}
+
+/// The commit of one turn's result.
+fn turn_commit(
+    id: &str,
+    previous_status: RuntimeStatus,
+    history_start: u32,
+    result: TurnResult,
+    consumed: Vec<MessageRef>,
+    now_ms: TimestampMs,
+) -> TurnCommit {
+    TurnCommit {
+        instance_id: id.to_owned(),
+        previous_status,
+        history_start,
+        new_events: result.new_events,
+        status: result.status,
+        output: result.output,
+        failure: result.failure,
+        custom_status: result.custom_status,
+        waiting: result
+            .waiting
+            .first()
+            .map(|w| (w.name.clone(), w.since_ms, w.deadline_ms)),
+        consumed,
+        actions: result.actions,
+        now_ms,
+    }
+}
+
+/// A finished turn, reported back to the dispatcher loop.
+struct TurnDone {
+    instance_id: String,
+    executor: Option<Executor>,
+    consumed: Vec<QueuedMessage>,
+    committed: bool,
+}
+
+pub(crate) fn run_dispatcher<S: Store + Clone>(
+    shared: Arc<Shared<S>>,
+    journal: Option<TurnJournal>,
+    quarantine: HashMap<String, Failure>,
+) {
+    let _alive = Alive::new(&shared.health.dispatcher);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the orchestration dispatcher");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, Dispatcher::new(shared, journal, quarantine).run());
+}
+
+struct Dispatcher<S: Store> {
+    shared: Arc<Shared<S>>,
+    cursor: i64,
+    pending: HashMap<String, Vec<QueuedMessage>>,
+    /// Instances with pending messages and no turn in flight, in arrival order.
+    ready: VecDeque<String>,
+    /// Membership of `ready`, so queueing an instance is O(1).
+    ready_set: HashSet<String>,
+    /// Messages a turn left unconsumed (suspended instances), until something new arrives.
+    parked: HashMap<String, Vec<QueuedMessage>>,
+    in_flight: HashSet<String>,
+    timers_seen: HashSet<i64>,
+    cache: ExecutorCache,
+    done_tx: mpsc::UnboundedSender<TurnDone>,
+    done_rx: mpsc::UnboundedReceiver<TurnDone>,
+    results: Option<mpsc::UnboundedReceiver<QueuedMessage>>,
+    journal: Option<TurnJournal>,
+    /// Instances to fail without running their code, with the failure to record.
+    quarantine: HashMap<String, Failure>,
+}
+
+impl<S: Store + Clone> Dispatcher<S> {
+    fn new(
+        shared: Arc<Shared<S>>,
+        journal: Option<TurnJournal>,
+        quarantine: HashMap<String, Failure>,
+    ) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let results = shared.results_rx.lock().expect("results lock").take();
+        let cache = ExecutorCache::new(shared.options.cache_capacity);
+        Dispatcher {
+            shared,
+            cursor: 0,
+            pending: HashMap::new(),
+            ready: VecDeque::new(),
+            ready_set: HashSet::new(),
+            parked: HashMap::new(),
+            in_flight: HashSet::new(),
+            timers_seen: HashSet::new(),
+            cache,
+            done_tx,
+            done_rx,
+            results,
+            journal,
+            quarantine,
+        }
+    }
+
+    fn enqueue(&mut self, message: QueuedMessage) {
+        let id = message.instance_id.clone();
+        let list = self.pending.entry(id.clone()).or_default();
+        if list.is_empty()
+            && let Some(mut parked) = self.parked.remove(&id)
+        {
+            list.append(&mut parked);
+        }
+        list.push(message);
+        self.mark_ready(id);
+    }
+
+    /// Queues an instance for a turn unless it has one in flight or is queued already.
+    fn mark_ready(&mut self, id: String) {
+        if !self.in_flight.contains(&id) && self.ready_set.insert(id.clone()) {
+            self.ready.push_back(id);
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<bool, StoreError> {
+        self.shared
+            .stats
+            .dispatcher_rounds
+            .fetch_add(1, Ordering::Relaxed);
+        let limit = self.shared.options.fetch_batch;
+        let messages = self.shared.store.fetch_messages(self.cursor, limit).await?;
+        let mut more = messages.len() as u32 == limit;
+        for m in messages {
+            if let MessageRef::Queue(id) = m.at {
+                self.cursor = self.cursor.max(id);
+            }
+            self.enqueue(m);
+        }
+        if let Some(results) = self.results.as_mut() {
+            let mut ready = Vec::new();
+            while let Ok(result) = results.try_recv() {
+                ready.push(result);
+            }
+            for result in ready {
+                self.enqueue(result);
+            }
+        }
+        let now = self.shared.clock.now_ms();
+        let timers = self.shared.store.fetch_due_timers(now, limit).await?;
+        let fresh: Vec<_> = timers
+            .into_iter()
+            .filter(|t| matches!(t.at, MessageRef::Timer(id) if !self.timers_seen.contains(&id)))
+            .collect();
+        more |= fresh.len() as u32 == limit;
+        for t in fresh {
+            if let MessageRef::Timer(id) = t.at {
+                self.timers_seen.insert(id);
+            }
+            self.enqueue(t);
+        }
+        Ok(more)
+    }
+
+    fn apply_resets(&mut self) {
+        let resets = std::mem::take(&mut *self.shared.resets.lock().expect("resets lock"));
+        for id in resets {
+            self.cache.remove(&id);
+        }
+    }
+
+    async fn run_ready(&mut self) {
+        while let Some(id) = self.ready.pop_front() {
+            self.ready_set.remove(&id);
+            if let Some(messages) = self.pending.remove(&id) {
+                self.start_turn(id, messages).await;
+            }
+        }
+    }
+
+    async fn start_turn(&mut self, id: String, messages: Vec<QueuedMessage>) {
+        if let Some(failure) = self.quarantine.get(&id).cloned() {
+            self.start_failing_turn(id, messages, failure).await;
+            return;
+        }
+        let starts_fresh = messages
+            .iter()
+            .any(|m| matches!(m.message, Message::Start { .. }));
+        let loaded = match self.cache.remove(&id) {
+            Some(e) => Loaded::Executor(e),
+            // A queued Start means the history is empty (it is written by the same commit that
+            // consumes the Start), so there is nothing to load.
+            None if starts_fresh => Loaded::Fresh,
+            None => match self.shared.store.load(&id).await {
+                // An ended execution only drops what reaches it: no need to run its code.
+                Ok(Some(loaded)) if loaded.status.is_terminal() => {
+                    Loaded::Executor(Executor::finished(
+                        self.shared.registry.clone(),
+                        &id,
+                        loaded.status,
+                        loaded.history.len() as u32,
+                    ))
+                }
+                Ok(Some(loaded))
+                    if loaded.status != RuntimeStatus::Pending || !loaded.history.is_empty() =>
+                {
+                    Loaded::History(loaded.history)
+                }
+                Ok(Some(_)) => Loaded::Fresh,
+                Ok(None) => Loaded::Gone,
+                Err(e) => {
+                    tracing::warn!(instance = %id, error = %e, "loading an instance failed; will retry");
+                    self.requeue(&id, messages);
+                    return;
+                }
+            },
+        };
+        let now = self.shared.clock.now_ms();
+        let registry = self.shared.registry.clone();
+        // From here the instance's own code runs (replay and turn): the journal names it, so a
+        // crash of the whole process is blamed on it at the next start.
+        if let Some(journal) = &self.journal {
+            journal.begin(&id);
+        }
+        let plain: Vec<Message> = messages.iter().map(|m| m.message.clone()).collect();
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let executor = match loaded {
+                Loaded::Executor(e) => Some(e),
+                Loaded::Fresh => Some(Executor::new(registry, &id)),
+                Loaded::History(history) => Some(Executor::replay(registry, &id, &history)),
+                Loaded::Gone => None,
+            };
+            executor.map(|mut executor| {
+                let previous_status = executor.status();
+                let history_start = executor.history_len();
+                let result = executor.turn(now, &plain);
+                (executor, previous_status, history_start, result)
+            })
+        }));
+        if let Some(journal) = &self.journal {
+            journal.clear();
+        }
+        let ran = match ran {
+            Ok(ran) => ran,
+            Err(payload) => {
+                // Orchestration code's own panics are caught inside the executor; this is a
+                // panic in the engine itself. Its state is unknown: fail the instance without
+                // running its code again.
+                let message = panic_message(&*payload);
+                tracing::error!(instance = %id, panic = %message, "the engine panicked during a turn; quarantining the instance");
+                self.quarantine.insert(
+                    id.clone(),
+                    Failure::new(
+                        "Quarantined",
+                        format!(
+                            "the engine panicked while running this instance's turn: {message}"
+                        ),
+                    ),
+                );
+                self.requeue(&id, messages);
+                return;
+            }
+        };
+        self.in_flight.insert(id.clone());
+        let (op, executor, consumed) = match ran {
+            None => {
+                // The instance is gone (purged): drop its messages.
+                let refs = messages.iter().map(|m| m.at).collect();
+                (WriteOp::Discard(refs), None, messages)
+            }
+            Some((executor, previous_status, history_start, result)) => {
+                self.shared.stats.turns.fetch_add(1, Ordering::Relaxed);
+                let mut consumed = Vec::with_capacity(result.consumed.len());
+                let mut left = Vec::new();
+                for (i, m) in messages.into_iter().enumerate() {
+                    if result.consumed.contains(&i) {
+                        consumed.push(m);
+                    } else {
+                        left.push(m);
+                    }
+                }
+                if !left.is_empty() {
+                    self.parked.entry(id.clone()).or_default().extend(left);
+                }
+                let refs: Vec<MessageRef> = consumed.iter().map(|m| m.at).collect();
+                let op = if result.new_events.is_empty() && result.actions.is_empty() {
+                    WriteOp::Discard(refs)
+                } else {
+                    WriteOp::Turn(turn_commit(
+                        &id,
+                        previous_status,
+                        history_start,
+                        result,
+                        refs,
+                        now,
+                    ))
+                };
+                (op, Some(executor), consumed)
+            }
+        };
+        self.spawn_commit(id, op, executor, consumed);
+    }
+
+    /// Fails a quarantined instance without running its code: appends `ExecutionFailed` to its
+    /// stored history and consumes everything queued for it.
+    async fn start_failing_turn(
+        &mut self,
+        id: String,
+        messages: Vec<QueuedMessage>,
+        failure: Failure,
+    ) {
+        let loaded = match self.shared.store.load(&id).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::warn!(instance = %id, error = %e, "loading an instance failed; will retry");
+                self.requeue(&id, messages);
+                return;
+            }
+        };
+        self.in_flight.insert(id.clone());
+        let refs: Vec<MessageRef> = messages.iter().map(|m| m.at).collect();
+        let op = match loaded {
+            Some(loaded) if !loaded.status.is_terminal() => {
+                let start = messages
+                    .iter()
+                    .map(|m| &m.message)
+                    .find(|m| matches!(m, Message::Start { .. }));
+                let now = self.shared.clock.now_ms();
+                let result = failing_turn(&loaded.history, start, failure, now);
+                WriteOp::Turn(turn_commit(
+                    &id,
+                    loaded.status,
+                    loaded.history.len() as u32,
+                    result,
+                    refs,
+                    now,
+                ))
+            }
+            // Already ended (or gone): nothing to fail, the messages are dropped.
+            _ => WriteOp::Discard(refs),
+        };
+        self.spawn_commit(id, op, None, messages);
+    }
+
+    /// Hands a turn's op to the writer; the outcome comes back as a [`TurnDone`].
+    fn spawn_commit(
+        &mut self,
+        id: String,
+        op: WriteOp,
+        executor: Option<Executor>,
+        consumed: Vec<QueuedMessage>,
+    ) {
+        let shared = self.shared.clone();
+        let done = self.done_tx.clone();
+        tokio::task::spawn_local(async move {
+            let committed = match shared.write(op).await {
+                Ok(_) => true,
+                Err(e) => {
+                    // The writer logs the failure itself, once per streak.
+                    tracing::debug!(instance = %id, error = %e, "committing a turn failed");
+                    false
+                }
+            };
+            let _ = done.send(TurnDone {
+                instance_id: id,
+                executor,
+                consumed,
+                committed,
+            });
+        });
+    }
+
+    fn requeue(&mut self, id: &str, messages: Vec<QueuedMessage>) {
+        for m in messages {
+            self.enqueue(m);
+        }
+        let _ = id;
+    }
+
+    fn finish_turn(&mut self, done: TurnDone) {
+        self.in_flight.remove(&done.instance_id);
+        self.apply_resets();
+        if done.committed {
+            self.quarantine.remove(&done.instance_id);
+            for m in &done.consumed {
+                if let MessageRef::Timer(t) = m.at {
+                    self.timers_seen.remove(&t);
+                }
+            }
+            if let Some(executor) = done.executor
+                && !executor.status().is_terminal()
+                && executor.status() != RuntimeStatus::ContinuedAsNew
+            {
+                self.cache.insert(done.instance_id.clone(), executor);
+            }
+        } else {
+            // Nothing was written: the messages are still stored; try them again.
+            self.cache.remove(&done.instance_id);
+            let id = done.instance_id.clone();
+            self.requeue(&id, done.consumed);
+        }
+        if self.pending.contains_key(&done.instance_id) {
+            self.mark_ready(done.instance_id);
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let stopping = self.shared.stopping.load(Ordering::SeqCst);
+            if stopping {
+                // Let turns in flight commit, then stop.
+                let deadline = tokio::time::Instant::now() + self.shared.options.shutdown_grace;
+                while !self.in_flight.is_empty() {
+                    match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
+                        Ok(Some(done)) => self.finish_turn(done),
+                        _ => break,
+                    }
+                }
+                return;
+            }
+            let shared = self.shared.clone();
+            let notified = shared.orchestrations.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let more = match self.fetch().await {
+                Ok(more) => more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetching orchestration work failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            self.apply_resets();
+            self.run_ready().await;
+            while let Ok(done) = self.done_rx.try_recv() {
+                self.finish_turn(done);
+            }
+            if more || !self.ready.is_empty() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let now = self.shared.clock.now_ms();
+            let next_timer = self.shared.store.next_timer_at(now).await.ok().flatten();
+            let sleep = match next_timer {
+                Some(at) => {
+                    let wait = (at - self.shared.clock.now_ms()).clamp(0, 60_000);
+                    Duration::from_millis(wait as u64 + 1)
+                }
+                None => Duration::from_secs(60),
+            };
+            tokio::select! {
+                () = &mut notified => {}
+                Some(done) = self.done_rx.recv() => self.finish_turn(done),
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}

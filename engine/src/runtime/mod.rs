@@ -1,0 +1,296 @@
+//! The runtime: one writer that group-commits, an orchestration dispatcher, activity workers.
+//!
+//! - **Writer** (a tokio task): receives [`WriteOp`]s from everyone, takes all that are queued
+//!   (up to `max_batch_ops`) and commits them in one transaction. While one commit waits for its
+//!   fsync, the next batch gathers, so throughput rises with load at one fsync per batch.
+//! - **Orchestration dispatcher** (its own thread; orchestration futures are not `Send`): fetches
+//!   messages after a cursor and due timers, groups them by instance, runs one turn per instance
+//!   with [`Executor`] (kept in a cache between turns, so a turn does not replay its whole history),
+//!   and hands each result to the writer. An instance has at most one turn in flight; messages
+//!   that arrive meanwhile wait for the next turn.
+//! - **Activity workers**: fetch activities after a cursor and run them with bounded concurrency;
+//!   each result goes to the dispatcher in memory, and the turn that consumes it deletes the
+//!   activity row in the same commit (one commit per step instead of two). A crash before that
+//!   commit leaves the row, so the activity runs again: at least once.
+//!
+//! Everyone is woken in-process when the writer commits work for them; timers are waited for
+//! until the earliest is due. There is no poll interval.
+//!
+//! **Isolation.** A panic in orchestration code fails that instance (`Panicked`), one in an
+//! activity fails that call; a panic in the engine while it runs a turn quarantines the instance
+//! (failed without running its code again); a turn or an activity that kills the whole process is
+//! named by the [journals](crate::journal) and quarantined at the start after it has done so
+//! `quarantine_after` times (activities that were running at a crash first run again one at a
+//! time, so the next crash names one). Once an execution has
+//! ended, messages to it are dropped without replaying its code. A failed commit (a full disk)
+//! is retried with backoff; while writes fail, and if any of the runtime's tasks has died,
+//! [`Runtime::health`] says so. Shutdown stops fetching, lets turns and
+//! activities in flight finish (up to a grace period), then drains the writer. Anything not
+//! committed is fetched again on the next start.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::{
+    registry::Registry,
+    store::{CommitEffects, OpError, QueuedMessage, Store, StoreError, WriteOp},
+};
+
+use activities::run_activities;
+use dispatcher::run_dispatcher;
+use health::{Counters, HealthState};
+use journal::Journals;
+use writer::run_writer;
+
+mod activities;
+mod clock;
+mod dispatcher;
+mod health;
+pub mod journal;
+mod writer;
+
+pub use clock::{Clock, SystemClock};
+pub use health::{Health, RuntimeStats};
+
+/// Tuning knobs, with documented defaults.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Messages fetched per dispatcher round. Default 2,000.
+    pub fetch_batch: u32,
+    /// Activities run at once. Default 64.
+    pub activity_concurrency: usize,
+    /// Most write ops in one transaction. Default 4,000.
+    pub max_batch_ops: usize,
+    /// Executors kept in memory between turns (least recently run evicted first). Default
+    /// 100,000.
+    pub cache_capacity: usize,
+    /// How long shutdown waits for work in flight. Default 10 s.
+    pub shutdown_grace: Duration,
+    /// Largest accepted input, output or event payload in bytes. Default 256 KiB.
+    pub max_payload_bytes: usize,
+    /// The [turn journal](crate::journal)'s file, which lets a start recognise a turn that
+    /// crashed the process. Default `None`: no journal, no crash-loop quarantine.
+    pub turn_journal: Option<PathBuf>,
+    /// How many starts in a row must find the same instance's turn in the journal before that
+    /// instance is failed as `Quarantined` without running its code. Default 2.
+    pub quarantine_after: u32,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            fetch_batch: 2_000,
+            activity_concurrency: 64,
+            max_batch_ops: 4_000,
+            cache_capacity: 100_000,
+            shutdown_grace: Duration::from_secs(10),
+            max_payload_bytes: 256 * 1024,
+            turn_journal: None,
+            quarantine_after: 2,
+        }
+    }
+}
+
+/// The outcome of one write op, as its sender sees it.
+pub(crate) type WriteOutcome = Result<Result<(), OpError>, Arc<StoreError>>;
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<WriteOutcome>,
+}
+
+/// State shared by the runtime's parts and the client.
+pub(crate) struct Shared<S> {
+    pub store: S,
+    pub registry: Registry,
+    pub clock: Arc<dyn Clock>,
+    pub options: RuntimeOptions,
+    writer: mpsc::UnboundedSender<WriteRequest>,
+    orchestrations: Notify,
+    activities: Notify,
+    stopping: AtomicBool,
+    /// Completion waiters by instance id.
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// Instances whose history was replaced since the dispatcher last looked.
+    resets: Mutex<Vec<String>>,
+    /// Activity results on their way to the dispatcher (see `MessageRef::Activity`).
+    results: mpsc::UnboundedSender<QueuedMessage>,
+    results_rx: Mutex<Option<mpsc::UnboundedReceiver<QueuedMessage>>>,
+    pub(crate) stats: Counters,
+    pub(crate) health: HealthState,
+}
+
+impl<S: Store> Shared<S> {
+    /// Sends one op to the writer and waits for its commit.
+    pub(crate) async fn write(&self, op: WriteOp) -> WriteOutcome {
+        let (reply, rx) = oneshot::channel();
+        if self.writer.send(WriteRequest { op, reply }).is_err() {
+            return Err(Arc::new(StoreError::Corrupt(
+                "the runtime has shut down".into(),
+            )));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Arc::new(StoreError::Corrupt("the writer stopped".into()))))
+    }
+
+    /// Registers interest in an instance reaching a terminal status.
+    pub(crate) fn watch(&self, instance_id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .entry(instance_id.to_owned())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    fn apply_effects(&self, effects: &CommitEffects) {
+        if effects.messages || effects.timers {
+            self.orchestrations.notify_one();
+        }
+        if effects.activities {
+            self.activities.notify_one();
+        }
+        if !effects.finished.is_empty() {
+            let mut waiters = self.waiters.lock().expect("waiters lock");
+            for id in &effects.finished {
+                for tx in waiters.remove(id).unwrap_or_default() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        if !effects.reset.is_empty() {
+            self.resets
+                .lock()
+                .expect("resets lock")
+                .extend(effects.reset.iter().cloned());
+        }
+    }
+}
+
+/// A running engine: writer, dispatchers and workers over one store.
+pub struct Runtime<S: Store> {
+    shared: Arc<Shared<S>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    dispatcher: Option<std::thread::JoinHandle<()>>,
+    activities: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<S: Store> std::fmt::Debug for Runtime<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
+    /// Starts the runtime on the current tokio runtime.
+    pub fn start(store: S, registry: Registry, options: RuntimeOptions) -> Runtime<S> {
+        Self::start_with_clock(store, registry, options, Arc::new(SystemClock))
+    }
+
+    /// Starts the runtime with a custom clock.
+    pub fn start_with_clock(
+        store: S,
+        registry: Registry,
+        options: RuntimeOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Runtime<S> {
+        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            store,
+            registry,
+            clock,
+            options,
+            writer: writer_tx,
+            orchestrations: Notify::new(),
+            activities: Notify::new(),
+            stopping: AtomicBool::new(false),
+            waiters: Mutex::new(HashMap::new()),
+            resets: Mutex::new(Vec::new()),
+            results: results_tx,
+            results_rx: Mutex::new(Some(results_rx)),
+            stats: Counters::default(),
+            health: HealthState::default(),
+        });
+        // Alive from the start, so a probe right after start-up does not see tasks not yet
+        // scheduled as stopped; each task's guard clears its flag when the task ends.
+        for flag in [
+            &shared.health.dispatcher,
+            &shared.health.writer,
+            &shared.health.activities,
+        ] {
+            flag.store(true, Ordering::SeqCst);
+        }
+        let journals = Journals::open(&shared.options);
+        let writer = tokio::spawn(run_writer(shared.clone(), writer_rx));
+        let activities = tokio::spawn(run_activities(
+            shared.clone(),
+            journals.activities,
+            journals.activity_suspects,
+        ));
+        let dispatcher_shared = shared.clone();
+        let (turns, quarantine) = (journals.turns, journals.quarantine);
+        let dispatcher = std::thread::Builder::new()
+            .name("switchyard-orchestrations".into())
+            .spawn(move || run_dispatcher(dispatcher_shared, turns, quarantine))
+            .expect("spawn the orchestration dispatcher thread");
+        Runtime {
+            shared,
+            writer: Some(writer),
+            dispatcher: Some(dispatcher),
+            activities: Some(activities),
+        }
+    }
+
+    /// The state the management client shares with the runtime.
+    pub(crate) fn shared(&self) -> &Arc<Shared<S>> {
+        &self.shared
+    }
+
+    /// Whether the runtime can do its work: all tasks alive and writes succeeding.
+    pub fn health(&self) -> Health {
+        self.shared.health.report()
+    }
+
+    /// What the runtime has done so far.
+    pub fn stats(&self) -> RuntimeStats {
+        let c = &self.shared.stats;
+        RuntimeStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            ops: c.ops.load(Ordering::Relaxed),
+            turns: c.turns.load(Ordering::Relaxed),
+            activities: c.activities.load(Ordering::Relaxed),
+            dispatcher_rounds: c.dispatcher_rounds.load(Ordering::Relaxed),
+            commit_micros: c.commit_micros.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops fetching new work, waits (up to the grace period) for work in flight, then drains the
+    /// writer. Work not committed by then is picked up again by the next start.
+    pub async fn shutdown(mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.orchestrations.notify_one();
+        self.shared.activities.notify_one();
+        if let Some(activities) = self.activities.take() {
+            let _ = activities.await;
+        }
+        if let Some(dispatcher) = self.dispatcher.take() {
+            let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
+        }
+        if let Some(writer) = self.writer.take() {
+            // The writer exits once it sees `stopping` with an empty queue.
+            let _ = tokio::time::timeout(self.shared.options.shutdown_grace, writer).await;
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The writer: one task that group-commits every write op the runtime and the client send.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+use super::{Shared, WriteRequest, health::Alive};
+use crate::store::Store;
+
+pub(crate) async fn run_writer<S: Store>(
+    shared: Arc<Shared<S>>,
+    mut rx: mpsc::UnboundedReceiver<WriteRequest>,
+) {
+    let _alive = Alive::new(&shared.health.writer);
+    let max = shared.options.max_batch_ops.max(1);
+    let mut backoff = Backoff::default();
+    loop {
+        let first = tokio::select! {
+            request = rx.recv() => match request {
+                Some(r) => r,
+                None => return,
+            },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if shared.stopping.load(Ordering::SeqCst) && rx.is_empty() {
+                    return;
+                }
+                // Nothing to commit: learn whether writes work again by probing.
+                if shared.health.failing() {
+                    match shared.store.probe_write().await {
+                        Ok(()) => {
+                            backoff.reset();
+                            if shared.health.write_succeeded() {
+                                tracing::info!("writes to the store succeed again");
+                            }
+                        }
+                        Err(e) => {
+                            shared.health.write_failed(&e, shared.clock.now_ms());
+                            tokio::time::sleep(backoff.next()).await;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let mut ops = vec![first.op];
+        let mut replies = vec![first.reply];
+        while ops.len() < max {
+            match rx.try_recv() {
+                Ok(r) => {
+                    ops.push(r.op);
+                    replies.push(r.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let committed = shared.store.commit(&ops).await;
+        shared
+            .stats
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match committed {
+            Ok((outcomes, effects)) => {
+                backoff.reset();
+                if shared.health.write_succeeded() {
+                    tracing::info!("writes to the store succeed again");
+                }
+                shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .ops
+                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
+                shared.apply_effects(&effects);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                if shared.health.write_failed(&e, shared.clock.now_ms()) {
+                    tracing::error!(error = %e, ops = ops.len(), "group commit failed; retrying with backoff until writes succeed");
+                } else {
+                    tracing::debug!(error = %e, ops = ops.len(), "group commit failed again");
+                }
+                let e = Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                // Let the store recover (space freed, a lock released) before the next batch;
+                // senders wait meanwhile instead of spinning.
+                tokio::time::sleep(backoff.next()).await;
+            }
+        }
+    }
+}
+
+/// Exponential backoff between failed writes: 50 ms doubling up to 5 s.
+#[derive(Debug, Default)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        self.0 = (self.0 * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        self.0
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+}
