@@ -9,6 +9,7 @@
 //! whole. An op that is refused for a business reason (a running instance id reused, an instance
 //! in the wrong state) gets its own [`OpError`] while the rest of the batch commits.
 
+pub mod plan;
 pub mod sqlite;
 
 use std::{collections::BTreeMap, future::Future};

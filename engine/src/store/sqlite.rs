@@ -23,12 +23,12 @@ use sqlx::{
 use tokio::sync::Mutex;
 
 use crate::{
-    executor::Action,
-    history::{Failure, HistoryEvent, Message, RuntimeStatus, TimestampMs},
+    history::{HistoryEvent, RuntimeStatus, TimestampMs},
     store::{
-        Accept, ActivityItem, CommitEffects, CompletionBucket, InstancePage, InstanceQuery,
-        InstanceRecord, LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage,
-        RunawayLimits, SortBy, Store, StoreAdmin, StoreError, TurnCommit, WriteOp,
+        ActivityItem, CommitEffects, CompletionBucket, InstancePage, InstanceQuery, InstanceRecord,
+        LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage, RunawayLimits, SortBy,
+        Store, StoreAdmin, StoreError, TurnCommit, WriteOp,
+        plan::{self, Identity, Plan, PlanReads, Step},
     },
 };
 
@@ -153,26 +153,26 @@ fn status_of(text: &str) -> Result<RuntimeStatus, StoreError> {
     text.parse().map_err(StoreError::Corrupt)
 }
 
-/// Everything a batch writes, gathered so each kind is one statement per chunk.
+/// Rows a run of plan steps writes, gathered so each kind is one statement per chunk. It borrows
+/// from the plan, so nothing is copied on the way to the statements.
 #[derive(Default)]
-struct Pending {
-    new_instances: Vec<NewInstance>,
+struct Pending<'p> {
+    new_instances: Vec<&'p NewInstance>,
     /// (instance id, first sequence number, JSON array of events): one row per turn.
-    history: Vec<(String, u32, String)>,
-    updates: Vec<TurnCommit>,
-    activities: Vec<(String, u32, String, String)>,
-    timers: Vec<(String, TimestampMs, String)>,
-    messages: Vec<(String, String)>,
+    history: Vec<(&'p str, u32, String)>,
+    updates: Vec<&'p TurnCommit>,
+    activities: Vec<(&'p str, u32, &'p str, &'p str)>,
+    timers: Vec<(&'p str, TimestampMs, String)>,
+    messages: Vec<(&'p str, String)>,
     delete_messages: Vec<i64>,
     delete_timers: Vec<i64>,
     delete_activities: Vec<i64>,
-    /// Instances whose execution ended (terminal or continued as new) in this batch: their open
-    /// timers and activities belong to that execution and are deleted.
-    ended: Vec<String>,
-    counts: HashMap<RuntimeStatus, i64>,
+    /// Instances whose execution ended: their open timers and activities are deleted after the
+    /// inserts above.
+    ended: Vec<&'p str>,
 }
 
-impl Pending {
+impl<'p> Pending<'p> {
     fn is_empty(&self) -> bool {
         self.new_instances.is_empty()
             && self.history.is_empty()
@@ -186,33 +186,24 @@ impl Pending {
             && self.ended.is_empty()
     }
 
-    fn count(&mut self, from: Option<RuntimeStatus>, to: Option<RuntimeStatus>) {
-        if from == to {
-            return;
-        }
-        if let Some(from) = from {
-            *self.counts.entry(from).or_default() -= 1;
-        }
-        if let Some(to) = to {
-            *self.counts.entry(to).or_default() += 1;
+    fn consume(&mut self, r: MessageRef) {
+        match r {
+            MessageRef::Queue(id) => self.delete_messages.push(id),
+            MessageRef::Timer(id) => self.delete_timers.push(id),
+            MessageRef::Activity(id) => self.delete_activities.push(id),
         }
     }
 
-    fn consume(&mut self, refs: &[MessageRef]) {
-        for r in refs {
-            match r {
-                MessageRef::Queue(id) => self.delete_messages.push(*id),
-                MessageRef::Timer(id) => self.delete_timers.push(*id),
-                MessageRef::Activity(id) => self.delete_activities.push(*id),
-            }
-        }
-    }
-
-    fn send(&mut self, instance_id: &str, message: &Message) {
-        self.messages.push((instance_id.to_owned(), json(message)));
+    /// Whether scheduling for `instance_id` must wait for a flush: its end, gathered already,
+    /// must not remove what is scheduled after it.
+    fn ends(&self, instance_id: &str) -> bool {
+        self.ended.contains(&instance_id)
     }
 
     async fn flush(&mut self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+        if self.is_empty() {
+            return Ok(());
+        }
         for chunk in self.new_instances.chunks(CHUNK / 4) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO instances (instance_id, name, version, status, input, tags, \
@@ -239,7 +230,7 @@ impl Pending {
             let mut q =
                 QueryBuilder::<Sqlite>::new("INSERT INTO history (instance_id, seq, events) ");
             q.push_values(chunk, |mut b, (id, seq, event)| {
-                b.push_bind(id).push_bind(i64::from(*seq)).push_bind(event);
+                b.push_bind(*id).push_bind(i64::from(*seq)).push_bind(event);
             });
             q.build().execute(&mut **tx).await?;
         }
@@ -260,10 +251,10 @@ impl Pending {
                 "INSERT INTO activities (instance_id, scheduled_id, name, input) ",
             );
             q.push_values(chunk, |mut b, (id, sid, name, input)| {
-                b.push_bind(id)
+                b.push_bind(*id)
                     .push_bind(i64::from(*sid))
-                    .push_bind(name)
-                    .push_bind(input);
+                    .push_bind(*name)
+                    .push_bind(*input);
             });
             q.build().execute(&mut **tx).await?;
         }
@@ -271,14 +262,14 @@ impl Pending {
             let mut q =
                 QueryBuilder::<Sqlite>::new("INSERT INTO timers (instance_id, fire_at, body) ");
             q.push_values(chunk, |mut b, (id, at, body)| {
-                b.push_bind(id).push_bind(at).push_bind(body);
+                b.push_bind(*id).push_bind(at).push_bind(body);
             });
             q.build().execute(&mut **tx).await?;
         }
         for chunk in self.messages.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO messages (instance_id, body) ");
             q.push_values(chunk, |mut b, (id, body)| {
-                b.push_bind(id).push_bind(body);
+                b.push_bind(*id).push_bind(body);
             });
             q.build().execute(&mut **tx).await?;
         }
@@ -306,16 +297,13 @@ impl Pending {
                 ));
                 let mut list = q.separated(", ");
                 for id in chunk {
-                    list.push_bind(id);
+                    list.push_bind(*id);
                 }
                 q.push(")");
                 q.build().execute(&mut **tx).await?;
             }
         }
-        *self = Pending {
-            counts: std::mem::take(&mut self.counts),
-            ..Pending::default()
-        };
+        *self = Pending::default();
         Ok(())
     }
 }
@@ -362,65 +350,54 @@ async fn update_instances(
     Ok(())
 }
 
-async fn stored_status(
-    tx: &mut Transaction<'_, Sqlite>,
-    instance_id: &str,
-) -> Result<Option<RuntimeStatus>, StoreError> {
-    let row: Option<String> =
-        sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
-            .bind(instance_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    row.as_deref().map(status_of).transpose()
+/// The planner's reads, inside the commit's transaction.
+struct TxReads<'t, 'c> {
+    tx: &'t mut Transaction<'c, Sqlite>,
 }
 
-/// The stored status (or absence) of every instance that a start, delivery, purge or rewind in
-/// `ops` names.
-async fn prefetch_statuses(
-    tx: &mut Transaction<'_, Sqlite>,
-    ops: &[WriteOp],
-) -> Result<HashMap<String, Option<RuntimeStatus>>, StoreError> {
-    let mut ids: Vec<&str> = ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::Start(new) => Some(new.instance_id.as_str()),
-            WriteOp::Deliver { instance_id, .. }
-            | WriteOp::Purge { instance_id }
-            | WriteOp::Rewind { instance_id, .. } => Some(instance_id.as_str()),
-            WriteOp::Turn(_) | WriteOp::Discard(_) => None,
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut statuses: HashMap<String, Option<RuntimeStatus>> =
-        ids.iter().map(|id| ((*id).to_owned(), None)).collect();
-    for chunk in ids.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT instance_id, status FROM instances WHERE instance_id IN (",
-        );
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
+impl PlanReads for TxReads<'_, '_> {
+    async fn statuses(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, RuntimeStatus>, StoreError> {
+        let mut statuses = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT instance_id, status FROM instances WHERE instance_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut **self.tx).await? {
+                statuses.insert(row.get(0), status_of(row.get::<&str, _>(1))?);
+            }
         }
-        q.push(")");
-        for row in q.build().fetch_all(&mut **tx).await? {
-            let status = status_of(row.get::<&str, _>(1))?;
-            statuses.insert(row.get(0), Some(status));
-        }
+        Ok(statuses)
     }
-    Ok(statuses)
-}
 
-/// An instance's status as this batch sees it: as changed by earlier ops of the batch, else as
-/// stored (`None`: absent).
-async fn current_status(
-    tx: &mut Transaction<'_, Sqlite>,
-    overlay: &HashMap<String, Option<RuntimeStatus>>,
-    instance_id: &str,
-) -> Result<Option<RuntimeStatus>, StoreError> {
-    match overlay.get(instance_id) {
-        Some(status) => Ok(*status),
-        None => stored_status(tx, instance_id).await,
+    async fn history(&mut self, instance_id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT events FROM history WHERE instance_id = ? ORDER BY seq")
+                .bind(instance_id)
+                .fetch_all(&mut **self.tx)
+                .await?;
+        flatten(&rows)
+    }
+
+    async fn identity(&mut self, instance_id: &str) -> Result<Option<Identity>, StoreError> {
+        let row = sqlx::query("SELECT version, tags FROM instances WHERE instance_id = ?")
+            .bind(instance_id)
+            .fetch_optional(&mut **self.tx)
+            .await?;
+        row.map(|r| {
+            Ok(Identity {
+                version: r.get(0),
+                tags: parse(r.get::<&str, _>(1), "tags")?,
+            })
+        })
+        .transpose()
     }
 }
 
@@ -581,7 +558,8 @@ impl SqliteStore {
     }
 }
 
-/// Commits one batch on the hot connection.
+/// Commits one batch on the hot connection: plans it with the shared rules, then executes the
+/// plan.
 async fn commit_on(
     hot: &mut SqliteConnection,
     ops: &[WriteOp],
@@ -590,104 +568,9 @@ async fn commit_on(
     // connection, such as the dashboard's audit log, is writing). A deferred transaction
     // would read first and then fail to upgrade with SQLITE_BUSY_SNAPSHOT, without waiting.
     let mut tx = hot.begin_with("BEGIN IMMEDIATE").await?;
-    let mut pending = Pending::default();
-    let mut effects = CommitEffects::default();
-    // Statuses as stored, then as changed by earlier ops of this batch (None: absent). The
-    // stored statuses of every instance a management op names are read up front in one
-    // query rather than one round trip per op.
-    let mut overlay = prefetch_statuses(&mut tx, ops).await?;
-    let mut outcomes = Vec::with_capacity(ops.len());
-
-    for op in ops {
-        let outcome = match op {
-            WriteOp::Turn(turn) => {
-                apply_turn(&mut tx, &mut pending, &mut overlay, &mut effects, turn).await?;
-                Ok(())
-            }
-            WriteOp::Discard(refs) => {
-                pending.consume(refs);
-                Ok(())
-            }
-            WriteOp::Start(new) => {
-                start_instance(&mut tx, &mut pending, &mut overlay, &mut effects, new).await?
-            }
-            WriteOp::Deliver {
-                instance_id,
-                message,
-                accept,
-            } => {
-                let status = current_status(&mut tx, &overlay, instance_id).await?;
-                match status {
-                    None => Err(OpError::NotFound(instance_id.clone())),
-                    Some(status) if !accepts(*accept, status) => Err(OpError::WrongState {
-                        instance_id: instance_id.clone(),
-                        status,
-                        action: action_name(message),
-                    }),
-                    Some(_) => {
-                        pending.send(instance_id, message);
-                        Ok(())
-                    }
-                }
-            }
-            WriteOp::Purge { instance_id } => {
-                let status = current_status(&mut tx, &overlay, instance_id).await?;
-                match status {
-                    None => Err(OpError::NotFound(instance_id.clone())),
-                    Some(status) if !status.is_terminal() => Err(OpError::WrongState {
-                        instance_id: instance_id.clone(),
-                        status,
-                        action: "purge",
-                    }),
-                    Some(status) => {
-                        pending.flush(&mut tx).await?;
-                        wipe(&mut tx, instance_id, false).await?;
-                        pending.count(Some(status), None);
-                        overlay.insert(instance_id.clone(), None);
-                        effects.reset.push(instance_id.clone());
-                        Ok(())
-                    }
-                }
-            }
-            WriteOp::Rewind {
-                instance_id,
-                reason,
-                now_ms,
-            } => {
-                let status = current_status(&mut tx, &overlay, instance_id).await?;
-                match status {
-                    None => Err(OpError::NotFound(instance_id.clone())),
-                    Some(status) if status != RuntimeStatus::Failed => Err(OpError::WrongState {
-                        instance_id: instance_id.clone(),
-                        status,
-                        action: "rewind",
-                    }),
-                    Some(_) => {
-                        pending.flush(&mut tx).await?;
-                        rewind(
-                            &mut tx,
-                            &mut pending,
-                            &mut effects,
-                            instance_id,
-                            reason,
-                            *now_ms,
-                        )
-                        .await?;
-                        overlay.insert(instance_id.clone(), Some(RuntimeStatus::Running));
-                        Ok(())
-                    }
-                }
-            }
-        };
-        outcomes.push(outcome);
-    }
-    effects.messages |= !pending.messages.is_empty();
-    effects.timers |= !pending.timers.is_empty();
-    effects.activities |= !pending.activities.is_empty();
-    if !pending.is_empty() {
-        pending.flush(&mut tx).await?;
-    }
-    for (status, delta) in pending.counts.iter().filter(|(_, d)| **d != 0) {
+    let plan = plan::plan(ops, &mut TxReads { tx: &mut tx }).await?;
+    execute(&mut tx, &plan).await?;
+    for (status, delta) in &plan.counts {
         sqlx::query("UPDATE status_counts SET count = count + ? WHERE status = ?")
             .bind(delta)
             .bind(status.as_str())
@@ -695,267 +578,103 @@ async fn commit_on(
             .await?;
     }
     tx.commit().await?;
-    Ok((outcomes, effects))
+    Ok((plan.outcomes, plan.effects))
 }
 
-fn accepts(accept: Accept, status: RuntimeStatus) -> bool {
-    match accept {
-        Accept::Live => !status.is_terminal(),
-        Accept::Running => matches!(status, RuntimeStatus::Running | RuntimeStatus::Pending),
-        Accept::Suspended => status == RuntimeStatus::Suspended,
-    }
-}
-
-fn action_name(message: &Message) -> &'static str {
-    match message {
-        Message::EventRaised { .. } => "raise event",
-        Message::Terminate { .. } => "terminate",
-        Message::Suspend { .. } => "suspend",
-        Message::Resume { .. } => "resume",
-        _ => "deliver",
-    }
-}
-
-async fn rewind(
-    tx: &mut Transaction<'_, Sqlite>,
-    pending: &mut Pending,
-    effects: &mut CommitEffects,
-    instance_id: &str,
-    reason: &str,
-    now_ms: TimestampMs,
-) -> Result<(), StoreError> {
-    let rows: Vec<String> =
-        sqlx::query_scalar("SELECT events FROM history WHERE instance_id = ? ORDER BY seq")
-            .bind(instance_id)
-            .fetch_all(&mut **tx)
-            .await?;
-    let history = flatten(&rows)?;
-    let plan = crate::rewind::plan_rewind(&history);
-    let seq = history.len() as u32;
-    let event = HistoryEvent {
-        id: seq,
-        timestamp_ms: now_ms,
-        kind: crate::history::EventKind::ExecutionRewound {
-            reason: reason.to_owned(),
-            rewound: plan.rewound.clone(),
-        },
-    };
-    pending
-        .history
-        .push((instance_id.to_owned(), seq, json(&[event])));
-    for (scheduled_id, name, input) in plan.activities {
-        pending
-            .activities
-            .push((instance_id.to_owned(), scheduled_id, name, input));
-    }
-    for (scheduled_id, child_id, name, input) in plan.children {
-        let parent = crate::history::ParentInstance {
-            instance_id: instance_id.to_owned(),
-            scheduled_id,
-        };
-        let new = NewInstance {
-            instance_id: child_id,
-            name,
-            version: String::new(),
-            input,
-            tags: BTreeMap::new(),
-            parent: Some(parent),
-            scheduled_start_at: None,
-            now_ms,
-        };
-        // A child that is somehow still live is left alone; its result will arrive.
-        let mut overlay = HashMap::new();
-        let _ = start_instance(tx, pending, &mut overlay, effects, &new).await?;
-    }
-    // A turn replays the code; a failure that came from the code itself is then recorded again.
-    pending.send(
-        instance_id,
-        &Message::Resume {
-            reason: "rewind".into(),
-        },
-    );
-    sqlx::query(
-        "UPDATE instances SET status = 'Running', failure = NULL, output = NULL, \
-         completed_at = NULL, history_len = ?, updated_at = ? WHERE instance_id = ?",
-    )
-    .bind(i64::from(seq) + 1)
-    .bind(now_ms)
-    .bind(instance_id)
-    .execute(&mut **tx)
-    .await?;
-    pending.count(Some(RuntimeStatus::Failed), Some(RuntimeStatus::Running));
-    effects.reset.push(instance_id.to_owned());
-    effects.activities = true;
-    effects.messages = true;
-    Ok(())
-}
-
-async fn start_instance(
-    tx: &mut Transaction<'_, Sqlite>,
-    pending: &mut Pending,
-    overlay: &mut HashMap<String, Option<RuntimeStatus>>,
-    effects: &mut CommitEffects,
-    new: &NewInstance,
-) -> Result<Result<(), OpError>, StoreError> {
-    let existing = match overlay.get(&new.instance_id) {
-        Some(s) => *s,
-        None => stored_status(tx, &new.instance_id).await?,
-    };
-    if let Some(status) = existing {
-        if !status.is_terminal() {
-            return Ok(Err(OpError::Conflict(new.instance_id.clone())));
-        }
-        // Reusing a finished instance's id replaces its history.
-        pending.flush(tx).await?;
-        wipe(tx, &new.instance_id, false).await?;
-        effects.reset.push(new.instance_id.clone());
-    }
-    pending.count(existing, Some(RuntimeStatus::Pending));
-    overlay.insert(new.instance_id.clone(), Some(RuntimeStatus::Pending));
-    pending.new_instances.push(new.clone());
-    let start = Message::Start {
-        name: new.name.clone(),
-        version: new.version.clone(),
-        input: new.input.clone(),
-        tags: new.tags.clone(),
-        parent: new.parent.clone(),
-        generation: 0,
-    };
-    match new.scheduled_start_at {
-        Some(at) if at > new.now_ms => {
-            pending
-                .timers
-                .push((new.instance_id.clone(), at, json(&start)))
-        }
-        _ => pending.send(&new.instance_id, &start),
-    }
-    Ok(Ok(()))
-}
-
-async fn apply_turn(
-    tx: &mut Transaction<'_, Sqlite>,
-    pending: &mut Pending,
-    overlay: &mut HashMap<String, Option<RuntimeStatus>>,
-    effects: &mut CommitEffects,
-    turn: &TurnCommit,
-) -> Result<(), StoreError> {
-    pending.consume(&turn.consumed);
-    let continued = turn.actions.iter().find_map(|a| match a {
-        Action::ContinueAsNew { start, carry_over } => Some((start, carry_over)),
-        _ => None,
-    });
-    for action in &turn.actions {
-        match action {
-            Action::ScheduleActivity {
+/// Executes a plan's steps, gathering runs of row inserts, updates and deletes into multi-row
+/// statements; the steps that rewrite an instance wait for everything before them.
+async fn execute(tx: &mut Transaction<'_, Sqlite>, plan: &Plan<'_>) -> Result<(), StoreError> {
+    let mut pending = Pending::default();
+    for step in &plan.steps {
+        match step {
+            Step::CreateInstance(new) => pending.new_instances.push(new),
+            Step::AppendHistory {
+                instance_id,
+                events,
+            } => {
+                if let Some(first) = events.first() {
+                    pending.history.push((instance_id, first.id, json(events)));
+                }
+            }
+            Step::UpdateInstance(turn) => pending.updates.push(turn),
+            Step::Enqueue {
+                instance_id,
+                message,
+            } => pending.messages.push((instance_id, json(message))),
+            Step::ScheduleTimer {
+                instance_id,
+                fire_at_ms,
+                message,
+            } => {
+                if pending.ends(instance_id) {
+                    pending.flush(tx).await?;
+                }
+                pending
+                    .timers
+                    .push((instance_id, *fire_at_ms, json(message)));
+            }
+            Step::ScheduleActivity {
+                instance_id,
                 scheduled_id,
                 name,
                 input,
-            } => pending.activities.push((
-                turn.instance_id.clone(),
-                *scheduled_id,
-                name.clone(),
-                input.clone(),
-            )),
-            Action::CreateTimer {
-                timer_id,
-                fire_at_ms,
-            } => pending.timers.push((
-                turn.instance_id.clone(),
-                *fire_at_ms,
-                json(&Message::TimerFired {
-                    timer_id: *timer_id,
-                }),
-            )),
-            Action::SendMessage {
-                instance_id,
-                message,
-            } => pending.send(instance_id, message),
-            Action::StartSubOrchestration {
-                scheduled_id,
-                instance_id,
-                start:
-                    Message::Start {
-                        name,
-                        version,
-                        input,
-                        tags,
-                        parent,
-                        ..
-                    },
             } => {
-                let new = NewInstance {
-                    instance_id: instance_id.clone(),
-                    name: name.clone(),
-                    version: version.clone(),
-                    input: input.clone(),
-                    tags: tags.clone(),
-                    parent: parent.clone(),
-                    scheduled_start_at: None,
-                    now_ms: turn.now_ms,
-                };
-                if let Err(e) = start_instance(tx, pending, overlay, effects, &new).await? {
-                    pending.send(
-                        &turn.instance_id,
-                        &Message::SubOrchestrationFailed {
-                            scheduled_id: *scheduled_id,
-                            failure: Failure::new("StartFailed", e.to_string()),
-                        },
-                    );
+                if pending.ends(instance_id) {
+                    pending.flush(tx).await?;
                 }
+                pending
+                    .activities
+                    .push((instance_id, *scheduled_id, name, input));
             }
-            Action::StartSubOrchestration { .. } | Action::ContinueAsNew { .. } => {}
-        }
-    }
-    match continued {
-        Some((
-            Message::Start {
-                input, generation, ..
-            },
-            carry_over,
-        )) => {
-            // The next execution begins with an empty history.
-            pending.ended.push(turn.instance_id.clone());
-            pending.flush(tx).await?;
-            sqlx::query("DELETE FROM history WHERE instance_id = ?")
-                .bind(&turn.instance_id)
+            Step::Consume(r) => pending.consume(*r),
+            Step::EndExecution(instance_id) => pending.ended.push(instance_id),
+            Step::DeleteInstance(instance_id) => {
+                pending.flush(tx).await?;
+                wipe(tx, instance_id, false).await?;
+            }
+            Step::ContinueAsNew {
+                instance_id,
+                input,
+                generation,
+                now_ms,
+            } => {
+                pending.flush(tx).await?;
+                sqlx::query("DELETE FROM history WHERE instance_id = ?")
+                    .bind(instance_id.as_ref())
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE instances SET status = 'Pending', input = ?, output = NULL, \
+                     failure = NULL, generation = ?, history_len = 0, updated_at = ?, \
+                     waiting_event = NULL, waiting_since = NULL, waiting_deadline = NULL \
+                     WHERE instance_id = ?",
+                )
+                .bind(*input)
+                .bind(i64::from(*generation))
+                .bind(now_ms)
+                .bind(instance_id.as_ref())
                 .execute(&mut **tx)
                 .await?;
-            sqlx::query(
-                "UPDATE instances SET status = 'Pending', input = ?, output = NULL, \
-                 failure = NULL, generation = ?, history_len = 0, updated_at = ?, \
-                 waiting_event = NULL, waiting_since = NULL, waiting_deadline = NULL \
-                 WHERE instance_id = ?",
-            )
-            .bind(input)
-            .bind(i64::from(*generation))
-            .bind(turn.now_ms)
-            .bind(&turn.instance_id)
-            .execute(&mut **tx)
-            .await?;
-            let (start, _) = continued.expect("matched above");
-            pending.send(&turn.instance_id, start);
-            for message in carry_over {
-                pending.send(&turn.instance_id, message);
             }
-            pending.count(Some(turn.previous_status), Some(RuntimeStatus::Pending));
-            overlay.insert(turn.instance_id.clone(), Some(RuntimeStatus::Pending));
-            effects.reset.push(turn.instance_id.clone());
-        }
-        _ => {
-            if let Some(first) = turn.new_events.first() {
-                pending
-                    .history
-                    .push((turn.instance_id.clone(), first.id, json(&turn.new_events)));
-            }
-            pending.updates.push(turn.clone());
-            pending.count(Some(turn.previous_status), Some(turn.status));
-            overlay.insert(turn.instance_id.clone(), Some(turn.status));
-            if turn.status.is_terminal() {
-                pending.ended.push(turn.instance_id.clone());
-                effects.finished.push(turn.instance_id.clone());
+            Step::Reopen {
+                instance_id,
+                history_len,
+                now_ms,
+            } => {
+                pending.flush(tx).await?;
+                sqlx::query(
+                    "UPDATE instances SET status = 'Running', failure = NULL, output = NULL, \
+                     completed_at = NULL, history_len = ?, updated_at = ? WHERE instance_id = ?",
+                )
+                .bind(i64::from(*history_len))
+                .bind(now_ms)
+                .bind(instance_id.as_ref())
+                .execute(&mut **tx)
+                .await?;
             }
         }
     }
+    pending.flush(tx).await?;
     Ok(())
 }
 

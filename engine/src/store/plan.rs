@@ -1,0 +1,842 @@
+//! The commit rules: what a batch of [`WriteOp`]s does, decided once for every store.
+//!
+//! [`plan`] turns a batch into a [`Plan`]: each op's outcome (refused, and why), the ordered
+//! [`Step`]s that carry out the accepted ones, the change to the per-status counts and what the
+//! batch wakes up. It is the only place that knows which state accepts which message, how a
+//! batch sees the changes of its own earlier ops (the status and history overlay), what starting
+//! an instance over a finished one replaces, what continue-as-new and rewind rewrite, and that a
+//! sub-orchestration that cannot start fails back to its parent. A store only reads what the
+//! planner asks for ([`PlanReads`], inside the commit's transaction) and executes the steps; it
+//! may batch them (the SQLite store writes each kind of row with one statement per chunk) as long
+//! as it keeps the order rules documented on [`Step`].
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+    future::Future,
+};
+
+use crate::{
+    executor::Action,
+    history::{
+        EventKind, Failure, HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs,
+    },
+    rewind::plan_rewind,
+    store::{Accept, CommitEffects, NewInstance, OpError, StoreError, TurnCommit, WriteOp},
+};
+
+/// What the planner reads from the store, as of the start of the batch.
+pub trait PlanReads: Send {
+    /// The stored status of each of `ids` that exists.
+    fn statuses(
+        &mut self,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<HashMap<String, RuntimeStatus>, StoreError>> + Send;
+    /// The stored history of the current execution.
+    fn history(
+        &mut self,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Vec<HistoryEvent>, StoreError>> + Send;
+    /// The stored version and tags of an instance, if it exists.
+    fn identity(
+        &mut self,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Option<Identity>, StoreError>> + Send;
+}
+
+/// What an instance was started as, beyond its name and input: kept when a rewind starts a
+/// failed child again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub version: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One change to stored rows. Steps apply in order; a store may gather consecutive steps into
+/// multi-row statements provided that:
+/// - [`DeleteInstance`](Step::DeleteInstance), [`ContinueAsNew`](Step::ContinueAsNew) and
+///   [`Reopen`](Step::Reopen) see every earlier step applied;
+/// - [`EndExecution`](Step::EndExecution) removes the timers and activities scheduled by earlier
+///   steps and none scheduled by later ones (a rewind later in the batch schedules activities for
+///   an execution that failed earlier in it).
+#[derive(Debug, Clone)]
+pub enum Step<'a> {
+    /// Inserts a `Pending` instance row (its `Start` message is a separate step).
+    CreateInstance(Cow<'a, NewInstance>),
+    /// Appends events to an instance's history; `events[0].id` is the first sequence number.
+    AppendHistory {
+        instance_id: Cow<'a, str>,
+        events: Cow<'a, [HistoryEvent]>,
+    },
+    /// Updates an instance row after its turn: status, output, failure, custom status, history
+    /// length, waiting fields; `completed_at` when terminal.
+    UpdateInstance(&'a TurnCommit),
+    /// Queues a message for an instance.
+    Enqueue {
+        instance_id: Cow<'a, str>,
+        message: Cow<'a, Message>,
+    },
+    /// Queues a message that becomes visible at `fire_at_ms` (a timer, a scheduled start).
+    ScheduleTimer {
+        instance_id: Cow<'a, str>,
+        fire_at_ms: TimestampMs,
+        message: Cow<'a, Message>,
+    },
+    /// Schedules an activity.
+    ScheduleActivity {
+        instance_id: Cow<'a, str>,
+        scheduled_id: u32,
+        name: Cow<'a, str>,
+        input: Cow<'a, str>,
+    },
+    /// Deletes a consumed queue message, fired timer or finished activity.
+    Consume(crate::store::MessageRef),
+    /// Deletes an instance and everything that belongs to it.
+    DeleteInstance(Cow<'a, str>),
+    /// The execution ended: its open timers and activities go.
+    EndExecution(Cow<'a, str>),
+    /// Continue-as-new: the history is emptied and the row becomes `Pending` with the next
+    /// execution's input and generation; output, failure and waiting fields are cleared.
+    ContinueAsNew {
+        instance_id: Cow<'a, str>,
+        input: &'a str,
+        generation: u32,
+        now_ms: TimestampMs,
+    },
+    /// Rewind: the row becomes `Running` again with `history_len` events; output, failure and
+    /// completion time are cleared.
+    Reopen {
+        instance_id: Cow<'a, str>,
+        history_len: u32,
+        now_ms: TimestampMs,
+    },
+}
+
+/// What a batch does.
+#[derive(Debug, Default)]
+pub struct Plan<'a> {
+    /// One per op, in op order.
+    pub outcomes: Vec<Result<(), OpError>>,
+    pub steps: Vec<Step<'a>>,
+    /// Change of the number of instances per status.
+    pub counts: BTreeMap<RuntimeStatus, i64>,
+    pub effects: CommitEffects,
+}
+
+/// A batch's view of one instance's history: the stored one (unless replaced in this batch) plus
+/// what this batch appended.
+#[derive(Default)]
+struct HistoryOverlay<'a> {
+    replaced: bool,
+    appended: Vec<&'a HistoryEvent>,
+}
+
+struct Planner<'a, 'r, R> {
+    reads: &'r mut R,
+    plan: Plan<'a>,
+    /// Statuses as this batch sees them (`None`: absent).
+    statuses: HashMap<String, Option<RuntimeStatus>>,
+    histories: HashMap<String, HistoryOverlay<'a>>,
+}
+
+/// Plans a batch. Reads go through `reads`; nothing is written.
+pub async fn plan<'a, R: PlanReads>(
+    ops: &'a [WriteOp],
+    reads: &mut R,
+) -> Result<Plan<'a>, StoreError> {
+    let named = named_instances(ops);
+    let stored = reads.statuses(&named).await?;
+    let statuses = named
+        .iter()
+        .map(|id| ((*id).to_owned(), stored.get(*id).copied()))
+        .collect();
+    let mut planner = Planner {
+        reads,
+        plan: Plan {
+            outcomes: Vec::with_capacity(ops.len()),
+            steps: Vec::with_capacity(ops.len() * 4),
+            ..Plan::default()
+        },
+        statuses,
+        histories: HashMap::new(),
+    };
+    for op in ops {
+        let outcome = planner.op(op).await?;
+        planner.plan.outcomes.push(outcome);
+    }
+    let mut plan = planner.plan;
+    plan.counts.retain(|_, delta| *delta != 0);
+    for step in &plan.steps {
+        match step {
+            Step::Enqueue { .. } => plan.effects.messages = true,
+            Step::ScheduleTimer { .. } => plan.effects.timers = true,
+            Step::ScheduleActivity { .. } => plan.effects.activities = true,
+            _ => {}
+        }
+    }
+    Ok(plan)
+}
+
+/// Every instance whose status an op of the batch needs, sorted and deduplicated, so a store
+/// reads them with one query.
+fn named_instances(ops: &[WriteOp]) -> Vec<&str> {
+    let mut ids: Vec<&str> = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::Start(new) => ids.push(&new.instance_id),
+            WriteOp::Deliver { instance_id, .. }
+            | WriteOp::Purge { instance_id }
+            | WriteOp::Rewind { instance_id, .. } => ids.push(instance_id),
+            WriteOp::Turn(turn) => ids.extend(turn.actions.iter().filter_map(|a| match a {
+                Action::StartSubOrchestration { instance_id, .. } => Some(instance_id.as_str()),
+                _ => None,
+            })),
+            WriteOp::Discard(_) => {}
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Whether a management message may be delivered to an instance in `status`.
+pub fn accepts(accept: Accept, status: RuntimeStatus) -> bool {
+    match accept {
+        Accept::Live => !status.is_terminal(),
+        Accept::Running => matches!(status, RuntimeStatus::Running | RuntimeStatus::Pending),
+        Accept::Suspended => status == RuntimeStatus::Suspended,
+    }
+}
+
+/// The verb a management message stands for, in refusals.
+fn action_name(message: &Message) -> &'static str {
+    match message {
+        Message::EventRaised { .. } => "raise event",
+        Message::Terminate { .. } => "terminate",
+        Message::Suspend { .. } => "suspend",
+        Message::Resume { .. } => "resume",
+        _ => "deliver",
+    }
+}
+
+impl<'a, R: PlanReads> Planner<'a, '_, R> {
+    async fn op(&mut self, op: &'a WriteOp) -> Result<Result<(), OpError>, StoreError> {
+        Ok(match op {
+            WriteOp::Turn(turn) => {
+                self.turn(turn).await?;
+                Ok(())
+            }
+            WriteOp::Discard(refs) => {
+                self.plan
+                    .steps
+                    .extend(refs.iter().copied().map(Step::Consume));
+                Ok(())
+            }
+            WriteOp::Start(new) => self.start(Cow::Borrowed(new)).await?,
+            WriteOp::Deliver {
+                instance_id,
+                message,
+                accept,
+            } => match self.status(instance_id).await? {
+                None => Err(OpError::NotFound(instance_id.clone())),
+                Some(status) if !accepts(*accept, status) => Err(OpError::WrongState {
+                    instance_id: instance_id.clone(),
+                    status,
+                    action: action_name(message),
+                }),
+                Some(_) => {
+                    self.enqueue(Cow::Borrowed(instance_id), Cow::Borrowed(message));
+                    Ok(())
+                }
+            },
+            WriteOp::Purge { instance_id } => match self.status(instance_id).await? {
+                None => Err(OpError::NotFound(instance_id.clone())),
+                Some(status) if !status.is_terminal() => Err(OpError::WrongState {
+                    instance_id: instance_id.clone(),
+                    status,
+                    action: "purge",
+                }),
+                Some(status) => {
+                    self.delete(Cow::Borrowed(instance_id));
+                    self.count(Some(status), None);
+                    self.statuses.insert(instance_id.clone(), None);
+                    Ok(())
+                }
+            },
+            WriteOp::Rewind {
+                instance_id,
+                reason,
+                now_ms,
+            } => match self.status(instance_id).await? {
+                None => Err(OpError::NotFound(instance_id.clone())),
+                Some(status) if status != RuntimeStatus::Failed => Err(OpError::WrongState {
+                    instance_id: instance_id.clone(),
+                    status,
+                    action: "rewind",
+                }),
+                Some(_) => {
+                    self.rewind(instance_id, reason, *now_ms).await?;
+                    Ok(())
+                }
+            },
+        })
+    }
+
+    /// An instance's status as this batch sees it.
+    async fn status(&mut self, instance_id: &str) -> Result<Option<RuntimeStatus>, StoreError> {
+        if let Some(status) = self.statuses.get(instance_id) {
+            return Ok(*status);
+        }
+        let stored = self.reads.statuses(&[instance_id]).await?;
+        let status = stored.get(instance_id).copied();
+        self.statuses.insert(instance_id.to_owned(), status);
+        Ok(status)
+    }
+
+    fn count(&mut self, from: Option<RuntimeStatus>, to: Option<RuntimeStatus>) {
+        if from == to {
+            return;
+        }
+        if let Some(from) = from {
+            *self.plan.counts.entry(from).or_default() -= 1;
+        }
+        if let Some(to) = to {
+            *self.plan.counts.entry(to).or_default() += 1;
+        }
+    }
+
+    fn enqueue(&mut self, instance_id: Cow<'a, str>, message: Cow<'a, Message>) {
+        self.plan.steps.push(Step::Enqueue {
+            instance_id,
+            message,
+        });
+    }
+
+    /// Deletes an instance (purge, or an id reused after it finished).
+    fn delete(&mut self, instance_id: Cow<'a, str>) {
+        self.plan.effects.reset.push(instance_id.to_string());
+        self.histories
+            .insert(instance_id.to_string(), HistoryOverlay::replaced());
+        self.plan.steps.push(Step::DeleteInstance(instance_id));
+    }
+
+    async fn start(
+        &mut self,
+        new: Cow<'a, NewInstance>,
+    ) -> Result<Result<(), OpError>, StoreError> {
+        let existing = self.status(&new.instance_id).await?;
+        let instance_id: Cow<'a, str> = match &new {
+            Cow::Borrowed(b) => Cow::Borrowed(b.instance_id.as_str()),
+            Cow::Owned(o) => Cow::Owned(o.instance_id.clone()),
+        };
+        if let Some(status) = existing {
+            if !status.is_terminal() {
+                return Ok(Err(OpError::Conflict(new.instance_id.clone())));
+            }
+            // Reusing a finished instance's id replaces its history.
+            self.delete(instance_id.clone());
+        }
+        self.count(existing, Some(RuntimeStatus::Pending));
+        self.statuses
+            .insert(new.instance_id.clone(), Some(RuntimeStatus::Pending));
+        let start = Cow::Owned(Message::Start {
+            name: new.name.clone(),
+            version: new.version.clone(),
+            input: new.input.clone(),
+            tags: new.tags.clone(),
+            parent: new.parent.clone(),
+            generation: 0,
+        });
+        let scheduled = new.scheduled_start_at.filter(|at| *at > new.now_ms);
+        self.plan.steps.push(Step::CreateInstance(new));
+        match scheduled {
+            Some(fire_at_ms) => self.plan.steps.push(Step::ScheduleTimer {
+                instance_id,
+                fire_at_ms,
+                message: start,
+            }),
+            None => self.enqueue(instance_id, start),
+        }
+        Ok(Ok(()))
+    }
+
+    async fn turn(&mut self, turn: &'a TurnCommit) -> Result<(), StoreError> {
+        let id = Cow::Borrowed(turn.instance_id.as_str());
+        self.plan
+            .steps
+            .extend(turn.consumed.iter().copied().map(Step::Consume));
+        let mut continued = None;
+        for action in &turn.actions {
+            match action {
+                Action::ScheduleActivity {
+                    scheduled_id,
+                    name,
+                    input,
+                } => self.plan.steps.push(Step::ScheduleActivity {
+                    instance_id: id.clone(),
+                    scheduled_id: *scheduled_id,
+                    name: Cow::Borrowed(name),
+                    input: Cow::Borrowed(input),
+                }),
+                Action::CreateTimer {
+                    timer_id,
+                    fire_at_ms,
+                } => self.plan.steps.push(Step::ScheduleTimer {
+                    instance_id: id.clone(),
+                    fire_at_ms: *fire_at_ms,
+                    message: Cow::Owned(Message::TimerFired {
+                        timer_id: *timer_id,
+                    }),
+                }),
+                Action::SendMessage {
+                    instance_id,
+                    message,
+                } => self.enqueue(Cow::Borrowed(instance_id), Cow::Borrowed(message)),
+                Action::StartSubOrchestration {
+                    scheduled_id,
+                    instance_id,
+                    start:
+                        Message::Start {
+                            name,
+                            version,
+                            input,
+                            tags,
+                            parent,
+                            ..
+                        },
+                } => {
+                    let new = NewInstance {
+                        instance_id: instance_id.clone(),
+                        name: name.clone(),
+                        version: version.clone(),
+                        input: input.clone(),
+                        tags: tags.clone(),
+                        parent: parent.clone(),
+                        scheduled_start_at: None,
+                        now_ms: turn.now_ms,
+                    };
+                    if let Err(e) = self.start(Cow::Owned(new)).await? {
+                        self.enqueue(
+                            id.clone(),
+                            Cow::Owned(Message::SubOrchestrationFailed {
+                                scheduled_id: *scheduled_id,
+                                failure: Failure::new("StartFailed", e.to_string()),
+                            }),
+                        );
+                    }
+                }
+                Action::ContinueAsNew { start, carry_over } => {
+                    continued = Some((start, carry_over))
+                }
+                Action::StartSubOrchestration { .. } => {}
+            }
+        }
+        match continued {
+            Some((
+                start @ Message::Start {
+                    input, generation, ..
+                },
+                carry_over,
+            )) => {
+                // The next execution begins with an empty history; the last turn's events are
+                // not kept.
+                self.end(&turn.instance_id);
+                self.histories
+                    .insert(turn.instance_id.clone(), HistoryOverlay::replaced());
+                self.plan.steps.push(Step::ContinueAsNew {
+                    instance_id: id.clone(),
+                    input,
+                    generation: *generation,
+                    now_ms: turn.now_ms,
+                });
+                self.enqueue(id.clone(), Cow::Borrowed(start));
+                for message in carry_over {
+                    self.enqueue(id.clone(), Cow::Borrowed(message));
+                }
+                self.count(Some(turn.previous_status), Some(RuntimeStatus::Pending));
+                self.statuses
+                    .insert(turn.instance_id.clone(), Some(RuntimeStatus::Pending));
+                self.plan.effects.reset.push(turn.instance_id.clone());
+            }
+            _ => {
+                if !turn.new_events.is_empty() {
+                    self.histories
+                        .entry(turn.instance_id.clone())
+                        .or_default()
+                        .appended
+                        .extend(turn.new_events.iter());
+                    self.plan.steps.push(Step::AppendHistory {
+                        instance_id: id.clone(),
+                        events: Cow::Borrowed(&turn.new_events),
+                    });
+                }
+                self.plan.steps.push(Step::UpdateInstance(turn));
+                self.count(Some(turn.previous_status), Some(turn.status));
+                self.statuses
+                    .insert(turn.instance_id.clone(), Some(turn.status));
+                if turn.status.is_terminal() {
+                    self.end(&turn.instance_id);
+                    self.plan.effects.finished.push(turn.instance_id.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, instance_id: &'a str) {
+        self.plan
+            .steps
+            .push(Step::EndExecution(Cow::Borrowed(instance_id)));
+    }
+
+    /// The current execution's history as this batch sees it.
+    async fn history(&mut self, instance_id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
+        let overlay = self.histories.get(instance_id);
+        let mut history = match overlay {
+            Some(o) if o.replaced => Vec::new(),
+            _ => self.reads.history(instance_id).await?,
+        };
+        if let Some(o) = self.histories.get(instance_id) {
+            history.extend(o.appended.iter().map(|e| (*e).clone()));
+        }
+        Ok(history)
+    }
+
+    /// Re-runs the failed steps of a failed execution.
+    async fn rewind(
+        &mut self,
+        instance_id: &'a str,
+        reason: &str,
+        now_ms: TimestampMs,
+    ) -> Result<(), StoreError> {
+        let id = Cow::Borrowed(instance_id);
+        let history = self.history(instance_id).await?;
+        let rewind = plan_rewind(&history);
+        let seq = history.len() as u32;
+        let event = HistoryEvent {
+            id: seq,
+            timestamp_ms: now_ms,
+            kind: EventKind::ExecutionRewound {
+                reason: reason.to_owned(),
+                rewound: rewind.rewound.clone(),
+            },
+        };
+        self.plan.steps.push(Step::AppendHistory {
+            instance_id: id.clone(),
+            events: Cow::Owned(vec![event]),
+        });
+        for (scheduled_id, name, input) in rewind.activities {
+            self.plan.steps.push(Step::ScheduleActivity {
+                instance_id: id.clone(),
+                scheduled_id,
+                name: Cow::Owned(name),
+                input: Cow::Owned(input),
+            });
+        }
+        for (scheduled_id, child_id, name, input) in rewind.children {
+            // The child starts again as it was started: same version and tags.
+            let Identity { version, tags } =
+                self.reads.identity(&child_id).await?.unwrap_or_default();
+            let new = NewInstance {
+                instance_id: child_id,
+                name,
+                version,
+                input,
+                tags,
+                parent: Some(ParentInstance {
+                    instance_id: instance_id.to_owned(),
+                    scheduled_id,
+                }),
+                scheduled_start_at: None,
+                now_ms,
+            };
+            // A child that is somehow still live is left alone; its result will arrive.
+            let _ = self.start(Cow::Owned(new)).await?;
+        }
+        // A turn replays the code; a failure that came from the code itself is then recorded
+        // again.
+        self.enqueue(
+            id.clone(),
+            Cow::Owned(Message::Resume {
+                reason: "rewind".into(),
+            }),
+        );
+        self.plan.steps.push(Step::Reopen {
+            instance_id: id,
+            history_len: seq + 1,
+            now_ms,
+        });
+        self.count(Some(RuntimeStatus::Failed), Some(RuntimeStatus::Running));
+        self.statuses
+            .insert(instance_id.to_owned(), Some(RuntimeStatus::Running));
+        self.plan.effects.reset.push(instance_id.to_owned());
+        Ok(())
+    }
+}
+
+impl HistoryOverlay<'_> {
+    fn replaced() -> Self {
+        HistoryOverlay {
+            replaced: true,
+            appended: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MessageRef;
+
+    /// Stored state for the planner, in memory.
+    #[derive(Default)]
+    struct Stored {
+        statuses: HashMap<String, RuntimeStatus>,
+        histories: HashMap<String, Vec<HistoryEvent>>,
+        identities: HashMap<String, Identity>,
+    }
+
+    impl PlanReads for Stored {
+        async fn statuses(
+            &mut self,
+            ids: &[&str],
+        ) -> Result<HashMap<String, RuntimeStatus>, StoreError> {
+            Ok(ids
+                .iter()
+                .filter_map(|id| Some(((*id).to_owned(), *self.statuses.get(*id)?)))
+                .collect())
+        }
+        async fn history(&mut self, id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
+            Ok(self.histories.get(id).cloned().unwrap_or_default())
+        }
+        async fn identity(&mut self, id: &str) -> Result<Option<Identity>, StoreError> {
+            Ok(self.identities.get(id).cloned())
+        }
+    }
+
+    fn event(id: u32, kind: EventKind) -> HistoryEvent {
+        HistoryEvent {
+            id,
+            timestamp_ms: 1,
+            kind,
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        futures_util::FutureExt::now_or_never(f).expect("the in-memory reads never wait")
+    }
+
+    /// A parent whose child failed, and so did it.
+    fn failed_parent() -> Vec<HistoryEvent> {
+        let failure = Failure::new("Boom", "child failed");
+        vec![
+            event(
+                0,
+                EventKind::ExecutionStarted {
+                    name: "Parent".into(),
+                    version: "2".into(),
+                    input: "null".into(),
+                    tags: BTreeMap::new(),
+                    parent: None,
+                    generation: 0,
+                },
+            ),
+            event(
+                1,
+                EventKind::SubOrchestrationInstanceCreated {
+                    name: "Child".into(),
+                    instance_id: "p:1".into(),
+                    input: "7".into(),
+                },
+            ),
+            event(
+                2,
+                EventKind::SubOrchestrationInstanceFailed {
+                    scheduled_id: 1,
+                    failure: failure.clone(),
+                },
+            ),
+            event(3, EventKind::ExecutionFailed { failure }),
+        ]
+    }
+
+    #[test]
+    fn rewind_starts_a_failed_child_again_with_its_version_and_tags() {
+        let mut stored = Stored::default();
+        stored.statuses.insert("p".into(), RuntimeStatus::Failed);
+        stored.statuses.insert("p:1".into(), RuntimeStatus::Failed);
+        stored.histories.insert("p".into(), failed_parent());
+        let identity = Identity {
+            version: "3.1".into(),
+            tags: BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
+        };
+        stored.identities.insert("p:1".into(), identity.clone());
+        let ops = [WriteOp::Rewind {
+            instance_id: "p".into(),
+            reason: "fixed".into(),
+            now_ms: 10,
+        }];
+        let plan = block_on(plan(&ops, &mut stored)).unwrap();
+        assert_eq!(plan.outcomes, [Ok(())]);
+        let child = plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::CreateInstance(new) => Some(new),
+                _ => None,
+            })
+            .expect("the child starts again");
+        assert_eq!(child.instance_id, "p:1");
+        assert_eq!(child.input, "7");
+        assert_eq!(child.version, identity.version);
+        assert_eq!(child.tags, identity.tags);
+        assert_eq!(child.parent.as_ref().unwrap().scheduled_id, 1);
+        // The finished child's rows are replaced, before it is created again.
+        let deleted = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::DeleteInstance(id) if id == "p:1"));
+        let created = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::CreateInstance(_)));
+        assert!(deleted < created, "{:?}", plan.steps);
+        assert!(matches!(
+            plan.steps.last(),
+            Some(Step::Reopen { history_len: 5, .. })
+        ));
+        // Parent Failed → Running; child Failed → Pending.
+        assert_eq!(plan.counts.get(&RuntimeStatus::Failed), Some(&-2));
+        assert_eq!(plan.counts.get(&RuntimeStatus::Running), Some(&1));
+        assert_eq!(plan.counts.get(&RuntimeStatus::Pending), Some(&1));
+    }
+
+    #[test]
+    fn a_batch_sees_its_own_earlier_ops() {
+        // A turn fails the instance and a rewind follows in the same batch: the rewind sees the
+        // turn's status and events, not only what is stored.
+        let history = failed_parent();
+        let mut stored = Stored::default();
+        stored.statuses.insert("p".into(), RuntimeStatus::Running);
+        stored.statuses.insert("p:1".into(), RuntimeStatus::Failed);
+        stored.histories.insert("p".into(), history[..3].to_vec());
+        let turn = TurnCommit {
+            instance_id: "p".into(),
+            previous_status: RuntimeStatus::Running,
+            history_start: 3,
+            new_events: history[3..].to_vec(),
+            status: RuntimeStatus::Failed,
+            output: None,
+            failure: Some(Failure::new("Boom", "child failed")),
+            custom_status: None,
+            waiting: None,
+            consumed: vec![MessageRef::Queue(1)],
+            actions: Vec::new(),
+            now_ms: 5,
+        };
+        let ops = [
+            WriteOp::Deliver {
+                instance_id: "p".into(),
+                message: Message::Suspend { reason: "x".into() },
+                accept: Accept::Running,
+            },
+            WriteOp::Turn(turn),
+            WriteOp::Deliver {
+                instance_id: "p".into(),
+                message: Message::Suspend { reason: "y".into() },
+                accept: Accept::Running,
+            },
+            WriteOp::Rewind {
+                instance_id: "p".into(),
+                reason: "again".into(),
+                now_ms: 6,
+            },
+            WriteOp::Start(NewInstance {
+                instance_id: "p".into(),
+                name: "Parent".into(),
+                version: String::new(),
+                input: "null".into(),
+                tags: BTreeMap::new(),
+                parent: None,
+                scheduled_start_at: None,
+                now_ms: 7,
+            }),
+            WriteOp::Purge {
+                instance_id: "missing".into(),
+            },
+        ];
+        let plan = block_on(plan(&ops, &mut stored)).unwrap();
+        assert_eq!(plan.outcomes[0], Ok(()), "suspend while running");
+        assert!(
+            matches!(
+                &plan.outcomes[2],
+                Err(OpError::WrongState {
+                    status: RuntimeStatus::Failed,
+                    action: "suspend",
+                    ..
+                })
+            ),
+            "{:?}",
+            plan.outcomes[2]
+        );
+        assert_eq!(plan.outcomes[3], Ok(()), "rewind after the failing turn");
+        assert_eq!(
+            plan.outcomes[4],
+            Err(OpError::Conflict("p".into())),
+            "running again"
+        );
+        assert_eq!(plan.outcomes[5], Err(OpError::NotFound("missing".into())));
+        assert!(plan.steps.iter().any(|s| matches!(
+            s,
+            Step::AppendHistory { events, .. } if events[0].id == 4
+        )));
+        assert_eq!(plan.effects.finished, ["p"]);
+        assert!(plan.effects.messages);
+    }
+
+    #[test]
+    fn a_sub_orchestration_that_cannot_start_fails_back_to_its_parent() {
+        let mut stored = Stored::default();
+        stored
+            .statuses
+            .insert("busy".into(), RuntimeStatus::Running);
+        let turn = TurnCommit {
+            instance_id: "p".into(),
+            previous_status: RuntimeStatus::Running,
+            history_start: 1,
+            new_events: Vec::new(),
+            status: RuntimeStatus::Running,
+            output: None,
+            failure: None,
+            custom_status: None,
+            waiting: None,
+            consumed: Vec::new(),
+            actions: vec![Action::StartSubOrchestration {
+                scheduled_id: 4,
+                instance_id: "busy".into(),
+                start: Message::Start {
+                    name: "Child".into(),
+                    version: String::new(),
+                    input: "null".into(),
+                    tags: BTreeMap::new(),
+                    parent: None,
+                    generation: 0,
+                },
+            }],
+            now_ms: 5,
+        };
+        let ops = [WriteOp::Turn(turn)];
+        let plan = block_on(plan(&ops, &mut stored)).unwrap();
+        assert!(plan.steps.iter().any(|s| matches!(
+            s,
+            Step::Enqueue { instance_id, message } if instance_id == "p"
+                && matches!(message.as_ref(), Message::SubOrchestrationFailed { scheduled_id: 4, failure } if failure.error_type == "StartFailed")
+        )), "{:?}", plan.steps);
+        assert!(
+            !plan
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::CreateInstance(_)))
+        );
+    }
+}
