@@ -24,5 +24,7 @@ pub use db::{Database, DatabaseUrl, DbError};
 pub use executor::{Action, Executor, TurnResult, execute_turn};
 pub use history::{EventKind, Failure, HistoryEvent, Json, Message, RuntimeStatus};
 pub use registry::{Activity, ActivityContext, Orchestration, Registry};
-pub use runtime::{Clock, Health, Runtime, RuntimeOptions, RuntimeStats, SystemClock, journal};
+pub use runtime::{
+    Clock, Health, ManualClock, Runtime, RuntimeOptions, RuntimeStats, SystemClock, journal,
+};
 pub use store::sqlite::{self, SqliteStore};

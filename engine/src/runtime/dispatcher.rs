@@ -519,17 +519,14 @@ impl<S: Store + Clone> Dispatcher<S> {
             }
             let now = self.shared.clock.now_ms();
             let next_timer = self.shared.store.next_timer_at(now).await.ok().flatten();
-            let sleep = match next_timer {
-                Some(at) => {
-                    let wait = (at - self.shared.clock.now_ms()).clamp(0, 60_000);
-                    Duration::from_millis(wait as u64 + 1)
-                }
-                None => Duration::from_secs(60),
-            };
+            // Wake for the next timer, and at least once a minute of clock time.
+            let wake = next_timer
+                .unwrap_or(i64::MAX)
+                .min(now.saturating_add(60_000));
             tokio::select! {
                 () = &mut notified => {}
                 Some(done) = self.done_rx.recv() => self.finish_turn(done),
-                () = tokio::time::sleep(sleep) => {}
+                () = self.shared.clock.sleep_until(wake) => {}
             }
         }
     }

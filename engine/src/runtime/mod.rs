@@ -58,7 +58,7 @@ mod health;
 pub mod journal;
 mod writer;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, Wake};
 pub use health::{Health, RuntimeStats};
 
 /// Tuning knobs, with documented defaults.

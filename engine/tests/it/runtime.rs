@@ -1,17 +1,17 @@
 //! The runtime on a real SQLite file: the samples run to completion, and every management verb
 //! works and refuses what it must.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use engine::{
-    Client, ClientError, Database, DatabaseUrl, Runtime, RuntimeOptions, RuntimeStatus,
-    SqliteStore, StartOptions,
+    Client, ClientError, Clock, Database, DatabaseUrl, ManualClock, Registry, Runtime,
+    RuntimeOptions, RuntimeStatus, SqliteStore, StartOptions, SystemClock,
     db::ConnectOptions,
     samples::{
         Approval, ApprovalOutcome, ApprovalRequest, FanOutFanIn, HelloSequence, HumanInteraction,
         Monitor, MonitorInput, MonitorOutcome,
     },
-    store::{InstanceQuery, SortBy},
+    store::{InstanceQuery, InstanceRecord, SortBy, Store},
 };
 
 pub async fn open(dir: &Path) -> SqliteStore {
@@ -26,6 +26,57 @@ pub async fn open(dir: &Path) -> SqliteStore {
         unreachable!()
     };
     SqliteStore::new(pool).await.unwrap()
+}
+
+/// A manual clock standing at the wall clock's time (stored timestamps stay plausible).
+pub fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(SystemClock.now_ms()))
+}
+
+/// The samples on a runtime whose clock moves only when the test moves it.
+pub async fn clocked_runtime(
+    dir: &Path,
+    registry: Registry,
+) -> (
+    Runtime<SqliteStore>,
+    Client<SqliteStore>,
+    SqliteStore,
+    Arc<ManualClock>,
+) {
+    let store = open(dir).await;
+    let clock = manual_clock();
+    let rt = Runtime::start_with_clock(
+        store.clone(),
+        registry,
+        RuntimeOptions::default(),
+        clock.clone(),
+    );
+    let client = rt.client();
+    (rt, client, store, clock)
+}
+
+/// Lets `id` run to its end, moving the clock to each stored timer in turn instead of waiting
+/// for it. Between moves the runtime gets up to 20 ms of real time to make progress.
+pub async fn finish_by_timers(
+    client: &Client<SqliteStore>,
+    store: &SqliteStore,
+    clock: &ManualClock,
+    id: &str,
+) -> InstanceRecord {
+    for _ in 0..2_000 {
+        match client
+            .wait_for_completion(id, Duration::from_millis(20))
+            .await
+        {
+            Ok(done) => return done,
+            Err(ClientError::Timeout(_)) => {}
+            Err(e) => panic!("{id}: {e}"),
+        }
+        if let Some(at) = store.next_timer_at(clock.now_ms()).await.unwrap() {
+            clock.advance_to(at);
+        }
+    }
+    panic!("{id} did not finish: {:?}", client.get(id).await);
 }
 
 pub async fn runtime(dir: &Path) -> (Runtime<SqliteStore>, Client<SqliteStore>) {
@@ -100,7 +151,7 @@ async fn fan_out_fan_in_of_a_thousand_activities() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_backs_off_through_continue_as_new_until_done_or_deadline() {
     let tmp = tempfile::tempdir().unwrap();
-    let (rt, client) = runtime(tmp.path()).await;
+    let (rt, client, store, clock) = clocked_runtime(tmp.path(), engine::samples::registry()).await;
     let input = |ready_after, timeout_ms| MonitorInput {
         job_id: "job-7".into(),
         checks: 0,
@@ -118,7 +169,7 @@ async fn monitor_backs_off_through_continue_as_new_until_done_or_deadline() {
         .start::<Monitor>(&input(u32::MAX, 300), with_id("monitor-timeout"))
         .await
         .unwrap();
-    // Both are live (each waits on timers for at least 60 ms): thresholds of zero flag both,
+    // Both are live (the clock stands still, so their timers wait): thresholds of zero flag both,
     // and the count agrees with the list, up to its cap.
     let everything = engine::store::RunawayLimits {
         history_len: 0,
@@ -150,14 +201,14 @@ async fn monitor_backs_off_through_continue_as_new_until_done_or_deadline() {
         client.count_suspected_runaways(&strict, 10).await.unwrap(),
         0
     );
-    let done = client.wait_for_completion(&done_id, WAIT).await.unwrap();
+    let done = finish_by_timers(&client, &store, &clock, &done_id).await;
     let outcome: MonitorOutcome = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
     assert_eq!(outcome, MonitorOutcome::Done { checks: 4 });
     assert_eq!(done.generation, 3, "three continue-as-new hand-overs");
     // Each execution starts with an empty history.
     assert!(done.history_len < 12, "{}", done.history_len);
 
-    let timed_out = client.wait_for_completion(&timeout_id, WAIT).await.unwrap();
+    let timed_out = finish_by_timers(&client, &store, &clock, &timeout_id).await;
     let outcome: MonitorOutcome =
         serde_json::from_str(timed_out.output.as_deref().unwrap()).unwrap();
     assert!(
@@ -170,7 +221,7 @@ async fn monitor_backs_off_through_continue_as_new_until_done_or_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn human_interaction_is_approved_or_escalates_on_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    let (rt, client) = runtime(tmp.path()).await;
+    let (rt, client, store, clock) = clocked_runtime(tmp.path(), engine::samples::registry()).await;
     let approved = client
         .start::<HumanInteraction>(
             &ApprovalRequest {
@@ -250,7 +301,7 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
         )
         .await
         .unwrap();
-    let done = client.wait_for_completion(&late, WAIT).await.unwrap();
+    let done = finish_by_timers(&client, &store, &clock, &late).await;
     let outcome: ApprovalOutcome = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
     assert!(
         matches!(outcome, ApprovalOutcome::Escalated { .. }),
@@ -520,11 +571,8 @@ async fn management_verbs_and_their_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_start_waits_until_its_time() {
     let tmp = tempfile::tempdir().unwrap();
-    let (rt, client) = runtime(tmp.path()).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let (rt, client, store, clock) = clocked_runtime(tmp.path(), engine::samples::registry()).await;
+    let now = clock.now_ms();
     let id = client
         .start::<HelloSequence>(
             &vec!["later".into()],
@@ -536,12 +584,20 @@ async fn scheduled_start_waits_until_its_time() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // An ordinary start in the meantime runs to its end while the scheduled one keeps waiting.
+    let other = client
+        .start::<HelloSequence>(&vec!["now".into()], with_id("unscheduled"))
+        .await
+        .unwrap();
+    client.wait_for_completion(&other, WAIT).await.unwrap();
+    clock.advance(Duration::from_millis(399));
+    client.wait_for_completion(&other, WAIT).await.unwrap();
     assert_eq!(
         client.get(&id).await.unwrap().status,
         RuntimeStatus::Pending
     );
-    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(store.next_timer_at(now).await.unwrap(), Some(now + 400));
+    let done = finish_by_timers(&client, &store, &clock, &id).await;
     assert_eq!(done.status, RuntimeStatus::Completed);
     assert!(done.completed_at.unwrap() >= now + 400);
     rt.shutdown().await;
@@ -750,14 +806,13 @@ async fn retries_wait_on_durable_timers_and_give_up_when_told() {
     let tmp = tempfile::tempdir().unwrap();
     let mut registry = engine::samples::registry();
     registry.orchestration::<Retrying>().activity(FailsTwice);
-    let rt = Runtime::start(open(tmp.path()).await, registry, RuntimeOptions::default());
-    let client = rt.client();
+    let (rt, client, store, clock) = clocked_runtime(tmp.path(), registry).await;
 
     let id = client
         .start::<Retrying>(&("a".to_owned(), 5), with_id("retry-ok"))
         .await
         .unwrap();
-    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    let done = finish_by_timers(&client, &store, &clock, &id).await;
     assert_eq!(done.status, RuntimeStatus::Completed, "{done:?}");
     assert_eq!(done.output.as_deref(), Some("3"));
     assert_eq!(
@@ -774,7 +829,7 @@ async fn retries_wait_on_durable_timers_and_give_up_when_told() {
         .start::<Retrying>(&("b".to_owned(), 2), with_id("retry-gives-up"))
         .await
         .unwrap();
-    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    let done = finish_by_timers(&client, &store, &clock, &id).await;
     assert_eq!(done.status, RuntimeStatus::Failed);
     assert_eq!(
         done.failure.unwrap().root_cause().message,
@@ -787,7 +842,8 @@ async fn retries_wait_on_durable_timers_and_give_up_when_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_times_out_and_queries_filter_by_time_and_sort_by_update() {
     let tmp = tempfile::tempdir().unwrap();
-    let (rt, client) = runtime(tmp.path()).await;
+    let (rt, client, _store, clock) =
+        clocked_runtime(tmp.path(), engine::samples::registry()).await;
     let waiting = client
         .start::<HumanInteraction>(&approval(60_000), with_id("slow"))
         .await
@@ -805,7 +861,7 @@ async fn waiting_times_out_and_queries_filter_by_time_and_sort_by_update() {
     ));
 
     let before = client.get(&waiting).await.unwrap().created_at;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(Duration::from_millis(20));
     let later = client
         .start::<HelloSequence>(&vec!["x".into()], with_id("later"))
         .await
