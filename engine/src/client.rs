@@ -67,6 +67,11 @@ fn op_result(outcome: WriteOutcome) -> Result<(), ClientError> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(OpError::NotFound(id))) => Err(ClientError::NotFound(id)),
         Ok(Err(OpError::Conflict(id))) => Err(ClientError::Conflict(id)),
+        // The client's ops (start, deliver, purge, rewind) take no lease; a refusal would be a
+        // bug, reported as a storage problem.
+        Ok(Err(e @ OpError::LeaseLost(_))) => Err(ClientError::Storage(Arc::new(
+            StoreError::Corrupt(e.to_string()),
+        ))),
         Ok(Err(OpError::WrongState {
             instance_id,
             status,

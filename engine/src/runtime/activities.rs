@@ -1,7 +1,18 @@
-//! Activity workers: fetch activities, run them with bounded concurrency, hand results over.
+//! Activity workers: fetch activities under a lease, run them with bounded concurrency, hand
+//! the results over.
+//!
+//! A result goes to this runtime's dispatcher in memory when the store allows it
+//! ([`Store::in_memory_handover`]); the dispatcher stores it as a message instead when it does
+//! not hold the instance. Without the hand-over a result is committed as
+//! [`WriteOp::Complete`]. Leases on running activities are renewed every third of the lease, so
+//! a long activity is not taken over by another runtime; fetches continue after a cursor, and
+//! once per half lease the worker sweeps from the start, so activities whose holder went away
+//! are found again.
 
 use std::{
-    collections::HashMap, panic::AssertUnwindSafe, sync::Arc, sync::atomic::Ordering,
+    collections::{HashMap, HashSet},
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
@@ -11,17 +22,39 @@ use tokio::sync::Semaphore;
 use super::{Shared, health::Alive, journal::ActivityJournal};
 use crate::{
     executor::panic_message,
-    history::{Failure, Message},
+    history::{Failure, Message, TimestampMs},
     registry::ActivityContext,
-    store::{ActivityItem, MessageRef, QueuedMessage, Store},
+    store::{ActivityItem, Store, WriteOp},
 };
 
-/// Hands an activity's outcome to the dispatcher; the turn that consumes it deletes the row.
+/// An activity's outcome on its way to the instance.
+#[derive(Debug)]
+pub(crate) struct ActivityResult {
+    pub activity_id: i64,
+    /// The fence of the activity's lease, for [`WriteOp::Complete`].
+    pub fence: u64,
+    pub instance_id: String,
+    pub message: Message,
+}
+
+impl ActivityResult {
+    pub(crate) fn into_op(self) -> WriteOp {
+        WriteOp::Complete {
+            activity_id: self.activity_id,
+            fence: self.fence,
+            instance_id: self.instance_id,
+            message: self.message,
+        }
+    }
+}
+
+/// Sends an activity's outcome on: in memory to the dispatcher, or as a committed message.
 fn deliver_result<S: Store>(
-    shared: &Shared<S>,
-    (id, instance_id, scheduled_id): (i64, String, u32),
+    shared: &Arc<Shared<S>>,
+    item: &ActivityItem,
     result: Result<String, Failure>,
 ) {
+    let scheduled_id = item.scheduled_id;
     let message = match result {
         Ok(result) => Message::TaskCompleted {
             scheduled_id,
@@ -32,13 +65,42 @@ fn deliver_result<S: Store>(
             failure,
         },
     };
-    let result = QueuedMessage {
-        at: MessageRef::Activity(id),
-        instance_id,
+    let result = ActivityResult {
+        activity_id: item.id,
+        fence: item.lease.fence,
+        instance_id: item.instance_id.clone(),
         message,
     };
-    if shared.results.send(result).is_ok() {
-        shared.orchestrations.notify_one();
+    if shared.store.in_memory_handover() {
+        if shared.results.send(result).is_ok() {
+            shared.orchestrations.notify_one();
+        }
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = shared.write(result.into_op()).await {
+            tracing::warn!(error = %e, "an activity's result was not recorded; it runs again");
+        }
+    });
+}
+
+/// When the worker next renews leases and sweeps, in clock time.
+struct Schedule {
+    renew_at: TimestampMs,
+    sweep_at: TimestampMs,
+}
+
+impl Schedule {
+    fn new(now: TimestampMs, lease_ms: i64) -> Schedule {
+        Schedule {
+            renew_at: now + lease_ms / 3,
+            sweep_at: now + lease_ms / 2,
+        }
+    }
+
+    fn next(&self) -> TimestampMs {
+        self.renew_at.min(self.sweep_at)
     }
 }
 
@@ -51,23 +113,46 @@ pub(crate) async fn run_activities<S: Store>(
     let permits = shared.options.activity_concurrency.max(1);
     let semaphore = Arc::new(Semaphore::new(permits));
     let limit = shared.options.quarantine_after.max(1);
+    let lease_ms = shared.lease_ms();
+    let mut schedule = Schedule::new(shared.clock.now_ms(), lease_ms);
+    let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
     let mut cursor = 0;
+    // Activities this worker has taken and not yet seen gone: a sweep returns them again.
+    let mut known: HashSet<i64> = HashSet::new();
+    // During a sweep, the ids it returned: what it did not return is gone.
+    let mut swept: Option<HashSet<i64>> = None;
     while !shared.stopping.load(Ordering::SeqCst) {
         let notified = shared.activities.notified();
-        let items = match shared.store.fetch_activities(cursor, 512).await {
-            Ok(items) => items,
+        let now = shared.clock.now_ms();
+        if now >= schedule.renew_at {
+            schedule.renew_at = now + lease_ms / 3;
+            renew(&shared, &running, now).await;
+        }
+        if now >= schedule.sweep_at && swept.is_none() {
+            schedule.sweep_at = now + lease_ms / 2;
+            cursor = 0;
+            swept = Some(HashSet::new());
+        }
+        let fetched = match shared
+            .store
+            .fetch_activities(&shared.holder, cursor, now, lease_ms, 512)
+            .await
+        {
+            Ok(fetched) => fetched,
             Err(e) => {
                 tracing::warn!(error = %e, "fetching activities failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        if items.is_empty() {
-            notified.await;
-            continue;
-        }
-        for item in items {
-            cursor = item.id;
+        cursor = fetched.scanned_to;
+        for item in fetched.items {
+            if let Some(swept) = swept.as_mut() {
+                swept.insert(item.id);
+            }
+            if !known.insert(item.id) {
+                continue;
+            }
             let crashes = suspects.get(&item.id).copied().unwrap_or(0);
             if crashes >= limit {
                 tracing::error!(activity = %item.name, instance = %item.instance_id, crashes, "quarantining an activity that crashed the process");
@@ -79,11 +164,7 @@ pub(crate) async fn run_activities<S: Store>(
                         item.name
                     ),
                 );
-                deliver_result(
-                    &shared,
-                    (item.id, item.instance_id, item.scheduled_id),
-                    Err(failure),
-                );
+                deliver_result(&shared, &item, Err(failure));
                 continue;
             }
             // A suspect from the last crash runs alone, so a second crash names it alone.
@@ -102,30 +183,44 @@ pub(crate) async fn run_activities<S: Store>(
             };
             let shared = shared.clone();
             shared.stats.activities.fetch_add(1, Ordering::Relaxed);
+            running.lock().expect("running activities").insert(item.id);
+            let running = running.clone();
             tokio::spawn(async move {
-                let ActivityItem {
-                    id,
-                    instance_id,
-                    scheduled_id,
-                    name,
-                    input,
-                } = item;
-                let run = shared.registry.run_activity(&name, ctx, input);
+                let run = shared
+                    .registry
+                    .run_activity(&item.name, ctx, item.input.clone());
                 let result = AssertUnwindSafe(run)
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|payload| {
                         Err(Failure::new(
                             "Panicked",
-                            format!("activity {name} panicked: {}", panic_message(&*payload)),
+                            format!(
+                                "activity {} panicked: {}",
+                                item.name,
+                                panic_message(&*payload)
+                            ),
                         ))
                     });
                 drop(slot);
+                running.lock().expect("running activities").remove(&item.id);
                 // The limit bounds activities running, not results waiting for their commit:
                 // releasing here lets many results share one group commit.
                 drop(permit);
-                deliver_result(&shared, (id, instance_id, scheduled_id), result);
+                deliver_result(&shared, &item, result);
             });
+        }
+        if fetched.full {
+            continue;
+        }
+        if let Some(swept) = swept.take() {
+            // A whole sweep is done: what it did not return was committed or taken over.
+            known.retain(|id| swept.contains(id));
+            continue;
+        }
+        tokio::select! {
+            () = notified => {}
+            () = shared.clock.sleep_until(schedule.next()) => {}
         }
     }
     // Wait for activities in flight to record their results.
@@ -133,5 +228,29 @@ pub(crate) async fn run_activities<S: Store>(
     let _ = tokio::time::timeout(grace, semaphore.acquire_many(permits as u32)).await;
     if let Some(journal) = &journal {
         journal.clear_all();
+    }
+}
+
+/// Renews the leases of the activities running now.
+async fn renew<S: Store>(shared: &Shared<S>, running: &Mutex<HashSet<i64>>, now: TimestampMs) {
+    let ids: Vec<i64> = running
+        .lock()
+        .expect("running activities")
+        .iter()
+        .copied()
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    match shared
+        .store
+        .renew_activities(&shared.holder, &ids, now, shared.lease_ms())
+        .await
+    {
+        Ok(lost) if !lost.is_empty() => {
+            tracing::warn!(activities = ?lost, "lost the lease on running activities; another runtime may run them too");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "renewing activity leases failed"),
     }
 }

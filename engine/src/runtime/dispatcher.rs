@@ -1,5 +1,14 @@
 //! The orchestration dispatcher: fetches messages and due timers, runs one turn per instance,
 //! hands each result to the writer.
+//!
+//! **Leases.** Every fetched message comes with this runtime's lease on its instance. The
+//! dispatcher remembers the lease it holds per instance (`held`) and commits each turn under its
+//! fence; a cached executor is only trusted within one tenure, so a new fence (the instance was
+//! free, or another runtime had it) drops the cache and whatever was queued locally for it. A
+//! commit refused with [`OpError::LeaseLost`] drops the same, and hands activity results it
+//! was holding to the store. Fetches continue after a cursor; once per half lease the dispatcher
+//! sweeps from the start, so messages skipped because another runtime held their instance are
+//! found again once that lease has run out.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -10,11 +19,11 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::{Shared, health::Alive, journal::TurnJournal};
+use super::{Shared, activities::ActivityResult, health::Alive, journal::TurnJournal};
 use crate::{
     executor::{Executor, TurnResult, failing_turn, panic_message},
     history::{Failure, Message, RuntimeStatus, TimestampMs},
-    store::{MessageRef, QueuedMessage, Store, StoreError, TurnCommit, WriteOp},
+    store::{Lease, MessageRef, OpError, QueuedMessage, Store, StoreError, TurnCommit, WriteOp},
 };
 
 /// Executors kept between turns, evicting the least recently stored when full.
@@ -81,6 +90,7 @@ enum Loaded {
 /// The commit of one turn's result.
 fn turn_commit(
     id: &str,
+    fence: u64,
     previous_status: RuntimeStatus,
     history_start: u32,
     result: TurnResult,
@@ -89,6 +99,7 @@ fn turn_commit(
 ) -> TurnCommit {
     TurnCommit {
         instance_id: id.to_owned(),
+        fence,
         previous_status,
         history_start,
         new_events: result.new_events,
@@ -106,12 +117,22 @@ fn turn_commit(
     }
 }
 
+/// How a turn's commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Committed {
+    Yes,
+    /// The store failed; nothing was written, the messages are still stored.
+    Failed,
+    /// Refused: this runtime no longer holds the instance.
+    LeaseLost,
+}
+
 /// A finished turn, reported back to the dispatcher loop.
 struct TurnDone {
     instance_id: String,
     executor: Option<Executor>,
     consumed: Vec<QueuedMessage>,
-    committed: bool,
+    committed: Committed,
 }
 
 pub(crate) fn run_dispatcher<S: Store + Clone>(
@@ -145,11 +166,19 @@ struct Dispatcher<S: Store> {
     /// Messages a turn left unconsumed (suspended instances), until something new arrives.
     parked: HashMap<String, Vec<QueuedMessage>>,
     in_flight: HashSet<String>,
-    timers_seen: HashSet<i64>,
+    /// Queue messages and timers fetched and not yet committed as consumed: a sweep or a timer
+    /// fetch returns them again.
+    seen: HashSet<MessageRef>,
+    /// The lease this runtime holds on each instance it has fetched work for.
+    held: HashMap<String, Lease>,
+    /// When the next sweep from the start of the queue is due (clock time).
+    sweep_at: TimestampMs,
+    /// The activity lease fence of each result handed over in memory and not yet committed.
+    result_fences: HashMap<i64, u64>,
     cache: ExecutorCache,
     done_tx: mpsc::UnboundedSender<TurnDone>,
     done_rx: mpsc::UnboundedReceiver<TurnDone>,
-    results: Option<mpsc::UnboundedReceiver<QueuedMessage>>,
+    results: Option<mpsc::UnboundedReceiver<ActivityResult>>,
     journal: Option<TurnJournal>,
     /// Instances to fail without running their code, with the failure to record.
     quarantine: HashMap<String, Failure>,
@@ -164,6 +193,7 @@ impl<S: Store + Clone> Dispatcher<S> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let results = shared.results_rx.lock().expect("results lock").take();
         let cache = ExecutorCache::new(shared.options.cache_capacity);
+        let sweep_at = shared.clock.now_ms() + shared.lease_ms() / 2;
         Dispatcher {
             shared,
             cursor: 0,
@@ -172,7 +202,10 @@ impl<S: Store + Clone> Dispatcher<S> {
             ready_set: HashSet::new(),
             parked: HashMap::new(),
             in_flight: HashSet::new(),
-            timers_seen: HashSet::new(),
+            seen: HashSet::new(),
+            held: HashMap::new(),
+            sweep_at,
+            result_fences: HashMap::new(),
             cache,
             done_tx,
             done_rx,
@@ -207,13 +240,23 @@ impl<S: Store + Clone> Dispatcher<S> {
             .dispatcher_rounds
             .fetch_add(1, Ordering::Relaxed);
         let limit = self.shared.options.fetch_batch;
-        let messages = self.shared.store.fetch_messages(self.cursor, limit).await?;
-        let mut more = messages.len() as u32 == limit;
-        for m in messages {
-            if let MessageRef::Queue(id) = m.at {
-                self.cursor = self.cursor.max(id);
-            }
-            self.enqueue(m);
+        let lease_ms = self.shared.lease_ms();
+        let now = self.shared.clock.now_ms();
+        if now >= self.sweep_at {
+            self.sweep_at = now + lease_ms / 2;
+            self.cursor = 0;
+            self.forget_lapsed(now);
+        }
+        let holder = &self.shared.holder;
+        let fetched = self
+            .shared
+            .store
+            .fetch_messages(holder, self.cursor, now, lease_ms, limit)
+            .await?;
+        let mut more = fetched.full;
+        self.cursor = self.cursor.max(fetched.scanned_to);
+        for m in fetched.items {
+            self.take(m);
         }
         if let Some(results) = self.results.as_mut() {
             let mut ready = Vec::new();
@@ -221,23 +264,124 @@ impl<S: Store + Clone> Dispatcher<S> {
                 ready.push(result);
             }
             for result in ready {
-                self.enqueue(result);
+                self.take_result(result, now);
             }
         }
-        let now = self.shared.clock.now_ms();
-        let timers = self.shared.store.fetch_due_timers(now, limit).await?;
-        let fresh: Vec<_> = timers
-            .into_iter()
-            .filter(|t| matches!(t.at, MessageRef::Timer(id) if !self.timers_seen.contains(&id)))
-            .collect();
-        more |= fresh.len() as u32 == limit;
-        for t in fresh {
-            if let MessageRef::Timer(id) = t.at {
-                self.timers_seen.insert(id);
-            }
-            self.enqueue(t);
+        let timers = self
+            .shared
+            .store
+            .fetch_due_timers(&self.shared.holder, now, lease_ms, limit)
+            .await?;
+        let mut fresh = 0;
+        for t in timers {
+            fresh += u32::from(!self.seen.contains(&t.at));
+            self.take(t);
         }
+        more |= fresh == limit;
         Ok(more)
+    }
+
+    /// Takes a fetched message (or timer) under the lease it came with.
+    fn take(&mut self, message: QueuedMessage) {
+        self.hold(&message.instance_id, message.lease);
+        if self.seen.insert(message.at) {
+            self.enqueue(message);
+        }
+    }
+
+    /// Records the lease a fetch returned for an instance. A new tenure (a fence this runtime
+    /// did not hold) makes everything remembered about the instance suspect.
+    fn hold(&mut self, id: &str, lease: Lease) {
+        match self.held.get_mut(id) {
+            Some(held) if held.fence == lease.fence => {
+                held.expires_at = held.expires_at.max(lease.expires_at);
+            }
+            Some(_) => {
+                // Another runtime had the instance in between: messages queued here may have
+                // been consumed by it. Forget them; the next fetches return what is left.
+                self.held.insert(id.to_owned(), lease);
+                self.forget(id);
+                self.cursor = 0;
+            }
+            None => {
+                self.held.insert(id.to_owned(), lease);
+                self.cache.remove(id);
+            }
+        }
+    }
+
+    /// An activity's result from this runtime's workers: queued here if this runtime holds the
+    /// instance, stored as a message for whoever does otherwise.
+    fn take_result(&mut self, result: ActivityResult, now: TimestampMs) {
+        match self.held.get(&result.instance_id) {
+            Some(lease) if lease.expires_at > now => {
+                let lease = *lease;
+                self.result_fences.insert(result.activity_id, result.fence);
+                self.enqueue(QueuedMessage {
+                    at: MessageRef::Activity(result.activity_id),
+                    instance_id: result.instance_id,
+                    message: result.message,
+                    lease,
+                });
+            }
+            _ => self.store_result(result),
+        }
+    }
+
+    fn store_result(&self, result: ActivityResult) {
+        let shared = self.shared.clone();
+        tokio::task::spawn_local(async move {
+            if let Ok(Err(e)) = shared.write(result.into_op()).await {
+                tracing::warn!(error = %e, "an activity's result was not recorded; it runs again");
+            }
+        });
+    }
+
+    /// Drops what is queued here for an instance (its cache too), so the store's copy is
+    /// fetched again; activity results, which exist only here, go to the store.
+    fn forget(&mut self, id: &str) {
+        self.cache.remove(id);
+        let queued = self.pending.remove(id).into_iter().flatten();
+        let parked = self.parked.remove(id).into_iter().flatten();
+        for m in queued.chain(parked).collect::<Vec<_>>() {
+            self.drop_message(m);
+        }
+    }
+
+    fn drop_message(&mut self, m: QueuedMessage) {
+        match m.at {
+            MessageRef::Activity(activity_id) => {
+                // Refused if the activity's lease has lapsed meanwhile: then it runs again.
+                let fence = self.result_fences.remove(&activity_id).unwrap_or(0);
+                self.store_result(ActivityResult {
+                    activity_id,
+                    fence,
+                    instance_id: m.instance_id,
+                    message: m.message,
+                });
+            }
+            at => {
+                self.seen.remove(&at);
+            }
+        }
+    }
+
+    /// The fence of this runtime's lease on an instance (0, never a fence, if it holds none:
+    /// the commit is then refused).
+    fn fence(&self, id: &str) -> u64 {
+        self.held.get(id).map_or(0, |lease| lease.fence)
+    }
+
+    /// Forgets leases that ran out on instances with nothing queued or running here, so the
+    /// table stays proportional to the work in hand.
+    fn forget_lapsed(&mut self, now: TimestampMs) {
+        let (pending, parked, in_flight) = (&self.pending, &self.parked, &self.in_flight);
+        self.held.retain(|id, lease| {
+            lease.expires_at > now
+                || pending.contains_key(id)
+                || parked.contains_key(id)
+                || in_flight.contains(id)
+        });
     }
 
     fn apply_resets(&mut self) {
@@ -340,11 +484,17 @@ impl<S: Store + Clone> Dispatcher<S> {
             }
         };
         self.in_flight.insert(id.clone());
+        let fence = self.fence(&id);
         let (op, executor, consumed) = match ran {
             None => {
                 // The instance is gone (purged): drop its messages.
-                let refs = messages.iter().map(|m| m.at).collect();
-                (WriteOp::Discard(refs), None, messages)
+                let consumed = messages.iter().map(|m| m.at).collect();
+                let op = WriteOp::Discard {
+                    instance_id: id.clone(),
+                    fence,
+                    consumed,
+                };
+                (op, None, messages)
             }
             Some((executor, previous_status, history_start, result)) => {
                 self.shared.stats.turns.fetch_add(1, Ordering::Relaxed);
@@ -362,10 +512,15 @@ impl<S: Store + Clone> Dispatcher<S> {
                 }
                 let refs: Vec<MessageRef> = consumed.iter().map(|m| m.at).collect();
                 let op = if result.new_events.is_empty() && result.actions.is_empty() {
-                    WriteOp::Discard(refs)
+                    WriteOp::Discard {
+                        instance_id: id.clone(),
+                        fence,
+                        consumed: refs,
+                    }
                 } else {
                     WriteOp::Turn(turn_commit(
                         &id,
+                        fence,
                         previous_status,
                         history_start,
                         result,
@@ -396,6 +551,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             }
         };
         self.in_flight.insert(id.clone());
+        let fence = self.fence(&id);
         let refs: Vec<MessageRef> = messages.iter().map(|m| m.at).collect();
         let op = match loaded {
             Some(loaded) if !loaded.status.is_terminal() => {
@@ -407,6 +563,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                 let result = failing_turn(&loaded.history, start, failure, now);
                 WriteOp::Turn(turn_commit(
                     &id,
+                    fence,
                     loaded.status,
                     loaded.history.len() as u32,
                     result,
@@ -415,7 +572,11 @@ impl<S: Store + Clone> Dispatcher<S> {
                 ))
             }
             // Already ended (or gone): nothing to fail, the messages are dropped.
-            _ => WriteOp::Discard(refs),
+            _ => WriteOp::Discard {
+                instance_id: id.clone(),
+                fence,
+                consumed: refs,
+            },
         };
         self.spawn_commit(id, op, None, messages);
     }
@@ -432,11 +593,12 @@ impl<S: Store + Clone> Dispatcher<S> {
         let done = self.done_tx.clone();
         tokio::task::spawn_local(async move {
             let committed = match shared.write(op).await {
-                Ok(_) => true,
+                Ok(Err(OpError::LeaseLost(_))) => Committed::LeaseLost,
+                Ok(_) => Committed::Yes,
                 Err(e) => {
                     // The writer logs the failure itself, once per streak.
                     tracing::debug!(instance = %id, error = %e, "committing a turn failed");
-                    false
+                    Committed::Failed
                 }
             };
             let _ = done.send(TurnDone {
@@ -458,24 +620,42 @@ impl<S: Store + Clone> Dispatcher<S> {
     fn finish_turn(&mut self, done: TurnDone) {
         self.in_flight.remove(&done.instance_id);
         self.apply_resets();
-        if done.committed {
-            self.quarantine.remove(&done.instance_id);
-            for m in &done.consumed {
-                if let MessageRef::Timer(t) = m.at {
-                    self.timers_seen.remove(&t);
+        match done.committed {
+            Committed::Yes => {
+                self.quarantine.remove(&done.instance_id);
+                for m in &done.consumed {
+                    if let MessageRef::Activity(activity_id) = m.at {
+                        self.result_fences.remove(&activity_id);
+                    } else {
+                        self.seen.remove(&m.at);
+                    }
+                }
+                match done.executor {
+                    Some(executor) if executor.status().is_terminal() => {
+                        // The store releases the lease of an ended instance.
+                        self.held.remove(&done.instance_id);
+                    }
+                    Some(executor) if executor.status() != RuntimeStatus::ContinuedAsNew => {
+                        self.cache.insert(done.instance_id.clone(), executor);
+                    }
+                    _ => {}
                 }
             }
-            if let Some(executor) = done.executor
-                && !executor.status().is_terminal()
-                && executor.status() != RuntimeStatus::ContinuedAsNew
-            {
-                self.cache.insert(done.instance_id.clone(), executor);
+            Committed::Failed => {
+                // Nothing was written: the messages are still stored; try them again.
+                self.cache.remove(&done.instance_id);
+                let id = done.instance_id.clone();
+                self.requeue(&id, done.consumed);
             }
-        } else {
-            // Nothing was written: the messages are still stored; try them again.
-            self.cache.remove(&done.instance_id);
-            let id = done.instance_id.clone();
-            self.requeue(&id, done.consumed);
+            Committed::LeaseLost => {
+                tracing::info!(instance = %done.instance_id, "another runtime took the instance over; its turn here was not committed");
+                self.held.remove(&done.instance_id);
+                for m in done.consumed {
+                    self.drop_message(m);
+                }
+                self.forget(&done.instance_id);
+                return;
+            }
         }
         if self.pending.contains_key(&done.instance_id) {
             self.mark_ready(done.instance_id);

@@ -42,10 +42,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     registry::Registry,
-    store::{CommitEffects, OpError, QueuedMessage, Store, StoreError, WriteOp},
+    store::{CommitEffects, Holder, OpError, Store, StoreError, WriteOp},
 };
 
-use activities::run_activities;
+use activities::{ActivityResult, run_activities};
 use dispatcher::run_dispatcher;
 use health::{Counters, HealthState};
 use journal::Journals;
@@ -83,6 +83,10 @@ pub struct RuntimeOptions {
     /// How many starts in a row must find the same instance's turn in the journal before that
     /// instance is failed as `Quarantined` without running its code. Default 2.
     pub quarantine_after: u32,
+    /// How long a fetch leases its work (an instance, an activity) to this runtime. Another
+    /// runtime on the same store takes the work over only after the lease has run out without
+    /// being renewed; running activities are renewed every third of it. Default 30 s.
+    pub lease: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -96,6 +100,7 @@ impl Default for RuntimeOptions {
             max_payload_bytes: 256 * 1024,
             turn_journal: None,
             quarantine_after: 2,
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -123,13 +128,22 @@ pub(crate) struct Shared<S> {
     /// Instances whose history was replaced since the dispatcher last looked.
     resets: Mutex<Vec<String>>,
     /// Activity results on their way to the dispatcher (see `MessageRef::Activity`).
-    results: mpsc::UnboundedSender<QueuedMessage>,
-    results_rx: Mutex<Option<mpsc::UnboundedReceiver<QueuedMessage>>>,
+    results: mpsc::UnboundedSender<ActivityResult>,
+    results_rx: Mutex<Option<mpsc::UnboundedReceiver<ActivityResult>>>,
+    /// This runtime's name on the store's leases.
+    pub(crate) holder: Holder,
     pub(crate) stats: Counters,
     pub(crate) health: HealthState,
 }
 
 impl<S: Store> Shared<S> {
+    /// The lease duration in milliseconds.
+    pub(crate) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.options.lease.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+
     /// Sends one op to the writer and waits for its commit.
     pub(crate) async fn write(&self, op: WriteOp) -> WriteOutcome {
         let (reply, rx) = oneshot::channel();
@@ -220,6 +234,7 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             resets: Mutex::new(Vec::new()),
             results: results_tx,
             results_rx: Mutex::new(Some(results_rx)),
+            holder: Holder::unique(),
             stats: Counters::default(),
             health: HealthState::default(),
         });

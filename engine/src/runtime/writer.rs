@@ -57,7 +57,10 @@ pub(crate) async fn run_writer<S: Store>(
             }
         }
         let started = std::time::Instant::now();
-        let committed = shared.store.commit(&ops).await;
+        let committed = shared
+            .store
+            .commit(&shared.holder, shared.clock.now_ms(), &ops)
+            .await;
         shared
             .stats
             .commit_micros

@@ -7,7 +7,16 @@
 //!
 //! Every op in a batch either takes effect entirely or not at all, and a batch is atomic as a
 //! whole. An op that is refused for a business reason (a running instance id reused, an instance
-//! in the wrong state) gets its own [`OpError`] while the rest of the batch commits.
+//! in the wrong state, a lease lost) gets its own [`OpError`] while the rest of the batch commits.
+//! What each op does is decided by the shared commit rules in [`plan`]; a store executes them.
+//!
+//! **Leases.** Several runtimes may share a store and compete for work. Fetching work leases it
+//! to the fetching [`Holder`]: a message or timer leases its instance, an activity itself. A
+//! lease carries a fencing value that changes whenever the work changes hands, and an expiry; a
+//! fetch skips work leased to another holder until that lease has expired, and a commit of a
+//! turn whose lease is not current (expired, or taken over) is refused with
+//! [`OpError::LeaseLost`], never half-applied. A crashed holder's work is fetchable again once
+//! its leases run out. The rules live in [`plan`] ([`plan::acquire`], [`plan::holds`]).
 
 pub mod plan;
 pub mod sqlite;
@@ -32,12 +41,47 @@ pub enum MessageRef {
     Activity(i64),
 }
 
+/// One runtime's identity on a store: the owner of the leases it takes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Holder(pub String);
+
+impl Holder {
+    /// A holder name unique to this process and call: `<pid>-<start time>-<counter>`.
+    pub fn unique() -> Holder {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Holder(format!("{}-{started}-{n}", std::process::id()))
+    }
+}
+
+/// A lease as its holder sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Changes whenever the leased work changes hands; a commit names the one it fetched with.
+    pub fence: u64,
+    pub expires_at: TimestampMs,
+}
+
+/// A lease as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub holder: Holder,
+    pub fence: u64,
+    pub expires_at: TimestampMs,
+}
+
 /// A message waiting for an orchestration turn.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
     pub at: MessageRef,
     pub instance_id: String,
     pub message: Message,
+    /// The fetcher's lease on the instance.
+    pub lease: Lease,
 }
 
 /// An activity waiting to run.
@@ -48,6 +92,19 @@ pub struct ActivityItem {
     pub scheduled_id: u32,
     pub name: String,
     pub input: Json,
+    /// The fetcher's lease on the activity.
+    pub lease: Lease,
+}
+
+/// What one fetch after a cursor returned.
+#[derive(Debug, Clone)]
+pub struct Fetched<T> {
+    pub items: Vec<T>,
+    /// The highest id the fetch looked at, returned or skipped (leased to another holder): the
+    /// next fetch continues after it. `after` itself when nothing was looked at.
+    pub scanned_to: i64,
+    /// Whether the fetch stopped at its limit, so more may follow.
+    pub full: bool,
 }
 
 /// What the runtime needs to resume an instance.
@@ -99,6 +156,8 @@ pub struct NewInstance {
 #[derive(Debug, Clone)]
 pub struct TurnCommit {
     pub instance_id: String,
+    /// The fence of the lease the turn's messages were fetched under.
+    pub fence: u64,
     pub previous_status: RuntimeStatus,
     /// Sequence number of the first new event (the stored history length before the turn).
     pub history_start: u32,
@@ -129,8 +188,21 @@ pub enum Accept {
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     Turn(TurnCommit),
-    /// Messages consumed by a turn that recorded nothing (duplicates, a finished instance).
-    Discard(Vec<MessageRef>),
+    /// Messages consumed by a turn that recorded nothing (duplicates, a finished instance),
+    /// under the lease they were fetched with.
+    Discard {
+        instance_id: String,
+        fence: u64,
+        consumed: Vec<MessageRef>,
+    },
+    /// An activity's outcome, stored as a message for its instance (when it cannot be handed
+    /// to the instance's holder in memory); refused unless the activity's lease is current.
+    Complete {
+        activity_id: i64,
+        fence: u64,
+        instance_id: String,
+        message: Message,
+    },
     /// Create an instance; refused with `Conflict` if the id belongs to a live instance.
     Start(NewInstance),
     /// Deliver a management message if the instance's status allows it.
@@ -164,6 +236,10 @@ pub enum OpError {
     },
     #[error("instance {0} already exists and is not finished")]
     Conflict(String),
+    /// The committer's lease on this work expired or passed to another holder: nothing of the
+    /// op was applied, and the current holder's work stands.
+    #[error("the lease on {0} was lost: it expired or another runtime took it over")]
+    LeaseLost(String),
 }
 
 /// A storage failure (the whole batch did not commit).
@@ -209,16 +285,28 @@ pub struct CommitEffects {
 
 /// The runtime's hot path.
 pub trait Store: Send + Sync + 'static {
-    /// Up to `limit` queued messages with id greater than `after`, in id order.
+    /// Whether activity results may go from the activity worker to the dispatcher of the same
+    /// runtime in memory, skipping the queue (see [`MessageRef::Activity`]). Only a store that
+    /// serves one process may say so; the runtime still stores a result as a message when it
+    /// does not hold the instance's lease.
+    fn in_memory_handover(&self) -> bool;
+    /// Queued messages with id greater than `after`, in id order, whose instance is free,
+    /// expired or already leased to `holder` (up to `limit` looked at); leases or renews each
+    /// returned message's instance to `holder` until `now_ms + lease_ms`.
     fn fetch_messages(
         &self,
+        holder: &Holder,
         after: i64,
+        now_ms: TimestampMs,
+        lease_ms: i64,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<QueuedMessage>, StoreError>> + Send;
-    /// Up to `limit` timers due at `now_ms`, in due order.
+    ) -> impl Future<Output = Result<Fetched<QueuedMessage>, StoreError>> + Send;
+    /// Up to `limit` timers due at `now_ms`, in due order, leased like messages.
     fn fetch_due_timers(
         &self,
+        holder: &Holder,
         now_ms: TimestampMs,
+        lease_ms: i64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<QueuedMessage>, StoreError>> + Send;
     /// When the next timer due after `after_ms` fires (due ones are fetched, not waited for).
@@ -226,23 +314,39 @@ pub trait Store: Send + Sync + 'static {
         &self,
         after_ms: TimestampMs,
     ) -> impl Future<Output = Result<Option<TimestampMs>, StoreError>> + Send;
-    /// Up to `limit` activities with id greater than `after`, in id order.
+    /// Activities with id greater than `after`, in id order, that are free, expired or leased
+    /// to `holder` (up to `limit` looked at); leases each returned one to `holder`.
     fn fetch_activities(
         &self,
+        holder: &Holder,
         after: i64,
+        now_ms: TimestampMs,
+        lease_ms: i64,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<ActivityItem>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Fetched<ActivityItem>, StoreError>> + Send;
+    /// Extends `holder`'s leases on running activities to `now_ms + lease_ms`; returns the ids
+    /// whose lease was no longer `holder`'s (another runtime may run them now).
+    fn renew_activities(
+        &self,
+        holder: &Holder,
+        ids: &[i64],
+        now_ms: TimestampMs,
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
     /// The status and history of an instance, or `None` if it does not exist.
     fn load(
         &self,
         instance_id: &str,
     ) -> impl Future<Output = Result<Option<LoadedInstance>, StoreError>> + Send;
-    /// Commits `ops` in one transaction; returns each op's own outcome and what changed.
+    /// Commits `ops` for `holder` at `now_ms` in one transaction; returns each op's own outcome
+    /// and what changed. Leases are checked against `now_ms`.
     ///
     /// A failed commit changes nothing and leaves the store usable: the store resets whatever
     /// connection state the failure left behind before it returns.
     fn commit(
         &self,
+        holder: &Holder,
+        now_ms: TimestampMs,
         ops: &[WriteOp],
     ) -> impl Future<Output = Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError>> + Send;
     /// Writes something that changes nothing, to learn whether writes succeed again (after a

@@ -22,8 +22,49 @@ use crate::{
         EventKind, Failure, HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs,
     },
     rewind::plan_rewind,
-    store::{Accept, CommitEffects, NewInstance, OpError, StoreError, TurnCommit, WriteOp},
+    store::{
+        Accept, CommitEffects, Holder, LeaseRecord, MessageRef, NewInstance, OpError, StoreError,
+        TurnCommit, WriteOp,
+    },
 };
+
+/// The lease `holder` gets on work whose current lease is `current`, or `None` while another
+/// holder's lease runs. Free or expired work goes to the asker until `now_ms + lease_ms`. The
+/// fence stays when the asker held the work last (nobody else touched it since, so what the
+/// holder remembers of it is still true) and is `new_fence()` otherwise.
+pub fn acquire(
+    current: Option<&LeaseRecord>,
+    holder: &Holder,
+    now_ms: TimestampMs,
+    lease_ms: i64,
+    new_fence: impl FnOnce() -> u64,
+) -> Option<LeaseRecord> {
+    let expires_at = now_ms.saturating_add(lease_ms.max(1));
+    match current {
+        Some(lease) if lease.holder == *holder => Some(LeaseRecord {
+            holder: holder.clone(),
+            fence: lease.fence,
+            expires_at: expires_at.max(lease.expires_at),
+        }),
+        Some(lease) if lease.expires_at > now_ms => None,
+        _ => Some(LeaseRecord {
+            holder: holder.clone(),
+            fence: new_fence(),
+            expires_at,
+        }),
+    }
+}
+
+/// Whether a commit by `holder`, naming `fence`, at `now_ms` still holds the lease `current`:
+/// the same holder, the same fence, not expired.
+pub fn holds(
+    current: Option<&LeaseRecord>,
+    holder: &Holder,
+    fence: u64,
+    now_ms: TimestampMs,
+) -> bool {
+    current.is_some_and(|l| l.holder == *holder && l.fence == fence && l.expires_at > now_ms)
+}
 
 /// What the planner reads from the store, as of the start of the batch.
 pub trait PlanReads: Send {
@@ -37,6 +78,16 @@ pub trait PlanReads: Send {
         &mut self,
         instance_id: &str,
     ) -> impl Future<Output = Result<Vec<HistoryEvent>, StoreError>> + Send;
+    /// The current leases on `instance_ids` (absent: never leased, or released).
+    fn instance_leases(
+        &mut self,
+        instance_ids: &[&str],
+    ) -> impl Future<Output = Result<HashMap<String, LeaseRecord>, StoreError>> + Send;
+    /// The current leases on activities `ids`.
+    fn activity_leases(
+        &mut self,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, LeaseRecord>, StoreError>> + Send;
     /// The stored version and tags of an instance, if it exists.
     fn identity(
         &mut self,
@@ -90,7 +141,7 @@ pub enum Step<'a> {
         input: Cow<'a, str>,
     },
     /// Deletes a consumed queue message, fired timer or finished activity.
-    Consume(crate::store::MessageRef),
+    Consume(MessageRef),
     /// Deletes an instance and everything that belongs to it.
     DeleteInstance(Cow<'a, str>),
     /// The execution ended: its open timers and activities go.
@@ -133,25 +184,47 @@ struct HistoryOverlay<'a> {
 
 struct Planner<'a, 'r, R> {
     reads: &'r mut R,
+    holder: &'r Holder,
+    now_ms: TimestampMs,
+    leases: HashMap<String, LeaseRecord>,
+    activity_leases: HashMap<i64, LeaseRecord>,
     plan: Plan<'a>,
     /// Statuses as this batch sees them (`None`: absent).
     statuses: HashMap<String, Option<RuntimeStatus>>,
     histories: HashMap<String, HistoryOverlay<'a>>,
 }
 
-/// Plans a batch. Reads go through `reads`; nothing is written.
+/// Plans a batch that `holder` commits at `now_ms`. Reads go through `reads`; nothing is
+/// written.
 pub async fn plan<'a, R: PlanReads>(
+    holder: &Holder,
+    now_ms: TimestampMs,
     ops: &'a [WriteOp],
     reads: &mut R,
 ) -> Result<Plan<'a>, StoreError> {
     let named = named_instances(ops);
     let stored = reads.statuses(&named).await?;
+    let (leased, activities) = leased_work(ops);
+    let leases = if leased.is_empty() {
+        HashMap::new()
+    } else {
+        reads.instance_leases(&leased).await?
+    };
+    let activity_leases = if activities.is_empty() {
+        HashMap::new()
+    } else {
+        reads.activity_leases(&activities).await?
+    };
     let statuses = named
         .iter()
         .map(|id| ((*id).to_owned(), stored.get(*id).copied()))
         .collect();
     let mut planner = Planner {
         reads,
+        holder,
+        now_ms,
+        leases,
+        activity_leases,
         plan: Plan {
             outcomes: Vec::with_capacity(ops.len()),
             steps: Vec::with_capacity(ops.len() * 4),
@@ -191,12 +264,29 @@ fn named_instances(ops: &[WriteOp]) -> Vec<&str> {
                 Action::StartSubOrchestration { instance_id, .. } => Some(instance_id.as_str()),
                 _ => None,
             })),
-            WriteOp::Discard(_) => {}
+            WriteOp::Discard { .. } | WriteOp::Complete { .. } => {}
         }
     }
     ids.sort_unstable();
     ids.dedup();
     ids
+}
+
+/// The instances and activities whose leases the batch's ops must hold.
+fn leased_work(ops: &[WriteOp]) -> (Vec<&str>, Vec<i64>) {
+    let mut instances = Vec::new();
+    let mut activities = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::Turn(turn) => instances.push(turn.instance_id.as_str()),
+            WriteOp::Discard { instance_id, .. } => instances.push(instance_id.as_str()),
+            WriteOp::Complete { activity_id, .. } => activities.push(*activity_id),
+            _ => {}
+        }
+    }
+    instances.sort_unstable();
+    instances.dedup();
+    (instances, activities)
 }
 
 /// Whether a management message may be delivered to an instance in `status`.
@@ -223,13 +313,53 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
     async fn op(&mut self, op: &'a WriteOp) -> Result<Result<(), OpError>, StoreError> {
         Ok(match op {
             WriteOp::Turn(turn) => {
+                if !holds(
+                    self.leases.get(&turn.instance_id),
+                    self.holder,
+                    turn.fence,
+                    self.now_ms,
+                ) {
+                    return Ok(Err(OpError::LeaseLost(turn.instance_id.clone())));
+                }
                 self.turn(turn).await?;
                 Ok(())
             }
-            WriteOp::Discard(refs) => {
+            WriteOp::Discard {
+                instance_id,
+                fence,
+                consumed,
+            } => {
+                if !holds(
+                    self.leases.get(instance_id),
+                    self.holder,
+                    *fence,
+                    self.now_ms,
+                ) {
+                    return Ok(Err(OpError::LeaseLost(instance_id.clone())));
+                }
                 self.plan
                     .steps
-                    .extend(refs.iter().copied().map(Step::Consume));
+                    .extend(consumed.iter().copied().map(Step::Consume));
+                Ok(())
+            }
+            WriteOp::Complete {
+                activity_id,
+                fence,
+                instance_id,
+                message,
+            } => {
+                if !holds(
+                    self.activity_leases.get(activity_id),
+                    self.holder,
+                    *fence,
+                    self.now_ms,
+                ) {
+                    return Ok(Err(OpError::LeaseLost(format!("activity {activity_id}"))));
+                }
+                self.plan
+                    .steps
+                    .push(Step::Consume(MessageRef::Activity(*activity_id)));
+                self.enqueue(Cow::Borrowed(instance_id), Cow::Borrowed(message));
                 Ok(())
             }
             WriteOp::Start(new) => self.start(Cow::Borrowed(new)).await?,
@@ -586,7 +716,20 @@ impl HistoryOverlay<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MessageRef;
+
+    const NOW: TimestampMs = 1_000;
+
+    fn holder() -> Holder {
+        Holder("a".into())
+    }
+
+    fn lease(holder: &str, fence: u64, expires_at: TimestampMs) -> LeaseRecord {
+        LeaseRecord {
+            holder: Holder(holder.into()),
+            fence,
+            expires_at,
+        }
+    }
 
     /// Stored state for the planner, in memory.
     #[derive(Default)]
@@ -594,6 +737,7 @@ mod tests {
         statuses: HashMap<String, RuntimeStatus>,
         histories: HashMap<String, Vec<HistoryEvent>>,
         identities: HashMap<String, Identity>,
+        leases: HashMap<String, LeaseRecord>,
     }
 
     impl PlanReads for Stored {
@@ -612,6 +756,79 @@ mod tests {
         async fn identity(&mut self, id: &str) -> Result<Option<Identity>, StoreError> {
             Ok(self.identities.get(id).cloned())
         }
+        async fn instance_leases(
+            &mut self,
+            ids: &[&str],
+        ) -> Result<HashMap<String, LeaseRecord>, StoreError> {
+            Ok(ids
+                .iter()
+                .filter_map(|id| Some(((*id).to_owned(), self.leases.get(*id)?.clone())))
+                .collect())
+        }
+        async fn activity_leases(
+            &mut self,
+            _: &[i64],
+        ) -> Result<HashMap<i64, LeaseRecord>, StoreError> {
+            Ok(HashMap::new())
+        }
+    }
+
+    #[test]
+    fn leases_go_to_the_asker_when_free_or_expired_and_keep_their_fence_with_their_holder() {
+        let a = holder();
+        let b = Holder("b".into());
+        let mut fences = 0;
+        let mut next = || {
+            fences += 1;
+            fences
+        };
+        let first = acquire(None, &a, NOW, 30, &mut next).unwrap();
+        assert_eq!((first.fence, first.expires_at), (1, NOW + 30));
+        assert_eq!(acquire(Some(&first), &b, NOW + 29, 30, &mut next), None);
+        let renewed = acquire(Some(&first), &a, NOW + 10, 30, &mut next).unwrap();
+        assert_eq!((renewed.fence, renewed.expires_at), (1, NOW + 40));
+        let taken = acquire(Some(&renewed), &b, NOW + 40, 30, &mut next).unwrap();
+        assert_eq!((taken.holder.0.as_str(), taken.fence), ("b", 2));
+        assert!(holds(Some(&taken), &b, 2, NOW + 69));
+        assert!(!holds(Some(&taken), &b, 2, NOW + 70), "expired");
+        assert!(!holds(Some(&taken), &a, 2, NOW + 41), "another holder");
+        assert!(!holds(Some(&taken), &b, 1, NOW + 41), "an old fence");
+        assert!(!holds(None, &a, 1, NOW));
+    }
+
+    #[test]
+    fn a_turn_without_its_lease_is_refused_whole() {
+        let mut stored = Stored::default();
+        stored.leases.insert("p".into(), lease("b", 2, NOW + 30));
+        stored.leases.insert("q".into(), lease("a", 1, NOW - 1));
+        let turn = |id: &str, fence| {
+            WriteOp::Turn(TurnCommit {
+                instance_id: id.into(),
+                fence,
+                previous_status: RuntimeStatus::Running,
+                history_start: 1,
+                new_events: vec![event(1, EventKind::OrchestratorStarted)],
+                status: RuntimeStatus::Completed,
+                output: Some("1".into()),
+                failure: None,
+                custom_status: None,
+                waiting: None,
+                consumed: vec![MessageRef::Queue(9)],
+                actions: Vec::new(),
+                now_ms: NOW,
+            })
+        };
+        let ops = [turn("p", 1), turn("q", 1)];
+        let plan = block_on(plan(&holder(), NOW, &ops, &mut stored)).unwrap();
+        assert_eq!(
+            plan.outcomes,
+            [
+                Err(OpError::LeaseLost("p".into())),
+                Err(OpError::LeaseLost("q".into()))
+            ]
+        );
+        assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+        assert!(plan.counts.is_empty());
     }
 
     fn event(id: u32, kind: EventKind) -> HistoryEvent {
@@ -676,7 +893,7 @@ mod tests {
             reason: "fixed".into(),
             now_ms: 10,
         }];
-        let plan = block_on(plan(&ops, &mut stored)).unwrap();
+        let plan = block_on(plan(&holder(), NOW, &ops, &mut stored)).unwrap();
         assert_eq!(plan.outcomes, [Ok(())]);
         let child = plan
             .steps
@@ -720,8 +937,10 @@ mod tests {
         stored.statuses.insert("p".into(), RuntimeStatus::Running);
         stored.statuses.insert("p:1".into(), RuntimeStatus::Failed);
         stored.histories.insert("p".into(), history[..3].to_vec());
+        stored.leases.insert("p".into(), lease("a", 1, NOW + 30));
         let turn = TurnCommit {
             instance_id: "p".into(),
+            fence: 1,
             previous_status: RuntimeStatus::Running,
             history_start: 3,
             new_events: history[3..].to_vec(),
@@ -765,7 +984,7 @@ mod tests {
                 instance_id: "missing".into(),
             },
         ];
-        let plan = block_on(plan(&ops, &mut stored)).unwrap();
+        let plan = block_on(plan(&holder(), NOW, &ops, &mut stored)).unwrap();
         assert_eq!(plan.outcomes[0], Ok(()), "suspend while running");
         assert!(
             matches!(
@@ -800,8 +1019,10 @@ mod tests {
         stored
             .statuses
             .insert("busy".into(), RuntimeStatus::Running);
+        stored.leases.insert("p".into(), lease("a", 1, NOW + 30));
         let turn = TurnCommit {
             instance_id: "p".into(),
+            fence: 1,
             previous_status: RuntimeStatus::Running,
             history_start: 1,
             new_events: Vec::new(),
@@ -826,7 +1047,7 @@ mod tests {
             now_ms: 5,
         };
         let ops = [WriteOp::Turn(turn)];
-        let plan = block_on(plan(&ops, &mut stored)).unwrap();
+        let plan = block_on(plan(&holder(), NOW, &ops, &mut stored)).unwrap();
         assert!(plan.steps.iter().any(|s| matches!(
             s,
             Step::Enqueue { instance_id, message } if instance_id == "p"

@@ -1,19 +1,24 @@
 //! The SQLite store: the embedded default.
 //!
-//! One writer: the runtime sends every mutation through [`Store::commit`] from a single task, so
-//! transactions never contend (no `SQLITE_BUSY` storms). A batch is written with a handful of
+//! One process per file, enforced: [`SqliteStore::new`] takes an exclusive OS lock on
+//! `<database>.lock`, and a second process on the same file is refused ([`StoreError::InUse`]).
+//! Each runtime sends its mutations through [`Store::commit`] from a single writer task, and the
+//! hot connection serialises everything else, so transactions never contend (no `SQLITE_BUSY`
+//! storms). A batch is planned by the shared commit rules ([`plan`]) and written with a handful of
 //! multi-row statements whatever its size: history rows, instance updates (`WITH … UPDATE …
 //! FROM`), new activities, timers and messages are each one statement per chunk. Dequeues walk an
 //! index in order (`id > cursor`, `fire_at <= now`), so their cost does not grow with the backlog.
 //!
-//! Leases are in memory: the embedded store serves one process, whose dispatchers remember what
-//! they have fetched. That is enforced: [`SqliteStore::new`] takes an exclusive OS lock on
-//! `<database>.lock`, and a second process on the same file is refused ([`StoreError::InUse`]). After a crash nothing is remembered, so every uncommitted item is fetched
-//! again — at-least-once for activities, exactly-once for committed orchestration turns.
+//! Leases live in the store's memory, shared by every runtime on it: with one process per file,
+//! every holder lives in this process, so the table is complete, and it is checked and changed
+//! under the hot connection's lock, atomically with fetches and commits. Nothing about leases is
+//! written to disk, which keeps fetches free of writes; after a crash every lease is gone, which
+//! is what an expired lease means, so everything uncommitted is fetched again at once:
+//! at-least-once for activities, exactly-once for committed orchestration turns.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{Arc, Mutex as SyncMutex},
 };
 
 use sqlx::{
@@ -25,9 +30,10 @@ use tokio::sync::Mutex;
 use crate::{
     history::{HistoryEvent, RuntimeStatus, TimestampMs},
     store::{
-        ActivityItem, CommitEffects, CompletionBucket, InstancePage, InstanceQuery, InstanceRecord,
-        LoadedInstance, MessageRef, NewInstance, OpError, QueuedMessage, RunawayLimits, SortBy,
-        Store, StoreAdmin, StoreError, TurnCommit, WriteOp,
+        ActivityItem, CommitEffects, CompletionBucket, Fetched, Holder, InstancePage,
+        InstanceQuery, InstanceRecord, Lease, LeaseRecord, LoadedInstance, MessageRef, NewInstance,
+        OpError, QueuedMessage, RunawayLimits, SortBy, Store, StoreAdmin, StoreError, TurnCommit,
+        WriteOp,
         plan::{self, Identity, Plan, PlanReads, Step},
     },
 };
@@ -45,8 +51,103 @@ const CHUNK: usize = 400;
 pub struct SqliteStore {
     pool: SqlitePool,
     hot: Arc<Mutex<SqliteConnection>>,
+    /// Every lease on this file's work (see the module documentation). Locked only briefly,
+    /// while the hot connection is held, never across an await.
+    leases: Arc<SyncMutex<Leases>>,
     /// The exclusive lock on `<database>.lock`, held while any clone of the store lives.
     _lock: Option<Arc<std::fs::File>>,
+}
+
+/// The lease table.
+#[derive(Debug, Default)]
+struct Leases {
+    instances: HashMap<String, LeaseRecord>,
+    activities: HashMap<i64, LeaseRecord>,
+    /// The last fence handed out: fences only grow, so one counter serves all work.
+    fence: u64,
+    /// Entries after the last pruning; the next prune waits until the table has doubled.
+    pruned_at: usize,
+}
+
+impl Leases {
+    /// Takes or renews the lease on an instance for `holder`, or `None` while another holder's
+    /// lease runs.
+    fn instance(
+        &mut self,
+        instance_id: &str,
+        holder: &Holder,
+        now_ms: TimestampMs,
+        lease_ms: i64,
+    ) -> Option<Lease> {
+        let fence = &mut self.fence;
+        let current = self.instances.get(instance_id);
+        let lease = plan::acquire(current, holder, now_ms, lease_ms, || {
+            *fence += 1;
+            *fence
+        })?;
+        let seen = Lease {
+            fence: lease.fence,
+            expires_at: lease.expires_at,
+        };
+        match self.instances.get_mut(instance_id) {
+            Some(slot) => *slot = lease,
+            None => {
+                self.instances.insert(instance_id.to_owned(), lease);
+            }
+        }
+        Some(seen)
+    }
+
+    fn activity(
+        &mut self,
+        id: i64,
+        holder: &Holder,
+        now_ms: TimestampMs,
+        lease_ms: i64,
+    ) -> Option<Lease> {
+        let fence = &mut self.fence;
+        let lease = plan::acquire(self.activities.get(&id), holder, now_ms, lease_ms, || {
+            *fence += 1;
+            *fence
+        })?;
+        let seen = Lease {
+            fence: lease.fence,
+            expires_at: lease.expires_at,
+        };
+        self.activities.insert(id, lease);
+        Some(seen)
+    }
+
+    /// Drops expired leases once the table has doubled since the last pruning, so it stays
+    /// proportional to the work in flight.
+    fn prune(&mut self, now_ms: TimestampMs) {
+        let len = self.instances.len() + self.activities.len();
+        if len < 4_096 || len < 2 * self.pruned_at {
+            return;
+        }
+        self.instances.retain(|_, l| l.expires_at > now_ms);
+        self.activities.retain(|_, l| l.expires_at > now_ms);
+        self.pruned_at = self.instances.len() + self.activities.len();
+    }
+
+    /// Forgets leases on work a committed plan finished: consumed activities, ended or deleted
+    /// instances.
+    fn settle(&mut self, plan: &Plan<'_>) {
+        for step in &plan.steps {
+            match step {
+                Step::Consume(MessageRef::Activity(id)) => {
+                    self.activities.remove(id);
+                }
+                Step::DeleteInstance(id) => {
+                    self.instances.remove(id.as_ref());
+                }
+                _ => {}
+            }
+        }
+        for id in &plan.effects.finished {
+            self.instances.remove(id);
+        }
+    }
 }
 
 /// Takes the exclusive lock that makes one process the only user of a database file: its
@@ -93,6 +194,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             hot: Arc::new(Mutex::new(hot)),
+            leases: Arc::default(),
             _lock: lock,
         })
     }
@@ -127,17 +229,32 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, St
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// Messages from `(id, instance_id, body)` rows of the messages or timers table.
-fn queued(rows: &[SqliteRow], at: fn(i64) -> MessageRef) -> Result<Vec<QueuedMessage>, StoreError> {
-    rows.iter()
-        .map(|r| {
-            Ok(QueuedMessage {
-                at: at(r.get(0)),
-                instance_id: r.get(1),
-                message: parse(r.get::<&str, _>(2), "queued message")?,
-            })
-        })
-        .collect()
+/// Leases the instances of `(id, instance_id, body)` rows of the messages or timers table to
+/// `holder` and returns the messages of those it got.
+fn leased_messages(
+    leases: &SyncMutex<Leases>,
+    rows: &[SqliteRow],
+    at: fn(i64) -> MessageRef,
+    holder: &Holder,
+    now_ms: TimestampMs,
+    lease_ms: i64,
+) -> Result<Vec<QueuedMessage>, StoreError> {
+    let mut leases = leases.lock().expect("lease table");
+    leases.prune(now_ms);
+    let mut messages = Vec::with_capacity(rows.len());
+    for r in rows {
+        let instance_id: String = r.get(1);
+        let Some(lease) = leases.instance(&instance_id, holder, now_ms, lease_ms) else {
+            continue;
+        };
+        messages.push(QueuedMessage {
+            at: at(r.get(0)),
+            instance_id,
+            message: parse(r.get::<&str, _>(2), "queued message")?,
+            lease,
+        });
+    }
+    Ok(messages)
 }
 
 /// Concatenates history rows (one JSON array of events per turn) into one history.
@@ -353,9 +470,32 @@ async fn update_instances(
 /// The planner's reads, inside the commit's transaction.
 struct TxReads<'t, 'c> {
     tx: &'t mut Transaction<'c, Sqlite>,
+    leases: &'t SyncMutex<Leases>,
 }
 
 impl PlanReads for TxReads<'_, '_> {
+    async fn instance_leases(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, LeaseRecord>, StoreError> {
+        let leases = self.leases.lock().expect("lease table");
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some(((*id).to_owned(), leases.instances.get(*id)?.clone())))
+            .collect())
+    }
+
+    async fn activity_leases(
+        &mut self,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, LeaseRecord>, StoreError> {
+        let leases = self.leases.lock().expect("lease table");
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((*id, leases.activities.get(id)?.clone())))
+            .collect())
+    }
+
     async fn statuses(
         &mut self,
         ids: &[&str],
@@ -422,34 +562,69 @@ async fn wipe(
 }
 
 impl Store for SqliteStore {
+    fn in_memory_handover(&self) -> bool {
+        // One process per file: every runtime on this store lives in this process.
+        true
+    }
+
     async fn fetch_messages(
         &self,
+        holder: &Holder,
         after: i64,
+        now_ms: TimestampMs,
+        lease_ms: i64,
         limit: u32,
-    ) -> Result<Vec<QueuedMessage>, StoreError> {
+    ) -> Result<Fetched<QueuedMessage>, StoreError> {
+        let mut hot = self.hot.lock().await;
         let rows = sqlx::query(
             "SELECT id, instance_id, body FROM messages WHERE id > ? ORDER BY id LIMIT ?",
         )
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&mut *self.hot.lock().await)
+        .fetch_all(&mut *hot)
         .await?;
-        queued(&rows, MessageRef::Queue)
+        let scanned_to = rows.last().map_or(after, |r| r.get(0));
+        let items = leased_messages(
+            &self.leases,
+            &rows,
+            MessageRef::Queue,
+            holder,
+            now_ms,
+            lease_ms,
+        )?;
+        drop(hot);
+        Ok(Fetched {
+            items,
+            scanned_to,
+            full: rows.len() as u32 == limit,
+        })
     }
 
     async fn fetch_due_timers(
         &self,
+        holder: &Holder,
         now_ms: TimestampMs,
+        lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<QueuedMessage>, StoreError> {
+        let mut hot = self.hot.lock().await;
         let rows = sqlx::query(
             "SELECT id, instance_id, body FROM timers WHERE fire_at <= ? ORDER BY fire_at, id LIMIT ?",
         )
         .bind(now_ms)
         .bind(i64::from(limit))
-        .fetch_all(&mut *self.hot.lock().await)
+        .fetch_all(&mut *hot)
         .await?;
-        queued(&rows, MessageRef::Timer)
+        let timers = leased_messages(
+            &self.leases,
+            &rows,
+            MessageRef::Timer,
+            holder,
+            now_ms,
+            lease_ms,
+        );
+        drop(hot);
+        timers
     }
 
     async fn next_timer_at(
@@ -466,26 +641,69 @@ impl Store for SqliteStore {
 
     async fn fetch_activities(
         &self,
+        holder: &Holder,
         after: i64,
+        now_ms: TimestampMs,
+        lease_ms: i64,
         limit: u32,
-    ) -> Result<Vec<ActivityItem>, StoreError> {
+    ) -> Result<Fetched<ActivityItem>, StoreError> {
+        let mut hot = self.hot.lock().await;
         let rows = sqlx::query(
             "SELECT id, instance_id, scheduled_id, name, input FROM activities WHERE id > ? ORDER BY id LIMIT ?",
         )
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&mut *self.hot.lock().await)
+        .fetch_all(&mut *hot)
         .await?;
-        Ok(rows
+        let scanned_to = rows.last().map_or(after, |r| r.get(0));
+        let mut leases = self.leases.lock().expect("lease table");
+        leases.prune(now_ms);
+        let items = rows
             .iter()
-            .map(|r| ActivityItem {
-                id: r.get(0),
-                instance_id: r.get(1),
-                scheduled_id: r.get::<i64, _>(2) as u32,
-                name: r.get(3),
-                input: r.get(4),
+            .filter_map(|r| {
+                let id: i64 = r.get(0);
+                Some(ActivityItem {
+                    lease: leases.activity(id, holder, now_ms, lease_ms)?,
+                    id,
+                    instance_id: r.get(1),
+                    scheduled_id: r.get::<i64, _>(2) as u32,
+                    name: r.get(3),
+                    input: r.get(4),
+                })
             })
-            .collect())
+            .collect();
+        drop(leases);
+        drop(hot);
+        Ok(Fetched {
+            items,
+            scanned_to,
+            full: rows.len() as u32 == limit,
+        })
+    }
+
+    async fn renew_activities(
+        &self,
+        holder: &Holder,
+        ids: &[i64],
+        now_ms: TimestampMs,
+        lease_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let hot = self.hot.lock().await;
+        let mut leases = self.leases.lock().expect("lease table");
+        let lost = ids
+            .iter()
+            .copied()
+            .filter(|id| match leases.activities.get_mut(id) {
+                Some(lease) if lease.holder == *holder && lease.expires_at > now_ms => {
+                    lease.expires_at = lease.expires_at.max(now_ms.saturating_add(lease_ms));
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        drop(leases);
+        drop(hot);
+        Ok(lost)
     }
 
     async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>, StoreError> {
@@ -512,10 +730,12 @@ impl Store for SqliteStore {
 
     async fn commit(
         &self,
+        holder: &Holder,
+        now_ms: TimestampMs,
         ops: &[WriteOp],
     ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
         let mut hot = self.hot.lock().await;
-        let committed = commit_on(&mut hot, ops).await;
+        let committed = commit_on(&mut hot, &self.leases, holder, now_ms, ops).await;
         if committed.is_err() {
             self.replace_hot(&mut hot).await;
         }
@@ -562,13 +782,20 @@ impl SqliteStore {
 /// plan.
 async fn commit_on(
     hot: &mut SqliteConnection,
+    leases: &SyncMutex<Leases>,
+    holder: &Holder,
+    now_ms: TimestampMs,
     ops: &[WriteOp],
 ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
     // IMMEDIATE takes the write lock up front (waiting up to the busy timeout if another
     // connection, such as the dashboard's audit log, is writing). A deferred transaction
     // would read first and then fail to upgrade with SQLITE_BUSY_SNAPSHOT, without waiting.
     let mut tx = hot.begin_with("BEGIN IMMEDIATE").await?;
-    let plan = plan::plan(ops, &mut TxReads { tx: &mut tx }).await?;
+    let mut reads = TxReads {
+        tx: &mut tx,
+        leases,
+    };
+    let plan = plan::plan(holder, now_ms, ops, &mut reads).await?;
     execute(&mut tx, &plan).await?;
     for (status, delta) in &plan.counts {
         sqlx::query("UPDATE status_counts SET count = count + ? WHERE status = ?")
@@ -578,6 +805,7 @@ async fn commit_on(
             .await?;
     }
     tx.commit().await?;
+    leases.lock().expect("lease table").settle(&plan);
     Ok((plan.outcomes, plan.effects))
 }
 
