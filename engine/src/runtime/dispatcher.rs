@@ -699,9 +699,10 @@ impl<S: Store + Clone> Dispatcher<S> {
             }
             let now = self.shared.clock.now_ms();
             let next_timer = self.shared.store.next_timer_at(now).await.ok().flatten();
-            // Wake for the next timer, and at least once a minute of clock time.
+            // Wake for the next timer or sweep, and at least once a minute of clock time.
             let wake = next_timer
                 .unwrap_or(i64::MAX)
+                .min(self.sweep_at)
                 .min(now.saturating_add(60_000));
             tokio::select! {
                 () = &mut notified => {}

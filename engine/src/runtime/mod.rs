@@ -168,13 +168,18 @@ impl<S: Store> Shared<S> {
         rx
     }
 
-    fn apply_effects(&self, effects: &CommitEffects) {
+    /// Wakes the dispatcher and the workers for the work a commit added.
+    fn wake(&self, effects: &CommitEffects) {
         if effects.messages || effects.timers {
             self.orchestrations.notify_one();
         }
         if effects.activities {
             self.activities.notify_one();
         }
+    }
+
+    fn apply_effects(&self, effects: &CommitEffects) {
+        self.wake(effects);
         if !effects.finished.is_empty() {
             let mut waiters = self.waiters.lock().expect("waiters lock");
             for id in &effects.finished {
@@ -247,6 +252,18 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
         ] {
             flag.store(true, Ordering::SeqCst);
         }
+        // Another runtime on the same store wakes this one through the store.
+        let weak = Arc::downgrade(&shared);
+        shared.store.watch_work(
+            &shared.holder,
+            Arc::new(move |effects: &CommitEffects| match weak.upgrade() {
+                Some(shared) => {
+                    shared.wake(effects);
+                    true
+                }
+                None => false,
+            }),
+        );
         let journals = Journals::open(&shared.options);
         let writer = tokio::spawn(run_writer(shared.clone(), writer_rx));
         let activities = tokio::spawn(run_activities(

@@ -18,6 +18,7 @@
 //! [`OpError::LeaseLost`], never half-applied. A crashed holder's work is fetchable again once
 //! its leases run out. The rules live in [`plan`] ([`plan::acquire`], [`plan::holds`]).
 
+pub mod conformance;
 pub mod plan;
 pub mod sqlite;
 
@@ -352,7 +353,14 @@ pub trait Store: Send + Sync + 'static {
     /// Writes something that changes nothing, to learn whether writes succeed again (after a
     /// full disk, say) while no real work is waiting to be committed.
     fn probe_write(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Asks to be told when another holder commits work (messages, timers, activities), so a
+    /// runtime sharing the store wakes for it instead of polling. The waker returns false once
+    /// its runtime is gone, and is then forgotten.
+    fn watch_work(&self, holder: &Holder, waker: WorkWaker);
 }
+
+/// Called with what another holder's commit changed; returns false to be forgotten.
+pub type WorkWaker = std::sync::Arc<dyn Fn(&CommitEffects) -> bool + Send + Sync>;
 
 /// Filters for [`StoreAdmin::query`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ use crate::{
         ActivityItem, CommitEffects, CompletionBucket, Fetched, Holder, InstancePage,
         InstanceQuery, InstanceRecord, Lease, LeaseRecord, LoadedInstance, MessageRef, NewInstance,
         OpError, QueuedMessage, RunawayLimits, SortBy, Store, StoreAdmin, StoreError, TurnCommit,
-        WriteOp,
+        WorkWaker, WriteOp,
         plan::{self, Identity, Plan, PlanReads, Step},
     },
 };
@@ -54,8 +54,21 @@ pub struct SqliteStore {
     /// Every lease on this file's work (see the module documentation). Locked only briefly,
     /// while the hot connection is held, never across an await.
     leases: Arc<SyncMutex<Leases>>,
+    /// Runtimes to wake when another holder commits work.
+    wakers: Arc<Wakers>,
     /// The exclusive lock on `<database>.lock`, held while any clone of the store lives.
     _lock: Option<Arc<std::fs::File>>,
+}
+
+/// The wakers of the runtimes on this store, by holder.
+#[derive(Default)]
+struct Wakers(SyncMutex<Vec<(Holder, WorkWaker)>>);
+
+impl std::fmt::Debug for Wakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let holders = self.0.lock().map(|w| w.len()).unwrap_or(0);
+        f.debug_struct("Wakers").field("holders", &holders).finish()
+    }
 }
 
 /// The lease table.
@@ -195,6 +208,7 @@ impl SqliteStore {
             pool,
             hot: Arc::new(Mutex::new(hot)),
             leases: Arc::default(),
+            wakers: Arc::default(),
             _lock: lock,
         })
     }
@@ -736,10 +750,21 @@ impl Store for SqliteStore {
     ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
         let mut hot = self.hot.lock().await;
         let committed = commit_on(&mut hot, &self.leases, holder, now_ms, ops).await;
-        if committed.is_err() {
-            self.replace_hot(&mut hot).await;
+        match &committed {
+            Err(_) => self.replace_hot(&mut hot).await,
+            Ok((_, effects)) if effects.messages || effects.timers || effects.activities => {
+                let mut wakers = self.wakers.0.lock().expect("wakers");
+                wakers.retain(|(h, wake)| h == holder || wake(effects));
+            }
+            Ok(_) => {}
         }
         committed
+    }
+
+    fn watch_work(&self, holder: &Holder, waker: WorkWaker) {
+        let mut wakers = self.wakers.0.lock().expect("wakers");
+        wakers.retain(|(h, _)| h != holder);
+        wakers.push((holder.clone(), waker));
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {

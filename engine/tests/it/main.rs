@@ -1,6 +1,7 @@
 //! Integration tests for the engine, one module per area. `fixtures` holds the test
 //! orchestrations and a tiny simulated runtime that drives the pure replay core.
 
+mod conformance;
 mod fixtures;
 mod isolation;
 mod replay;
