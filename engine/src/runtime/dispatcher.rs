@@ -242,21 +242,31 @@ impl<S: Store + Clone> Dispatcher<S> {
         let limit = self.shared.options.fetch_batch;
         let lease_ms = self.shared.lease_ms();
         let now = self.shared.clock.now_ms();
-        if now >= self.sweep_at {
+        let shared = self.shared.clone();
+        let sweeping = now >= self.sweep_at;
+        if sweeping {
             self.sweep_at = now + lease_ms / 2;
             self.cursor = 0;
             self.forget_lapsed(now);
+            shared.timer_hint.store(i64::MIN, Ordering::SeqCst);
         }
-        let holder = &self.shared.holder;
-        let fetched = self
-            .shared
-            .store
-            .fetch_messages(holder, self.cursor, now, lease_ms, limit)
-            .await?;
-        let mut more = fetched.full;
-        self.cursor = self.cursor.max(fetched.scanned_to);
-        for m in fetched.items {
-            self.take(m);
+        let mut more = false;
+        // Only when a commit queued messages (or a sweep looks again): a wake-up for a result
+        // handed over in memory costs no query.
+        if shared.messages_waiting.swap(false, Ordering::SeqCst) || sweeping {
+            let fetched = shared
+                .store
+                .fetch_messages(&shared.holder, self.cursor, now, lease_ms, limit)
+                .await
+                .inspect_err(|_| shared.messages_waiting.store(true, Ordering::SeqCst))?;
+            if fetched.full {
+                shared.messages_waiting.store(true, Ordering::SeqCst);
+                more = true;
+            }
+            self.cursor = self.cursor.max(fetched.scanned_to);
+            for m in fetched.items {
+                self.take(m);
+            }
         }
         if let Some(results) = self.results.as_mut() {
             let mut ready = Vec::new();
@@ -267,17 +277,35 @@ impl<S: Store + Clone> Dispatcher<S> {
                 self.take_result(result, now);
             }
         }
-        let timers = self
-            .shared
-            .store
-            .fetch_due_timers(&self.shared.holder, now, lease_ms, limit)
-            .await?;
-        let mut fresh = 0;
-        for t in timers {
-            fresh += u32::from(!self.seen.contains(&t.at));
-            self.take(t);
+        // Timers only once the earliest known one has come.
+        if now >= shared.timer_hint.load(Ordering::SeqCst) {
+            shared.timer_hint.store(i64::MAX, Ordering::SeqCst);
+            let timers = shared
+                .store
+                .fetch_due_timers(&shared.holder, now, lease_ms, limit)
+                .await
+                .inspect_err(|_| shared.timer_hint.store(i64::MIN, Ordering::SeqCst))?;
+            let due = timers.len() as u32;
+            let mut fresh = 0;
+            for t in timers {
+                fresh += u32::from(!self.seen.contains(&t.at));
+                self.take(t);
+            }
+            more |= fresh == limit;
+            if due == limit {
+                // More may be due beyond the limit.
+                shared.timer_hint.fetch_min(now, Ordering::SeqCst);
+            } else {
+                let next = shared
+                    .store
+                    .next_timer_at(now)
+                    .await
+                    .inspect_err(|_| shared.timer_hint.store(i64::MIN, Ordering::SeqCst))?;
+                if let Some(next) = next {
+                    shared.timer_hint.fetch_min(next, Ordering::SeqCst);
+                }
+            }
         }
-        more |= fresh == limit;
         Ok(more)
     }
 
@@ -302,6 +330,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                 self.held.insert(id.to_owned(), lease);
                 self.forget(id);
                 self.cursor = 0;
+                self.shared.messages_waiting.store(true, Ordering::SeqCst);
             }
             None => {
                 self.held.insert(id.to_owned(), lease);
@@ -698,10 +727,9 @@ impl<S: Store + Clone> Dispatcher<S> {
                 continue;
             }
             let now = self.shared.clock.now_ms();
-            let next_timer = self.shared.store.next_timer_at(now).await.ok().flatten();
+            let next_timer = self.shared.timer_hint.load(Ordering::SeqCst);
             // Wake for the next timer or sweep, and at least once a minute of clock time.
             let wake = next_timer
-                .unwrap_or(i64::MAX)
                 .min(self.sweep_at)
                 .min(now.saturating_add(60_000));
             tokio::select! {

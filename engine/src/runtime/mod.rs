@@ -33,7 +33,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::Duration,
 };
@@ -123,6 +123,12 @@ pub(crate) struct Shared<S> {
     orchestrations: Notify,
     activities: Notify,
     stopping: AtomicBool,
+    /// Set when a commit queued messages in the store, cleared by the dispatcher's fetch: a
+    /// wake-up for an activity result handed over in memory needs no query.
+    messages_waiting: AtomicBool,
+    /// No stored timer fires before this (`i64::MIN`: unknown, ask the store). Lowered by every
+    /// commit that adds a timer; the dispatcher queries timers only once it has come.
+    timer_hint: AtomicI64,
     /// Completion waiters by instance id.
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     /// Instances whose history was replaced since the dispatcher last looked.
@@ -170,6 +176,12 @@ impl<S: Store> Shared<S> {
 
     /// Wakes the dispatcher and the workers for the work a commit added.
     fn wake(&self, effects: &CommitEffects) {
+        if effects.messages {
+            self.messages_waiting.store(true, Ordering::SeqCst);
+        }
+        if let Some(at) = effects.earliest_timer {
+            self.timer_hint.fetch_min(at, Ordering::SeqCst);
+        }
         if effects.messages || effects.timers {
             self.orchestrations.notify_one();
         }
@@ -235,6 +247,8 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             orchestrations: Notify::new(),
             activities: Notify::new(),
             stopping: AtomicBool::new(false),
+            messages_waiting: AtomicBool::new(true),
+            timer_hint: AtomicI64::new(i64::MIN),
             waiters: Mutex::new(HashMap::new()),
             resets: Mutex::new(Vec::new()),
             results: results_tx,

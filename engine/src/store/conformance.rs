@@ -4,7 +4,7 @@
 //! [`store_conformance!`](crate::store_conformance) turns the whole list into `#[tokio::test]`s
 //! for one harness, so a new store runs exactly the same checks:
 //!
-//! ```ignore
+//! ```text
 //! mod sqlite {
 //!     engine::store_conformance!(crate::SqliteHarness::new());
 //! }

@@ -278,6 +278,8 @@ pub struct CommitEffects {
     pub messages: bool,
     pub timers: bool,
     pub activities: bool,
+    /// The earliest time a timer added by the batch fires.
+    pub earliest_timer: Option<TimestampMs>,
     /// Instances that reached a terminal status.
     pub finished: Vec<String>,
     /// Instances whose history was replaced (continue-as-new, restart, purge): drop caches.

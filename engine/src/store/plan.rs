@@ -242,7 +242,11 @@ pub async fn plan<'a, R: PlanReads>(
     for step in &plan.steps {
         match step {
             Step::Enqueue { .. } => plan.effects.messages = true,
-            Step::ScheduleTimer { .. } => plan.effects.timers = true,
+            Step::ScheduleTimer { fire_at_ms, .. } => {
+                plan.effects.timers = true;
+                let earliest = plan.effects.earliest_timer.get_or_insert(*fire_at_ms);
+                *earliest = (*earliest).min(*fire_at_ms);
+            }
             Step::ScheduleActivity { .. } => plan.effects.activities = true,
             _ => {}
         }

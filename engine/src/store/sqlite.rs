@@ -23,7 +23,7 @@ use std::{
 
 use sqlx::{
     ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
-    Transaction, sqlite::SqliteRow,
+    sqlite::SqliteRow,
 };
 use tokio::sync::Mutex;
 
@@ -303,20 +303,64 @@ struct Pending<'p> {
     ended: Vec<&'p str>,
 }
 
-impl<'p> Pending<'p> {
-    fn is_empty(&self) -> bool {
-        self.new_instances.is_empty()
-            && self.history.is_empty()
-            && self.updates.is_empty()
-            && self.activities.is_empty()
-            && self.timers.is_empty()
-            && self.messages.is_empty()
-            && self.delete_messages.is_empty()
-            && self.delete_timers.is_empty()
-            && self.delete_activities.is_empty()
-            && self.ended.is_empty()
+/// A commit's writes. A small commit (the common case at low load) becomes one multi-statement
+/// script: the whole plan reaches SQLite in one call (sqlx binds each statement's parameters in
+/// order) instead of one round trip to the connection's thread per statement, and its few
+/// shapes stay prepared. A large one runs statement by statement, so its full-chunk statements,
+/// which recur, stay prepared one by one.
+struct Script<'p> {
+    statements: Vec<QueryBuilder<'p, Sqlite>>,
+    combined: bool,
+}
+
+/// Plans with at most this many steps are written as one script.
+const SCRIPT_STEPS: usize = 48;
+
+impl<'p> Script<'p> {
+    fn new(combined: bool) -> Self {
+        Script {
+            statements: Vec::new(),
+            combined,
+        }
     }
 
+    /// Starts the next statement.
+    fn next(&mut self) -> &mut QueryBuilder<'p, Sqlite> {
+        match self.statements.last_mut() {
+            Some(_) if self.combined => {
+                let script = self.statements.last_mut().expect("just matched");
+                script.push(";\n");
+            }
+            _ => self.statements.push(QueryBuilder::new("")),
+        }
+        self.statements.last_mut().expect("one statement at least")
+    }
+
+    /// `DELETE FROM <table> WHERE <column> IN (…)`, in chunks.
+    fn delete_in<T>(&mut self, table: &str, column: &str, keys: &[T])
+    where
+        T: sqlx::Encode<'p, Sqlite> + sqlx::Type<Sqlite> + Clone + Send + 'p,
+    {
+        for chunk in keys.chunks(CHUNK) {
+            let q = self.next();
+            q.push(format!("DELETE FROM {table} WHERE {column} IN ("));
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(key.clone());
+            }
+            q.push(")");
+        }
+    }
+
+    async fn run(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        for mut statement in self.statements {
+            statement.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl<'p> Pending<'p> {
     fn consume(&mut self, r: MessageRef) {
         match r {
             MessageRef::Queue(id) => self.delete_messages.push(id),
@@ -331,134 +375,103 @@ impl<'p> Pending<'p> {
         self.ended.contains(&instance_id)
     }
 
-    async fn flush(&mut self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
-        if self.is_empty() {
-            return Ok(());
-        }
-        for chunk in self.new_instances.chunks(CHUNK / 4) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+    /// Appends the gathered rows to the script, one statement per kind and chunk.
+    fn flush(&mut self, script: &mut Script<'p>) {
+        let pending = std::mem::take(self);
+        for chunk in pending.new_instances.chunks(CHUNK / 12) {
+            let q = script.next();
+            q.push(
                 "INSERT INTO instances (instance_id, name, version, status, input, tags, \
                  parent_instance_id, generation, history_len, created_at, updated_at, \
                  scheduled_start_at) ",
             );
             q.push_values(chunk, |mut b, n| {
-                b.push_bind(&n.instance_id)
-                    .push_bind(&n.name)
-                    .push_bind(&n.version)
+                b.push_bind(n.instance_id.as_str())
+                    .push_bind(n.name.as_str())
+                    .push_bind(n.version.as_str())
                     .push_bind(RuntimeStatus::Pending.as_str())
-                    .push_bind(&n.input)
+                    .push_bind(n.input.as_str())
                     .push_bind(json(&n.tags))
-                    .push_bind(n.parent.as_ref().map(|p| p.instance_id.clone()))
+                    .push_bind(n.parent.as_ref().map(|p| p.instance_id.as_str()))
                     .push_bind(0i64)
                     .push_bind(0i64)
                     .push_bind(n.now_ms)
                     .push_bind(n.now_ms)
                     .push_bind(n.scheduled_start_at);
             });
-            q.build().execute(&mut **tx).await?;
         }
-        for chunk in self.history.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO history (instance_id, seq, events) ");
-            q.push_values(chunk, |mut b, (id, seq, event)| {
-                b.push_bind(*id).push_bind(i64::from(*seq)).push_bind(event);
+        let mut history = pending.history.into_iter().peekable();
+        while history.peek().is_some() {
+            let q = script.next();
+            q.push("INSERT INTO history (instance_id, seq, events) ");
+            q.push_values(history.by_ref().take(CHUNK), |mut b, (id, seq, events)| {
+                b.push_bind(id).push_bind(i64::from(seq)).push_bind(events);
             });
-            q.build().execute(&mut **tx).await?;
         }
         // `updated_at` (indexed, for sorting) moves only when something visible changes: the
         // status or the custom status. Turns that just make progress leave it, and its index,
         // alone; that is most turns, and it saves about 15% of commit time.
-        let (touched, progress): (Vec<&TurnCommit>, Vec<&TurnCommit>) = self
+        let (touched, progress): (Vec<&TurnCommit>, Vec<&TurnCommit>) = pending
             .updates
             .iter()
             .partition(|t| t.status != t.previous_status || t.custom_status.is_some());
         for (rows, touch) in [(touched, true), (progress, false)] {
-            for chunk in rows.chunks(CHUNK / 4) {
-                update_instances(tx, chunk, touch).await?;
+            for chunk in rows.chunks(CHUNK / 12) {
+                update_instances(script, chunk, touch);
             }
         }
-        for chunk in self.activities.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO activities (instance_id, scheduled_id, name, input) ",
-            );
+        for chunk in pending.activities.chunks(CHUNK / 4) {
+            let q = script.next();
+            q.push("INSERT INTO activities (instance_id, scheduled_id, name, input) ");
             q.push_values(chunk, |mut b, (id, sid, name, input)| {
                 b.push_bind(*id)
                     .push_bind(i64::from(*sid))
                     .push_bind(*name)
                     .push_bind(*input);
             });
-            q.build().execute(&mut **tx).await?;
         }
-        for chunk in self.timers.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO timers (instance_id, fire_at, body) ");
-            q.push_values(chunk, |mut b, (id, at, body)| {
-                b.push_bind(*id).push_bind(at).push_bind(body);
+        let mut timers = pending.timers.into_iter().peekable();
+        while timers.peek().is_some() {
+            let q = script.next();
+            q.push("INSERT INTO timers (instance_id, fire_at, body) ");
+            q.push_values(timers.by_ref().take(CHUNK), |mut b, (id, at, body)| {
+                b.push_bind(id).push_bind(at).push_bind(body);
             });
-            q.build().execute(&mut **tx).await?;
         }
-        for chunk in self.messages.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO messages (instance_id, body) ");
-            q.push_values(chunk, |mut b, (id, body)| {
-                b.push_bind(*id).push_bind(body);
+        let mut messages = pending.messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            let q = script.next();
+            q.push("INSERT INTO messages (instance_id, body) ");
+            q.push_values(messages.by_ref().take(CHUNK), |mut b, (id, body)| {
+                b.push_bind(id).push_bind(body);
             });
-            q.build().execute(&mut **tx).await?;
         }
-        for (table, ids) in [
-            ("messages", &self.delete_messages),
-            ("timers", &self.delete_timers),
-            ("activities", &self.delete_activities),
-        ] {
-            for chunk in ids.chunks(CHUNK) {
-                let mut q =
-                    QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE id IN ("));
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
-                }
-                q.push(")");
-                q.build().execute(&mut **tx).await?;
-            }
-        }
+        script.delete_in("messages", "id", &pending.delete_messages);
+        script.delete_in("timers", "id", &pending.delete_timers);
+        script.delete_in("activities", "id", &pending.delete_activities);
         // After the inserts above, so timers a final turn created go too.
-        for table in ["timers", "activities"] {
-            for chunk in self.ended.chunks(CHUNK) {
-                let mut q = QueryBuilder::<Sqlite>::new(format!(
-                    "DELETE FROM {table} WHERE instance_id IN ("
-                ));
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                q.build().execute(&mut **tx).await?;
-            }
-        }
-        *self = Pending::default();
-        Ok(())
+        script.delete_in("timers", "instance_id", &pending.ended);
+        script.delete_in("activities", "instance_id", &pending.ended);
     }
 }
 
 /// One multi-row update of instance rows after their turns.
-async fn update_instances(
-    tx: &mut Transaction<'_, Sqlite>,
-    turns: &[&TurnCommit],
-    touch: bool,
-) -> Result<(), sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new(
+fn update_instances<'p>(script: &mut Script<'p>, turns: &[&'p TurnCommit], touch: bool) {
+    let q = script.next();
+    q.push(
         "WITH v(id, status, output, failure, custom_status, history_len, updated_at, \
          completed_at, waiting_event, waiting_since, waiting_deadline) AS (",
     );
     q.push_values(turns, |mut b, t| {
         let (we, ws, wd) = match &t.waiting {
-            Some((name, since, deadline)) => (Some(name.clone()), Some(*since), *deadline),
+            Some((name, since, deadline)) => (Some(name.as_str()), Some(*since), *deadline),
             None => (None, None, None),
         };
-        b.push_bind(&t.instance_id)
+        b.push_bind(t.instance_id.as_str())
             .push_bind(t.status.as_str())
-            .push_bind(&t.output)
+            .push_bind(t.output.as_deref())
             .push_bind(t.failure.as_ref().map(json))
-            .push_bind(&t.custom_status)
+            .push_bind(t.custom_status.as_deref())
             .push_bind(i64::from(t.history_start) + t.new_events.len() as i64)
             .push_bind(t.now_ms)
             .push_bind(t.status.is_terminal().then_some(t.now_ms))
@@ -477,17 +490,35 @@ async fn update_instances(
         q.push(", updated_at = v.updated_at");
     }
     q.push(" FROM v WHERE instances.instance_id = v.id");
-    q.build().execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// The planner's reads, inside the commit's transaction.
-struct TxReads<'t, 'c> {
-    tx: &'t mut Transaction<'c, Sqlite>,
+/// The planner's reads on the hot connection. The first read that touches the database begins
+/// the commit's transaction, so the reads and the writes see one state; a plan that reads
+/// nothing from the database (turns only: leases are in memory) begins it in its script.
+struct TxReads<'t> {
+    conn: &'t mut SqliteConnection,
     leases: &'t SyncMutex<Leases>,
+    begun: bool,
 }
 
-impl PlanReads for TxReads<'_, '_> {
+impl TxReads<'_> {
+    /// The connection, inside the commit's transaction.
+    async fn tx(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
+        if !self.begun {
+            sqlx::query(BEGIN).execute(&mut *self.conn).await?;
+            self.begun = true;
+        }
+        Ok(self.conn)
+    }
+}
+
+/// IMMEDIATE takes the write lock up front (waiting up to the busy timeout if another
+/// connection, such as the dashboard's audit log, is writing). A deferred transaction would read
+/// first and then fail to upgrade with `SQLITE_BUSY_SNAPSHOT`, without waiting.
+const BEGIN: &str = "BEGIN IMMEDIATE";
+
+impl PlanReads for TxReads<'_> {
     async fn instance_leases(
         &mut self,
         ids: &[&str],
@@ -524,7 +555,7 @@ impl PlanReads for TxReads<'_, '_> {
                 list.push_bind(*id);
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut **self.tx).await? {
+            for row in q.build().fetch_all(self.tx().await?).await? {
                 statuses.insert(row.get(0), status_of(row.get::<&str, _>(1))?);
             }
         }
@@ -535,7 +566,7 @@ impl PlanReads for TxReads<'_, '_> {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT events FROM history WHERE instance_id = ? ORDER BY seq")
                 .bind(instance_id)
-                .fetch_all(&mut **self.tx)
+                .fetch_all(self.tx().await?)
                 .await?;
         flatten(&rows)
     }
@@ -543,7 +574,7 @@ impl PlanReads for TxReads<'_, '_> {
     async fn identity(&mut self, instance_id: &str) -> Result<Option<Identity>, StoreError> {
         let row = sqlx::query("SELECT version, tags FROM instances WHERE instance_id = ?")
             .bind(instance_id)
-            .fetch_optional(&mut **self.tx)
+            .fetch_optional(self.tx().await?)
             .await?;
         row.map(|r| {
             Ok(Identity {
@@ -555,24 +586,13 @@ impl PlanReads for TxReads<'_, '_> {
     }
 }
 
-/// Deletes an instance's rows (all of them, or all but the instance row).
-async fn wipe(
-    tx: &mut Transaction<'_, Sqlite>,
-    instance_id: &str,
-    keep_instance: bool,
-) -> Result<(), sqlx::Error> {
-    let tables: &[&str] = if keep_instance {
-        &["history", "messages", "timers", "activities"]
-    } else {
-        &["history", "messages", "timers", "activities", "instances"]
-    };
-    for table in tables {
-        sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ?"))
-            .bind(instance_id)
-            .execute(&mut **tx)
-            .await?;
+/// Deletes an instance and every row that belongs to it.
+fn wipe<'p>(script: &mut Script<'p>, instance_id: &'p str) {
+    for table in ["history", "messages", "timers", "activities", "instances"] {
+        let q = script.next();
+        q.push(format!("DELETE FROM {table} WHERE instance_id = "));
+        q.push_bind(instance_id);
     }
-    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -812,31 +832,30 @@ async fn commit_on(
     now_ms: TimestampMs,
     ops: &[WriteOp],
 ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
-    // IMMEDIATE takes the write lock up front (waiting up to the busy timeout if another
-    // connection, such as the dashboard's audit log, is writing). A deferred transaction
-    // would read first and then fail to upgrade with SQLITE_BUSY_SNAPSHOT, without waiting.
-    let mut tx = hot.begin_with("BEGIN IMMEDIATE").await?;
+    // The transaction is plain BEGIN/COMMIT statements, so a turns-only commit is one call to
+    // the connection's thread. A failure anywhere leaves it open: the caller then replaces the
+    // connection, which rolls it back.
     let mut reads = TxReads {
-        tx: &mut tx,
+        conn: hot,
         leases,
+        begun: false,
     };
     let plan = plan::plan(holder, now_ms, ops, &mut reads).await?;
-    execute(&mut tx, &plan).await?;
-    for (status, delta) in &plan.counts {
-        sqlx::query("UPDATE status_counts SET count = count + ? WHERE status = ?")
-            .bind(delta)
-            .bind(status.as_str())
-            .execute(&mut *tx)
-            .await?;
+    let begun = reads.begun;
+    let mut script = Script::new(plan.steps.len() <= SCRIPT_STEPS);
+    if !begun {
+        script.next().push(BEGIN);
     }
-    tx.commit().await?;
+    execute(&mut script, &plan);
+    script.next().push("COMMIT");
+    script.run(hot).await?;
     leases.lock().expect("lease table").settle(&plan);
     Ok((plan.outcomes, plan.effects))
 }
 
-/// Executes a plan's steps, gathering runs of row inserts, updates and deletes into multi-row
-/// statements; the steps that rewrite an instance wait for everything before them.
-async fn execute(tx: &mut Transaction<'_, Sqlite>, plan: &Plan<'_>) -> Result<(), StoreError> {
+/// Executes a plan's steps as one script, gathering runs of row inserts, updates and deletes
+/// into multi-row statements; the steps that rewrite an instance follow everything before them.
+fn execute<'p>(script: &mut Script<'p>, plan: &'p Plan<'p>) {
     let mut pending = Pending::default();
     for step in &plan.steps {
         match step {
@@ -860,7 +879,7 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, plan: &Plan<'_>) -> Result<()
                 message,
             } => {
                 if pending.ends(instance_id) {
-                    pending.flush(tx).await?;
+                    pending.flush(script);
                 }
                 pending
                     .timers
@@ -873,7 +892,7 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, plan: &Plan<'_>) -> Result<()
                 input,
             } => {
                 if pending.ends(instance_id) {
-                    pending.flush(tx).await?;
+                    pending.flush(script);
                 }
                 pending
                     .activities
@@ -882,8 +901,8 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, plan: &Plan<'_>) -> Result<()
             Step::Consume(r) => pending.consume(*r),
             Step::EndExecution(instance_id) => pending.ended.push(instance_id),
             Step::DeleteInstance(instance_id) => {
-                pending.flush(tx).await?;
-                wipe(tx, instance_id, false).await?;
+                pending.flush(script);
+                wipe(script, instance_id);
             }
             Step::ContinueAsNew {
                 instance_id,
@@ -891,44 +910,58 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, plan: &Plan<'_>) -> Result<()
                 generation,
                 now_ms,
             } => {
-                pending.flush(tx).await?;
-                sqlx::query("DELETE FROM history WHERE instance_id = ?")
-                    .bind(instance_id.as_ref())
-                    .execute(&mut **tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE instances SET status = 'Pending', input = ?, output = NULL, \
-                     failure = NULL, generation = ?, history_len = 0, updated_at = ?, \
-                     waiting_event = NULL, waiting_since = NULL, waiting_deadline = NULL \
-                     WHERE instance_id = ?",
-                )
-                .bind(*input)
-                .bind(i64::from(*generation))
-                .bind(now_ms)
-                .bind(instance_id.as_ref())
-                .execute(&mut **tx)
-                .await?;
+                pending.flush(script);
+                let q = script.next();
+                q.push("DELETE FROM history WHERE instance_id = ");
+                q.push_bind(instance_id.as_ref());
+                let q = script.next();
+                q.push(
+                    "UPDATE instances SET status = 'Pending', output = NULL, failure = NULL,                      history_len = 0, waiting_event = NULL, waiting_since = NULL,                      waiting_deadline = NULL, input = ",
+                );
+                q.push_bind(*input);
+                q.push(", generation = ");
+                q.push_bind(i64::from(*generation));
+                q.push(", updated_at = ");
+                q.push_bind(*now_ms);
+                q.push(" WHERE instance_id = ");
+                q.push_bind(instance_id.as_ref());
             }
             Step::Reopen {
                 instance_id,
                 history_len,
                 now_ms,
             } => {
-                pending.flush(tx).await?;
-                sqlx::query(
-                    "UPDATE instances SET status = 'Running', failure = NULL, output = NULL, \
-                     completed_at = NULL, history_len = ?, updated_at = ? WHERE instance_id = ?",
-                )
-                .bind(i64::from(*history_len))
-                .bind(now_ms)
-                .bind(instance_id.as_ref())
-                .execute(&mut **tx)
-                .await?;
+                pending.flush(script);
+                let q = script.next();
+                q.push(
+                    "UPDATE instances SET status = 'Running', failure = NULL, output = NULL,                      completed_at = NULL, history_len = ",
+                );
+                q.push_bind(i64::from(*history_len));
+                q.push(", updated_at = ");
+                q.push_bind(*now_ms);
+                q.push(" WHERE instance_id = ");
+                q.push_bind(instance_id.as_ref());
             }
         }
     }
-    pending.flush(tx).await?;
-    Ok(())
+    pending.flush(script);
+    if !plan.counts.is_empty() {
+        // One statement for every status whose count changed.
+        let q = script.next();
+        q.push("UPDATE status_counts SET count = count + CASE status");
+        for (status, delta) in &plan.counts {
+            q.push(" WHEN ");
+            q.push_bind(status.as_str());
+            q.push(" THEN ");
+            q.push_bind(*delta);
+        }
+        q.push(" ELSE 0 END WHERE status IN (");
+        let mut list = q.separated(", ");
+        for status in plan.counts.keys() {
+            list.push_bind(status.as_str());
+        }
+        q.push(")");
+    }
 }
 
 const RECORD_COLUMNS: &str = "instance_id, name, version, status, input, output, custom_status, \
