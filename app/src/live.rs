@@ -163,7 +163,10 @@ pub mod ssr {
             max_latency[index] = max_latency[index].max(Some(row.max_latency_ms));
         }
         let waiting_approvals = engine
-            .count_waiting_for_event(crate::routes::approvals::APPROVAL_EVENT, ATTENTION_CAP)
+            .count_waiting_for_event(
+                <engine::samples::Approval as engine::Event>::NAME,
+                ATTENTION_CAP,
+            )
             .await?;
         let limits = crate::routes::runaways::default_limits(now);
         let runaways = engine

@@ -114,7 +114,7 @@ test('a monitor that never finishes is flagged and terminated from the runaway l
   await start(
     request,
     'Monitor',
-    { job_id: 'forever', checks: 0, ready_after: 4294967295, interval_ms: 50, max_interval_ms: 50, deadline_ms: 0, timeout_ms: 3600000 },
+    { job_id: 'forever', interval_ms: 50, max_interval_ms: 50, timeout_ms: 3600000 },
     'e2e-runaway',
   );
   const row = page.locator('[data-testid="runaway"][data-instance="e2e-runaway"]');

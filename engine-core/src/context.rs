@@ -28,12 +28,14 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use futures_util::future::{Either, join_all as when_all, select};
+pub use futures_util::future::{
+    Either, join_all as when_all, select, try_join_all as try_when_all,
+};
 
 use crate::{
     executor::Action,
     history::{EventKind, Failure, HistoryEvent, Json, Message, ParentInstance, TimestampMs},
-    registry::{Activity, Orchestration, decode, encode},
+    registry::{Activity, Event, Orchestration, decode, encode},
 };
 
 /// What a scheduling call asked for, compared with history on replay.
@@ -401,9 +403,32 @@ impl OrchestrationContext {
         self.create_timer(self.now_ms().saturating_add(millis))
     }
 
-    /// Waits for an external event `name`, decoding its payload as `T`. Combine with a timer via
-    /// [`select`] for a timeout. An event raised before the wait began is delivered at once.
-    pub fn wait_for_event<T: DeserializeOwned>(
+    /// Waits for event `E`. An event raised before the wait began is delivered at once.
+    pub fn wait_for_event<E: Event>(
+        &self,
+    ) -> impl Future<Output = Result<E, Failure>> + 'static + use<E> {
+        self.wait_for_event_named::<E>(E::NAME)
+    }
+
+    /// Waits for event `E` until `timeout` has passed on a durable timer: `Ok(None)` if it did
+    /// not come in time.
+    pub fn wait_for_event_timeout<E: Event>(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Option<E>, Failure>> + 'static + use<E> {
+        let event = self.wait_for_event::<E>();
+        let timer = self.sleep(timeout);
+        async move {
+            match select(std::pin::pin!(event), std::pin::pin!(timer)).await {
+                Either::Left((event, _)) => event.map(Some),
+                Either::Right(((), _)) => Ok(None),
+            }
+        }
+    }
+
+    /// Waits for an external event by a name chosen at run time, decoding its payload as `T`.
+    /// Prefer [`wait_for_event`](Self::wait_for_event) with an [`Event`] type.
+    pub fn wait_for_event_named<T: DeserializeOwned>(
         &self,
         name: &str,
     ) -> impl Future<Output = Result<T, Failure>> + 'static + use<T> {

@@ -9,5 +9,6 @@
 pub mod context;
 pub mod executor;
 pub mod history;
+pub mod millis;
 pub mod registry;
 pub mod rewind;

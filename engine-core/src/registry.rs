@@ -54,6 +54,14 @@ pub trait Activity: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, Failure>> + Send;
 }
 
+/// An external event: its payload type, and the name it is raised and waited for under. The
+/// name is written once, here, so the orchestration that waits (`ctx.wait_for_event::<E>()`),
+/// the client that raises it (`client.raise_event(id, &payload)`) and the dashboard that lists
+/// who waits for it (`E::NAME`) cannot disagree.
+pub trait Event: Serialize + DeserializeOwned + 'static {
+    const NAME: &'static str;
+}
+
 /// What an activity knows about its invocation.
 #[derive(Debug, Clone)]
 pub struct ActivityContext {

@@ -390,15 +390,14 @@ impl<S: Store + StoreAdmin> Client<S> {
         .await
     }
 
-    /// Typed [`raise_event_raw`](Self::raise_event_raw).
-    pub async fn raise_event<T: Serialize>(
+    /// Raises event `E` on a live instance: `client.raise_event(id, &Approval { … })`.
+    pub async fn raise_event<E: crate::Event>(
         &self,
         instance_id: &str,
-        name: &str,
-        payload: &T,
+        event: &E,
     ) -> Result<(), ClientError> {
-        let json = to_json("event payload", payload)?;
-        self.raise_event_raw(instance_id, name, &json).await
+        let json = to_json("event payload", event)?;
+        self.raise_event_raw(instance_id, E::NAME, &json).await
     }
 
     /// Terminates a live instance; with `recursive`, its running sub-orchestrations too.

@@ -10,7 +10,11 @@
 //!
 //! It has no web dependencies: the dashboard and HTTP API live in `app` and `server`.
 
-pub use engine_core::{context, executor, history, registry, rewind};
+// The attribute macros name the engine `::engine`, inside this crate too.
+extern crate self as engine;
+
+pub use engine_core::{context, executor, history, millis, registry, rewind};
+pub use engine_macros::{activity, orchestration};
 
 pub mod client;
 pub mod db;
@@ -19,11 +23,13 @@ pub mod samples;
 pub mod store;
 
 pub use client::{Client, ClientError, StartOptions};
-pub use context::{Either, OrchestrationContext, RetryPolicy, select, when_all, when_any};
+pub use context::{
+    Either, OrchestrationContext, RetryPolicy, select, try_when_all, when_all, when_any,
+};
 pub use db::{Database, DatabaseUrl, DbError};
 pub use executor::{Action, Executor, TurnResult, execute_turn};
 pub use history::{EventKind, Failure, HistoryEvent, Json, Message, RuntimeStatus};
-pub use registry::{Activity, ActivityContext, Orchestration, Registry};
+pub use registry::{Activity, ActivityContext, Event, Orchestration, Registry};
 pub use runtime::{
     Clock, Health, ManualClock, Runtime, RuntimeOptions, RuntimeStats, SystemClock, journal,
 };

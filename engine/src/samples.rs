@@ -1,21 +1,28 @@
 //! Sample orchestrations of the classic patterns, used by tests, the benchmark and the server so
-//! a fresh install has something real to run.
+//! a fresh install has something real to run. Each is written with the attribute macros, as a
+//! user would write it, and is no longer than its C# Durable Functions counterpart.
 //!
-//! - [`HelloSequence`]: function chaining (`SayHello` once per name, in order); `HelloN` is the
+//! - [`HelloSequence`]: function chaining (`SayHello` once per name, in order); [`HelloN`] is the
 //!   benchmark's hello-N.
 //! - [`FanOutFanIn`]: n parallel `Square` calls, summed.
 //! - [`Monitor`]: polls `CheckJob` with exponential backoff through continue-as-new, stopping when
 //!   the job is done or the deadline passes.
-//! - [`HumanInteraction`]: waits for an `Approval` event with a timeout; on timeout it calls
+//! - [`HumanInteraction`]: waits for an [`Approval`] event with a timeout; on timeout it calls
 //!   `Escalate`.
 //!
-//! Each validates its input ([`Orchestration::validate`]): sizes and waits are bounded
-//! ([`MAX_NAMES`], [`MAX_HELLO_STEPS`], [`MAX_FAN_OUT`], [`MAX_WAIT_MS`]), so a start with an
-//! absurd input is refused with a message instead of exhausting memory or overflowing.
+//! Each validates its input ([`Orchestration::validate`](crate::Orchestration::validate)): sizes
+//! and waits are bounded ([`MAX_NAMES`], [`MAX_HELLO_STEPS`], [`MAX_FAN_OUT`], [`MAX_WAIT`]), so a
+//! start with an absurd input is refused with a message instead of exhausting memory or
+//! overflowing.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::{
+    ActivityContext, Event, Failure, OrchestrationContext, Registry, activity,
+    history::TimestampMs, orchestration, try_when_all,
+};
 
 /// Most names [`HelloSequence`] greets in one instance.
 pub const MAX_NAMES: usize = 1_000;
@@ -24,142 +31,108 @@ pub const MAX_HELLO_STEPS: u32 = 1_000;
 /// Most parallel calls [`FanOutFanIn`] makes (each is a stored activity and two history events).
 pub const MAX_FAN_OUT: u64 = 10_000;
 /// Longest wait the monitor and the approval sample accept: one year.
-pub const MAX_WAIT_MS: u64 = 366 * 24 * 3600 * 1000;
-
-use crate::{
-    Either, Failure, Orchestration, OrchestrationContext, Registry,
-    registry::{Activity, ActivityContext},
-    select, when_all,
-};
+pub const MAX_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Greets one name.
-#[derive(Debug)]
-pub struct SayHello;
-impl Activity for SayHello {
-    const NAME: &'static str = "SayHello";
-    type Input = String;
-    type Output = String;
-    async fn run(&self, _: ActivityContext, name: String) -> Result<String, Failure> {
-        Ok(format!("Hello, {name}!"))
-    }
+#[activity]
+pub async fn say_hello(_: ActivityContext, name: String) -> Result<String, Failure> {
+    Ok(format!("Hello, {name}!"))
 }
 
 /// Squares a number.
-#[derive(Debug)]
-pub struct Square;
-impl Activity for Square {
-    const NAME: &'static str = "Square";
-    type Input = u64;
-    type Output = u64;
-    async fn run(&self, _: ActivityContext, n: u64) -> Result<u64, Failure> {
-        n.checked_mul(n)
-            .ok_or_else(|| Failure::new("Overflow", format!("{n} squared does not fit in 64 bits")))
-    }
+#[activity]
+pub async fn square(_: ActivityContext, n: u64) -> Result<u64, Failure> {
+    n.checked_mul(n)
+        .ok_or_else(|| Failure::new("Overflow", format!("{n} squared does not fit in 64 bits")))
 }
 
 /// Function chaining: greets each name in turn.
-#[derive(Debug)]
-pub struct HelloSequence;
-impl Orchestration for HelloSequence {
-    const NAME: &'static str = "HelloSequence";
-    type Input = Vec<String>;
-    type Output = Vec<String>;
-    fn validate(names: &Vec<String>) -> Result<(), String> {
-        if names.len() > MAX_NAMES {
-            return Err(format!(
-                "greets at most {MAX_NAMES} names, not {}",
-                names.len()
-            ));
-        }
-        Ok(())
+#[orchestration(validate = at_most_max_names)]
+pub async fn hello_sequence(
+    ctx: OrchestrationContext,
+    names: Vec<String>,
+) -> Result<Vec<String>, Failure> {
+    let mut greetings = Vec::with_capacity(names.len());
+    for name in &names {
+        greetings.push(ctx.call_activity::<SayHello>(name).await?);
     }
-    async fn run(ctx: OrchestrationContext, names: Vec<String>) -> Result<Vec<String>, Failure> {
-        let mut greetings = Vec::with_capacity(names.len());
-        for name in &names {
-            greetings.push(ctx.call_activity::<SayHello>(name).await?);
-        }
-        Ok(greetings)
-    }
+    Ok(greetings)
+}
+
+fn at_most_max_names(names: &[String]) -> Result<(), String> {
+    bounded("names", names.len() as u64, MAX_NAMES as u64)
 }
 
 /// hello-N: n sequential `SayHello` calls (the benchmark's workload).
-#[derive(Debug)]
-pub struct HelloN;
-impl Orchestration for HelloN {
-    const NAME: &'static str = "HelloN";
-    type Input = u32;
-    type Output = u32;
-    fn validate(n: &u32) -> Result<(), String> {
-        if *n > MAX_HELLO_STEPS {
-            return Err(format!("makes at most {MAX_HELLO_STEPS} calls, not {n}"));
-        }
-        Ok(())
+#[orchestration(validate = at_most_max_steps)]
+pub async fn hello_n(ctx: OrchestrationContext, n: u32) -> Result<u32, Failure> {
+    for i in 0..n {
+        ctx.call_activity::<SayHello>(&i.to_string()).await?;
     }
-    async fn run(ctx: OrchestrationContext, n: u32) -> Result<u32, Failure> {
-        for i in 0..n {
-            ctx.call_activity::<SayHello>(&i.to_string()).await?;
-        }
-        Ok(n)
-    }
+    Ok(n)
+}
+
+fn at_most_max_steps(n: &u32) -> Result<(), String> {
+    bounded("calls", u64::from(*n), u64::from(MAX_HELLO_STEPS))
 }
 
 /// Fan-out/fan-in: squares 1..=n in parallel and sums the results.
-#[derive(Debug)]
-pub struct FanOutFanIn;
-impl Orchestration for FanOutFanIn {
-    const NAME: &'static str = "FanOutFanIn";
-    type Input = u64;
-    type Output = u64;
-    fn validate(n: &u64) -> Result<(), String> {
-        if *n > MAX_FAN_OUT {
-            return Err(format!(
-                "fans out to at most {MAX_FAN_OUT} parallel calls, not {n}"
-            ));
-        }
-        Ok(())
-    }
-    async fn run(ctx: OrchestrationContext, n: u64) -> Result<u64, Failure> {
-        let calls: Vec<_> = (1..=n).map(|i| ctx.call_activity::<Square>(&i)).collect();
-        let mut sum: u64 = 0;
-        for result in when_all(calls).await {
-            sum = sum.saturating_add(result?);
-        }
-        Ok(sum)
-    }
+#[orchestration(validate = at_most_max_fan_out)]
+pub async fn fan_out_fan_in(ctx: OrchestrationContext, n: u64) -> Result<u64, Failure> {
+    let calls = (1..=n).map(|i| ctx.call_activity::<Square>(&i));
+    let squares = try_when_all(calls).await?;
+    Ok(squares.into_iter().fold(0, u64::saturating_add))
 }
 
-/// Reports whether a job is done. The sample job is done from its `ready_after`-th check on.
-#[derive(Debug)]
-pub struct CheckJob;
+fn at_most_max_fan_out(n: &u64) -> Result<(), String> {
+    bounded("parallel calls", *n, MAX_FAN_OUT)
+}
+
+/// `Err` when `count` is over `limit`.
+fn bounded(what: &str, count: u64, limit: u64) -> Result<(), String> {
+    if count > limit {
+        return Err(format!("makes at most {limit} {what}, not {count}"));
+    }
+    Ok(())
+}
+
+/// What [`CheckJob`] is asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobCheck {
     pub job_id: String,
     pub check: u32,
-    pub ready_after: u32,
-}
-impl Activity for CheckJob {
-    const NAME: &'static str = "CheckJob";
-    type Input = JobCheck;
-    type Output = bool;
-    async fn run(&self, _: ActivityContext, check: JobCheck) -> Result<bool, Failure> {
-        Ok(check.check >= check.ready_after)
-    }
+    /// The sample job is done from this check on; never when absent.
+    pub ready_after: Option<u32>,
 }
 
-/// The monitor's state, carried from one execution to the next.
+/// Reports whether a job is done. The sample job is done from its `ready_after`-th check on.
+#[activity]
+pub async fn check_job(_: ActivityContext, job: JobCheck) -> Result<bool, Failure> {
+    Ok(job.ready_after.is_some_and(|ready| job.check >= ready))
+}
+
+/// The monitor's state, carried from one execution to the next. In JSON the durations are
+/// milliseconds: `{"job_id": "j", "interval_ms": 1000, "max_interval_ms": 60000,
+/// "timeout_ms": 3600000}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MonitorInput {
     pub job_id: String,
     /// Checks done so far.
+    #[serde(default)]
     pub checks: u32,
-    /// The sample job is done from this check on (`u32::MAX`: never).
-    pub ready_after: u32,
-    pub interval_ms: u64,
-    pub max_interval_ms: u64,
-    /// Give up after this time (ms since the epoch); set from the first execution's clock when 0.
-    pub deadline_ms: i64,
-    /// How long to keep polling, used to set `deadline_ms` on the first execution.
-    pub timeout_ms: u64,
+    /// The sample job is done from this check on; never when absent.
+    #[serde(default)]
+    pub ready_after: Option<u32>,
+    #[serde(rename = "interval_ms", with = "crate::millis")]
+    pub interval: Duration,
+    #[serde(rename = "max_interval_ms", with = "crate::millis")]
+    pub max_interval: Duration,
+    /// How long to keep polling, from the first check.
+    #[serde(rename = "timeout_ms", with = "crate::millis")]
+    pub timeout: Duration,
+    /// When to give up (ms since the epoch); set by the first execution from `timeout`.
+    #[serde(default)]
+    pub deadline_ms: Option<TimestampMs>,
 }
 
 /// The monitor's verdict.
@@ -170,99 +143,99 @@ pub enum MonitorOutcome {
 }
 
 /// An eternal monitor: check, back off, continue as new; stop when done or past the deadline.
-#[derive(Debug)]
-pub struct Monitor;
-impl Orchestration for Monitor {
-    const NAME: &'static str = "Monitor";
-    type Input = MonitorInput;
-    type Output = MonitorOutcome;
-    fn validate(input: &MonitorInput) -> Result<(), String> {
-        if input.interval_ms == 0 || input.interval_ms > MAX_WAIT_MS {
-            return Err(format!(
-                "interval_ms must be between 1 and {MAX_WAIT_MS}, not {}",
-                input.interval_ms
-            ));
-        }
-        if input.max_interval_ms < input.interval_ms || input.max_interval_ms > MAX_WAIT_MS {
-            return Err(format!(
-                "max_interval_ms must be between interval_ms and {MAX_WAIT_MS}, not {}",
-                input.max_interval_ms
-            ));
-        }
-        if input.timeout_ms > MAX_WAIT_MS {
-            return Err(format!(
-                "timeout_ms must be at most {MAX_WAIT_MS}, not {}",
-                input.timeout_ms
-            ));
-        }
-        if input.job_id.len() > 256 {
-            return Err("job_id must be at most 256 bytes".into());
-        }
-        Ok(())
+/// Continue-as-new keeps each execution's history to one check, however long it polls.
+#[orchestration(validate = valid_monitor)]
+pub async fn monitor(
+    ctx: OrchestrationContext,
+    mut input: MonitorInput,
+) -> Result<MonitorOutcome, Failure> {
+    let deadline = *input
+        .deadline_ms
+        .get_or_insert_with(|| ctx.now_ms().saturating_add(millis(input.timeout)));
+    input.checks = input.checks.saturating_add(1);
+    let check = JobCheck {
+        job_id: input.job_id.clone(),
+        check: input.checks,
+        ready_after: input.ready_after,
+    };
+    let done = ctx.call_activity::<CheckJob>(&check).await?;
+    let status =
+        serde_json::json!({ "checks": input.checks, "interval_ms": millis(input.interval) });
+    ctx.set_custom_status(&status);
+    let checks = input.checks;
+    if done {
+        return Ok(MonitorOutcome::Done { checks });
     }
-    async fn run(
-        ctx: OrchestrationContext,
-        mut input: MonitorInput,
-    ) -> Result<MonitorOutcome, Failure> {
-        if input.deadline_ms == 0 {
-            // Bounded by `validate`; saturating all the same.
-            input.deadline_ms = ctx.now_ms().saturating_add(input.timeout_ms as i64);
-        }
-        input.checks = input.checks.saturating_add(1);
-        let done = ctx
-            .call_activity::<CheckJob>(&JobCheck {
-                job_id: input.job_id.clone(),
-                check: input.checks,
-                ready_after: input.ready_after,
-            })
-            .await?;
-        ctx.set_custom_status(
-            &serde_json::json!({ "checks": input.checks, "interval_ms": input.interval_ms }),
-        );
-        if done {
-            return Ok(MonitorOutcome::Done {
-                checks: input.checks,
-            });
-        }
-        if ctx.now_ms().saturating_add(input.interval_ms as i64) > input.deadline_ms {
-            return Ok(MonitorOutcome::TimedOut {
-                checks: input.checks,
-            });
-        }
-        ctx.sleep(Duration::from_millis(input.interval_ms)).await;
-        input.interval_ms = input
-            .interval_ms
-            .saturating_mul(2)
-            .min(input.max_interval_ms);
-        ctx.continue_as_new(&input).await
+    if ctx.now_ms().saturating_add(millis(input.interval)) > deadline {
+        return Ok(MonitorOutcome::TimedOut { checks });
     }
+    ctx.sleep(input.interval).await;
+    input.interval = (input.interval * 2).min(input.max_interval);
+    ctx.continue_as_new(&input).await
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn valid_monitor(input: &MonitorInput) -> Result<(), String> {
+    let ms = |d: Duration| d.as_millis();
+    if input.interval.is_zero() || input.interval > MAX_WAIT {
+        return Err(format!(
+            "interval_ms must be between 1 and {}, not {}",
+            ms(MAX_WAIT),
+            ms(input.interval)
+        ));
+    }
+    if input.max_interval < input.interval || input.max_interval > MAX_WAIT {
+        return Err(format!(
+            "max_interval_ms must be between interval_ms and {}, not {}",
+            ms(MAX_WAIT),
+            ms(input.max_interval)
+        ));
+    }
+    valid_wait("timeout_ms", input.timeout)?;
+    if input.job_id.len() > 256 {
+        return Err("job_id must be at most 256 bytes".into());
+    }
+    Ok(())
+}
+
+fn valid_wait(what: &str, wait: Duration) -> Result<(), String> {
+    if wait > MAX_WAIT {
+        return Err(format!(
+            "{what} must be at most {}, not {}",
+            MAX_WAIT.as_millis(),
+            wait.as_millis()
+        ));
+    }
+    Ok(())
 }
 
 /// Notifies a manager that an approval timed out.
-#[derive(Debug)]
-pub struct Escalate;
-impl Activity for Escalate {
-    const NAME: &'static str = "Escalate";
-    type Input = String;
-    type Output = String;
-    async fn run(&self, _: ActivityContext, request: String) -> Result<String, Failure> {
-        Ok(format!("escalated {request} to a manager"))
-    }
+#[activity]
+pub async fn escalate(_: ActivityContext, request: String) -> Result<String, Failure> {
+    Ok(format!("escalated {request} to a manager"))
 }
 
-/// An approval request.
+/// An approval request: `{"request": "expense #1", "timeout_ms": 60000}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApprovalRequest {
     pub request: String,
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", with = "crate::millis")]
+    pub timeout: Duration,
 }
 
-/// The event payload that answers an approval.
+/// The event that answers an approval; the approvals inbox raises it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Approval {
     pub approved: bool,
     #[serde(default)]
     pub comment: String,
+}
+
+impl Event for Approval {
+    const NAME: &'static str = "Approval";
 }
 
 /// The approval's outcome.
@@ -273,47 +246,31 @@ pub enum ApprovalOutcome {
     Escalated { note: String },
 }
 
-/// Waits for an `Approval` event; escalates when it does not come in time.
-#[derive(Debug)]
-pub struct HumanInteraction;
-impl Orchestration for HumanInteraction {
-    const NAME: &'static str = "HumanInteraction";
-    type Input = ApprovalRequest;
-    type Output = ApprovalOutcome;
-    fn validate(input: &ApprovalRequest) -> Result<(), String> {
-        if input.timeout_ms > MAX_WAIT_MS {
-            return Err(format!(
-                "timeout_ms must be at most {MAX_WAIT_MS}, not {}",
-                input.timeout_ms
-            ));
-        }
-        Ok(())
-    }
-    async fn run(
-        ctx: OrchestrationContext,
-        input: ApprovalRequest,
-    ) -> Result<ApprovalOutcome, Failure> {
-        let approval = std::pin::pin!(ctx.wait_for_event::<Approval>("Approval"));
-        let timeout = std::pin::pin!(ctx.sleep(Duration::from_millis(input.timeout_ms)));
-        match select(approval, timeout).await {
-            Either::Left((approval, _)) => {
-                let approval = approval?;
-                Ok(if approval.approved {
-                    ApprovalOutcome::Approved {
-                        comment: approval.comment,
-                    }
-                } else {
-                    ApprovalOutcome::Rejected {
-                        comment: approval.comment,
-                    }
-                })
-            }
-            Either::Right(_) => {
-                let note = ctx.call_activity::<Escalate>(&input.request).await?;
-                Ok(ApprovalOutcome::Escalated { note })
-            }
-        }
-    }
+/// Waits for an [`Approval`]; escalates when it does not come in time.
+#[orchestration(validate = valid_request)]
+pub async fn human_interaction(
+    ctx: OrchestrationContext,
+    input: ApprovalRequest,
+) -> Result<ApprovalOutcome, Failure> {
+    Ok(
+        match ctx
+            .wait_for_event_timeout::<Approval>(input.timeout)
+            .await?
+        {
+            Some(Approval {
+                approved: true,
+                comment,
+            }) => ApprovalOutcome::Approved { comment },
+            Some(Approval { comment, .. }) => ApprovalOutcome::Rejected { comment },
+            None => ApprovalOutcome::Escalated {
+                note: ctx.call_activity::<Escalate>(&input.request).await?,
+            },
+        },
+    )
+}
+
+fn valid_request(input: &ApprovalRequest) -> Result<(), String> {
+    valid_wait("timeout_ms", input.timeout)
 }
 
 /// A registry with every sample.

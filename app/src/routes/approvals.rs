@@ -12,9 +12,6 @@ use crate::{
     session::{Role, can},
 };
 
-/// The event name the inbox answers.
-pub const APPROVAL_EVENT: &str = "Approval";
-
 /// One waiting approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingApproval {
@@ -125,11 +122,13 @@ fn ApprovalItem(approval: PendingApproval, decide: ServerAction<Decide>) -> impl
 mod ssr {
     //! Server side of the approvals inbox.
 
-    use super::{APPROVAL_EVENT, PendingApproval};
+    use engine::{Event, samples::Approval};
+
+    use super::PendingApproval;
     use crate::{context::engine, error::AppError};
 
     pub async fn pending() -> Result<Vec<PendingApproval>, AppError> {
-        let waiting = engine()?.waiting_for_event(APPROVAL_EVENT, 200).await?;
+        let waiting = engine()?.waiting_for_event(Approval::NAME, 200).await?;
         Ok(waiting
             .into_iter()
             .map(|r| PendingApproval {
@@ -151,10 +150,8 @@ mod ssr {
                 "the comment is longer than 2,000 bytes".into(),
             ));
         }
-        let payload = serde_json::json!({ "approved": approved, "comment": comment });
-        engine()?
-            .raise_event(&instance_id, APPROVAL_EVENT, &payload)
-            .await?;
+        let answer = Approval { approved, comment };
+        engine()?.raise_event(&instance_id, &answer).await?;
         Ok(())
     }
 }

@@ -27,6 +27,7 @@ use crate::{
     client::{Client, ClientError, StartOptions},
     executor::Action,
     history::{EventKind, HistoryEvent, Message, RuntimeStatus, TimestampMs},
+    registry::Event,
     runtime::{Clock, ManualClock, Runtime, RuntimeOptions},
     samples::{self, Approval, ApprovalRequest, HelloN, HelloSequence, HumanInteraction},
     store::{
@@ -627,7 +628,7 @@ fn with_id(id: &str) -> StartOptions {
 fn approval(timeout_ms: u64) -> ApprovalRequest {
     ApprovalRequest {
         request: "r".into(),
-        timeout_ms,
+        timeout: Duration::from_millis(timeout_ms),
     }
 }
 
@@ -638,6 +639,10 @@ pub async fn management_verbs_act_in_the_states_that_allow_them_and_refuse_the_r
 ) {
     let engine = Engine::on(harness).await;
     let c = &engine.client;
+    let approved = Approval {
+        approved: true,
+        comment: "ok".into(),
+    };
     // start: a live id is refused; unknown instances are not found.
     let id = c
         .start::<HumanInteraction>(&approval(60_000), with_id("m-1"))
@@ -649,7 +654,7 @@ pub async fn management_verbs_act_in_the_states_that_allow_them_and_refuse_the_r
         Err(ClientError::Conflict(_))
     ));
     for refused in [
-        c.raise_event("nope", "Approval", &1).await,
+        c.raise_event("nope", &approved).await,
         c.terminate("nope", "x", false).await,
         c.suspend("nope", "x").await,
         c.resume("nope", "x").await,
@@ -682,18 +687,14 @@ pub async fn management_verbs_act_in_the_states_that_allow_them_and_refuse_the_r
         c.suspend(&id, "again").await,
         Err(ClientError::WrongState { .. })
     ));
-    let approved = Approval {
-        approved: true,
-        comment: "ok".into(),
-    };
-    c.raise_event(&id, "Approval", &approved).await.unwrap();
+    c.raise_event(&id, &approved).await.unwrap();
     c.resume(&id, "go").await.unwrap();
     let done = engine.done(&id).await;
     assert_eq!(done.status, RuntimeStatus::Completed);
     assert!(done.output.unwrap().contains("Approved"));
     // A finished instance: live-only verbs are refused as gone.
     for refused in [
-        c.raise_event(&id, "Approval", &approved).await,
+        c.raise_event(&id, &approved).await,
         c.terminate(&id, "x", false).await,
         c.suspend(&id, "x").await,
     ] {
@@ -823,7 +824,10 @@ pub async fn queries_filter_page_and_count<H: Harness>(harness: &H) {
     let live = counts.get(&RuntimeStatus::Running).copied().unwrap_or(0)
         + counts.get(&RuntimeStatus::Pending).copied().unwrap_or(0);
     assert_eq!(live, 1, "{counts:?}");
-    assert_eq!(c.count_waiting_for_event("Approval", 10).await.unwrap(), 1);
+    assert_eq!(
+        c.count_waiting_for_event(Approval::NAME, 10).await.unwrap(),
+        1
+    );
     engine.runtime.shutdown().await;
 }
 

@@ -68,12 +68,15 @@ pub struct Approval;
 pub struct Decision {
     pub approved: bool,
 }
+impl engine::Event for Decision {
+    const NAME: &'static str = "Approval";
+}
 impl Orchestration for Approval {
     const NAME: &'static str = "Approval";
     type Input = u64;
     type Output = String;
     async fn run(ctx: OrchestrationContext, timeout_secs: u64) -> Result<String, Failure> {
-        let event = std::pin::pin!(ctx.wait_for_event::<Decision>("Approval"));
+        let event = std::pin::pin!(ctx.wait_for_event::<Decision>());
         let timer = std::pin::pin!(ctx.sleep(Duration::from_secs(timeout_secs)));
         Ok(match select(event, timer).await {
             engine::Either::Left((decision, _)) => {

@@ -132,11 +132,11 @@ async fn samples_refuse_absurd_inputs_at_start() {
             serde_json::to_string(&MonitorInput {
                 job_id: "j".into(),
                 checks: 0,
-                ready_after: 1,
-                interval_ms: u64::MAX - 1,
-                max_interval_ms: u64::MAX,
-                deadline_ms: 0,
-                timeout_ms: 1000,
+                ready_after: Some(1),
+                interval: Duration::from_millis(u64::MAX - 1),
+                max_interval: Duration::from_millis(u64::MAX),
+                deadline_ms: None,
+                timeout: Duration::from_secs(1),
             })
             .unwrap(),
             "interval_ms",
@@ -145,7 +145,7 @@ async fn samples_refuse_absurd_inputs_at_start() {
             "HumanInteraction",
             serde_json::to_string(&ApprovalRequest {
                 request: "r".into(),
-                timeout_ms: u64::MAX,
+                timeout: Duration::from_millis(u64::MAX),
             })
             .unwrap(),
             "timeout_ms",
@@ -176,7 +176,7 @@ async fn an_ended_execution_leaves_no_timers_or_activities_behind() {
     let (rt, client) = runtime(tmp.path()).await;
     let request = ApprovalRequest {
         request: "r".into(),
-        timeout_ms: 3_600_000,
+        timeout: Duration::from_secs(3_600),
     };
     let id = client
         .start::<HumanInteraction>(&request, with_id("waits"))

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use engine::{
-    Client, ClientError, Clock, Database, DatabaseUrl, ManualClock, Registry, Runtime,
+    Client, ClientError, Clock, Database, DatabaseUrl, Event, ManualClock, Registry, Runtime,
     RuntimeOptions, RuntimeStatus, SqliteStore, StartOptions, SystemClock,
     db::ConnectOptions,
     samples::{
@@ -156,17 +156,17 @@ async fn monitor_backs_off_through_continue_as_new_until_done_or_deadline() {
         job_id: "job-7".into(),
         checks: 0,
         ready_after,
-        interval_ms: 20,
-        max_interval_ms: 80,
-        deadline_ms: 0,
-        timeout_ms,
+        interval: Duration::from_millis(20),
+        max_interval: Duration::from_millis(80),
+        deadline_ms: None,
+        timeout: Duration::from_millis(timeout_ms),
     };
     let done_id = client
-        .start::<Monitor>(&input(4, 60_000), with_id("monitor-done"))
+        .start::<Monitor>(&input(Some(4), 60_000), with_id("monitor-done"))
         .await
         .unwrap();
     let timeout_id = client
-        .start::<Monitor>(&input(u32::MAX, 300), with_id("monitor-timeout"))
+        .start::<Monitor>(&input(None, 300), with_id("monitor-timeout"))
         .await
         .unwrap();
     // Both are live (the clock stands still, so their timers wait): thresholds of zero flag both,
@@ -226,7 +226,7 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
         .start::<HumanInteraction>(
             &ApprovalRequest {
                 request: "expense #1".into(),
-                timeout_ms: 60_000,
+                timeout: Duration::from_secs(60),
             },
             with_id("approval-1"),
         )
@@ -235,7 +235,7 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
     // It shows up in the inbox query with its deadline.
     let mut waiting = Vec::new();
     for _ in 0..200 {
-        waiting = client.waiting_for_event("Approval", 10).await.unwrap();
+        waiting = client.waiting_for_event(Approval::NAME, 10).await.unwrap();
         if !waiting.is_empty() {
             break;
         }
@@ -245,7 +245,7 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
     assert_eq!(waiting[0].instance_id, approved);
     assert_eq!(
         client
-            .count_waiting_for_event("Approval", 10)
+            .count_waiting_for_event(Approval::NAME, 10)
             .await
             .unwrap(),
         1
@@ -260,7 +260,6 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
     client
         .raise_event(
             &approved,
-            "Approval",
             &Approval {
                 approved: true,
                 comment: "ok".into(),
@@ -278,14 +277,14 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
     );
     assert!(
         client
-            .waiting_for_event("Approval", 10)
+            .waiting_for_event(Approval::NAME, 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         client
-            .count_waiting_for_event("Approval", 10)
+            .count_waiting_for_event(Approval::NAME, 10)
             .await
             .unwrap(),
         0
@@ -295,7 +294,7 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
         .start::<HumanInteraction>(
             &ApprovalRequest {
                 request: "expense #2".into(),
-                timeout_ms: 150,
+                timeout: Duration::from_millis(150),
             },
             with_id("approval-2"),
         )
@@ -313,7 +312,7 @@ async fn human_interaction_is_approved_or_escalates_on_timeout() {
 fn approval(timeout_ms: u64) -> ApprovalRequest {
     ApprovalRequest {
         request: "r".into(),
-        timeout_ms,
+        timeout: Duration::from_millis(timeout_ms),
     }
 }
 
@@ -410,7 +409,6 @@ async fn management_verbs_and_their_errors() {
     client
         .raise_event(
             &id,
-            "Approval",
             &Approval {
                 approved: false,
                 comment: "no".into(),
@@ -428,15 +426,19 @@ async fn management_verbs_and_their_errors() {
     assert!(done.output.unwrap().contains("Rejected"));
 
     // Verbs on a finished instance: gone.
-    let err = client.raise_event(&id, "Approval", &1).await.unwrap_err();
+    let late = Approval {
+        approved: true,
+        comment: "late".into(),
+    };
+    let err = client.raise_event(&id, &late).await.unwrap_err();
     assert!(matches!(err, ClientError::Gone { .. }), "{err}");
     let err = client.terminate(&id, "late", false).await.unwrap_err();
     assert!(matches!(err, ClientError::Gone { .. }), "{err}");
     assert!(matches!(
-        client.raise_event("nope", "x", &1).await,
+        client.raise_event_raw("nope", "x", "1").await,
         Err(ClientError::NotFound(_))
     ));
-    let err = client.raise_event(&id, "", &1).await.unwrap_err();
+    let err = client.raise_event_raw(&id, "", "1").await.unwrap_err();
     assert!(
         matches!(
             err,

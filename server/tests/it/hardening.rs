@@ -85,7 +85,7 @@ async fn f1_f2_absurd_sample_inputs_are_refused_with_400_and_nothing_starts() {
             "at most 10000",
         ),
         (
-            r#"{"name":"Monitor","input":{"job_id":"j","checks":0,"ready_after":1,"interval_ms":18446744073709551000,"max_interval_ms":18446744073709551615,"deadline_ms":0,"timeout_ms":1000}}"#,
+            r#"{"name":"Monitor","input":{"job_id":"j","checks":0,"ready_after":1,"interval_ms":18446744073709551000,"max_interval_ms":18446744073709551615,"timeout_ms":1000}}"#,
             "interval_ms",
         ),
     ] {
@@ -532,7 +532,7 @@ async fn f12_viewers_get_no_start_form_and_no_approval_buttons() {
     let f = fixture().await;
     let request = engine::samples::ApprovalRequest {
         request: "new laptop".into(),
-        timeout_ms: 3_600_000,
+        timeout: std::time::Duration::from_secs(3_600),
     };
     f.engine
         .start::<engine::samples::HumanInteraction>(

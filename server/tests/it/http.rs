@@ -294,7 +294,7 @@ async fn overview_counts_and_the_instance_list_come_from_the_engine() {
         .start::<engine::samples::HumanInteraction>(
             &engine::samples::ApprovalRequest {
                 request: "r".into(),
-                timeout_ms: 600_000,
+                timeout: std::time::Duration::from_secs(600),
             },
             engine::StartOptions {
                 instance_id: Some("team a/approval 1".into()),
