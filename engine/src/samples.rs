@@ -252,21 +252,17 @@ pub async fn human_interaction(
     ctx: OrchestrationContext,
     input: ApprovalRequest,
 ) -> Result<ApprovalOutcome, Failure> {
-    Ok(
-        match ctx
-            .wait_for_event_timeout::<Approval>(input.timeout)
-            .await?
-        {
-            Some(Approval {
-                approved: true,
-                comment,
-            }) => ApprovalOutcome::Approved { comment },
-            Some(Approval { comment, .. }) => ApprovalOutcome::Rejected { comment },
-            None => ApprovalOutcome::Escalated {
-                note: ctx.call_activity::<Escalate>(&input.request).await?,
-            },
-        },
-    )
+    let answer = ctx
+        .wait_for_event_timeout::<Approval>(input.timeout)
+        .await?;
+    Ok(match answer {
+        Some(a) if a.approved => ApprovalOutcome::Approved { comment: a.comment },
+        Some(a) => ApprovalOutcome::Rejected { comment: a.comment },
+        None => {
+            let note = ctx.call_activity::<Escalate>(&input.request).await?;
+            ApprovalOutcome::Escalated { note }
+        }
+    })
 }
 
 fn valid_request(input: &ApprovalRequest) -> Result<(), String> {
