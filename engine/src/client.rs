@@ -139,6 +139,13 @@ impl<S: Store> std::fmt::Debug for Client<S> {
     }
 }
 
+impl<S: Store> Client<S> {
+    /// A client over a runtime's shared state (the system activities build theirs so).
+    pub(crate) fn from_shared(shared: Arc<Shared<S>>) -> Self {
+        Client { shared }
+    }
+}
+
 /// The client is built from the runtime here, so the runtime does not depend on its client.
 impl<S: Store + StoreAdmin + Clone> Runtime<S> {
     /// The management client for this runtime.

@@ -21,6 +21,7 @@ pub mod db;
 pub mod runtime;
 pub mod samples;
 pub mod store;
+pub mod system;
 
 pub use client::{Client, ClientError, StartOptions};
 pub use context::{

@@ -292,13 +292,8 @@ impl Server {
             );
         }
         let engine = runtime.as_ref().map(Runtime::client);
-        if let Some(engine) = &engine {
-            // Bulk jobs a previous run left unfinished carry on where they stopped.
-            match app::routes::bulk::ssr::resume(db.clone(), engine.clone()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(jobs = n, "resumed unfinished bulk jobs"),
-                Err(e) => tracing::error!(error = %e, "cannot read unfinished bulk jobs"),
-            }
+        if let Err(e) = app::routes::bulk::ssr::report_retired(&db).await {
+            tracing::warn!(error = %e, "cannot read the bulk jobs retired by the upgrade");
         }
         let mut state = AppState::new(db, engine, auth, &config.site_root, addr);
         if let Some(names) = &config.allowed_hosts {

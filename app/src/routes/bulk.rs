@@ -1,16 +1,17 @@
 //! Bulk actions on the instance list (admins): terminate, suspend, resume or purge every instance
 //! the list's current filter matches. The server counts first (a dry run: how many match, how many
 //! the action applies to), the user gives a reason and, for the destructive actions, types the
-//! confirmation the page asks for; the server then runs the job in the background and the page
-//! shows its progress. Starting the job is one audit entry; the job and each instance's outcome
-//! are kept in the database, so progress survives a restart and an interrupted job resumes.
+//! confirmation the page asks for; the server then starts the job and the page shows its
+//! progress. Starting the job is one audit entry. The job is the engine's system orchestration
+//! `switchyard.Bulk` (`engine::system`): durable by the engine's own guarantees, its progress in
+//! its custom status, so it survives a restart and an interrupted job resumes by itself.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{error::AppError, routes::instances::InstanceFilter};
 
-/// Most instances one bulk job may touch; narrow the filter for more.
+/// Most instances one bulk job may touch; narrow the filter for more (the engine's limit).
 pub const MAX_BULK: u64 = 10_000;
 
 /// What a bulk job does to each instance.
@@ -76,10 +77,12 @@ pub struct BulkPreview {
 /// A job's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BulkProgress {
-    pub job: u64,
-    pub action: BulkAction,
+    /// The job's instance id (a system instance).
+    pub job: String,
     pub total: u64,
     pub done: u64,
+    /// The action no longer applied (changed meanwhile).
+    pub skipped: u64,
     pub failed: u64,
     pub finished: bool,
     /// The first few failures, for the user to look at.
@@ -107,13 +110,13 @@ pub async fn start_bulk(
     action: BulkAction,
     reason: String,
     confirmation: String,
-) -> Result<u64, AppError> {
+) -> Result<String, AppError> {
     ssr::run(filter, action, reason, confirmation).await
 }
 
 /// A bulk job's progress. Needs the admin role.
 #[server(prefix = "/api/fn", endpoint = "bulk/progress")]
-pub async fn bulk_job_status(job: u64) -> Result<BulkProgress, AppError> {
+pub async fn bulk_job_status(job: String) -> Result<BulkProgress, AppError> {
     crate::session::ssr::require(crate::session::Role::Admin)?;
     ssr::progress(job).await.map_err(AppError::with_status)
 }
@@ -140,6 +143,7 @@ pub fn BulkPanel(filter: Signal<InstanceFilter>) -> impl IntoView {
         };
         let handle = StoredValue::new(None::<IntervalHandle>);
         let tick = move || {
+            let job = job.clone();
             leptos::task::spawn_local(async move {
                 let p = bulk_job_status(job).await;
                 let finished = p.as_ref().map_or(true, |p| p.finished);
@@ -216,7 +220,9 @@ pub fn BulkPanel(filter: Signal<InstanceFilter>) -> impl IntoView {
                     Ok(p) => view! {
                         <p role="status" data-testid="bulk-progress" data-finished=p.finished.to_string()>
                             <progress max=p.total.max(1) value=p.done + p.failed></progress>
-                            {format!(" {} of {} done, {} failed{}", p.done, p.total, p.failed, if p.finished { " — finished" } else { "" })}
+                            {format!(" {} of {} done, {} failed{}{}", p.done, p.total, p.failed,
+                                if p.skipped > 0 { format!(", {} skipped", p.skipped) } else { String::new() },
+                                if p.finished { " — finished" } else { "" })}
                         </p>
                         {(!p.errors.is_empty()).then(|| view! {
                             <ul class="error">{p.errors.into_iter().map(|e| view! { <li>{e}</li> }).collect_view()}</ul>
@@ -231,71 +237,57 @@ pub fn BulkPanel(filter: Signal<InstanceFilter>) -> impl IntoView {
 
 #[cfg(feature = "ssr")]
 pub mod ssr {
-    //! The bulk job runner. A job and the instances it covers are written to the database
-    //! before it starts (`bulk_jobs`, `bulk_job_items`); each instance's outcome is recorded as
-    //! it is done, so progress survives a restart and [`resume`] finishes the jobs a stopped
-    //! server left unfinished. An instance whose change committed just before a crash, but whose
-    //! outcome did not, is tried again and reported with the engine's answer (e.g. already
-    //! terminated).
+    //! Starting and following bulk jobs. A job is the engine's system orchestration
+    //! `switchyard.Bulk`, started with the filter's query; nothing here runs it or stores it.
 
-    use engine::{Database, DbError, RuntimeStatus};
+    use engine::{
+        Orchestration, StartOptions,
+        system::{Bulk, BulkJob, BulkState, BulkVerb},
+    };
 
     use super::{BulkAction, BulkPreview, BulkProgress, MAX_BULK};
     use crate::{
-        EngineClient,
         audit::ssr::{Action, guarded, required_reason},
-        context::{database, engine, now_ms},
+        context::engine,
         error::AppError,
         routes::instances::{InstanceFilter, ssr::query},
         session::{Role, ssr::current_user},
     };
 
-    /// Instances a job reads from the database at a time.
-    const BATCH: i64 = 100;
-    /// Failures a job's progress shows.
-    const SHOWN_ERRORS: i64 = 5;
-    /// Marks a job finished.
-    const FINISHED: &str = "UPDATE bulk_jobs SET finished_ms = $1 WHERE id = $2";
-
-    fn eligible(action: BulkAction, status: RuntimeStatus) -> bool {
+    fn verb(action: BulkAction) -> BulkVerb {
         match action {
-            BulkAction::Terminate => !status.is_terminal(),
-            BulkAction::Suspend => status == RuntimeStatus::Running,
-            BulkAction::Resume => status == RuntimeStatus::Suspended,
-            BulkAction::Purge => status.is_terminal(),
+            BulkAction::Terminate => BulkVerb::Terminate,
+            BulkAction::Suspend => BulkVerb::Suspend,
+            BulkAction::Resume => BulkVerb::Resume,
+            BulkAction::Purge => BulkVerb::Purge,
         }
     }
 
-    /// Counts, and collects the eligible ids (up to the limit).
+    /// Counts what the action would touch.
     pub async fn preview(
         filter: InstanceFilter,
         action: BulkAction,
-    ) -> Result<(BulkPreview, Vec<String>), AppError> {
+    ) -> Result<(BulkPreview, engine::store::InstanceQuery), AppError> {
         let engine = engine()?;
         let mut q = query(InstanceFilter {
             cursor: None,
             ..filter
         })?;
+        let job_query = q.clone();
         q.page_size = 500;
-        let (mut matching, mut ids) = (0u64, Vec::new());
+        let (mut matching, mut eligible) = (0u64, 0u64);
         loop {
             let page = engine.query(&q).await?;
             for r in page.instances {
                 matching += 1;
-                if eligible(action, r.status) {
-                    ids.push(r.instance_id);
-                }
+                eligible += u64::from(verb(action).applies_to(r.status));
             }
             match page.next_cursor {
                 Some(cursor) if matching <= MAX_BULK => q.cursor = Some(cursor),
                 _ => break,
             }
         }
-        let preview = BulkPreview {
-            matching,
-            eligible: ids.len() as u64,
-        };
-        Ok((preview, ids))
+        Ok((BulkPreview { matching, eligible }, job_query))
     }
 
     pub async fn run(
@@ -303,7 +295,7 @@ pub mod ssr {
         action: BulkAction,
         reason: String,
         confirmation: String,
-    ) -> Result<u64, AppError> {
+    ) -> Result<String, AppError> {
         let target = format!(
             "bulk {}",
             InstanceFilter {
@@ -324,7 +316,7 @@ pub mod ssr {
         };
         guarded(Role::Admin, audit, async {
             let reason = required_reason(&reason)?.to_owned();
-            let (preview, ids) = preview(filter, action).await?;
+            let (preview, job_query) = preview(filter, action).await?;
             if preview.matching > MAX_BULK {
                 return Err(AppError::Validation(format!(
                     "the filter matches more than {MAX_BULK} instances; narrow it"
@@ -337,179 +329,82 @@ pub mod ssr {
                     action.confirmation(preview.eligible)
                 )));
             }
-            let db = database()?;
+            let job = BulkJob {
+                verb: verb(action),
+                query: job_query,
+                reason,
+                limit: MAX_BULK,
+                expected: preview.eligible,
+            };
             let actor = current_user().map(|u| u.name).unwrap_or_default();
-            let job = create(&db, action, &reason, &actor, &target, &ids).await?;
-            tokio::spawn(work(db, engine()?, job, action, reason));
-            Ok(job.unsigned_abs())
+            let options = StartOptions {
+                tags: [
+                    ("actor".to_owned(), actor),
+                    ("action".to_owned(), action.label().to_owned()),
+                ]
+                .into(),
+                ..StartOptions::default()
+            };
+            let id = engine()?
+                .start::<Bulk>(&BulkState::from(job), options)
+                .await?;
+            Ok(id)
         })
         .await
     }
 
-    /// Writes the job and its instances in one transaction.
-    async fn create(
-        db: &Database,
-        action: BulkAction,
-        reason: &str,
-        actor: &str,
-        target: &str,
-        ids: &[String],
-    ) -> Result<i64, DbError> {
-        const JOB: &str = "INSERT INTO bulk_jobs (action, reason, actor, target, total, created_ms) \
-                           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-        let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-        let job = engine::with_pool!(db, pool => {
-            let mut tx = pool.begin().await?;
-            let job: i64 = sqlx::query_scalar(JOB)
-                .bind(action.label())
-                .bind(reason)
-                .bind(actor)
-                .bind(target)
-                .bind(total)
-                .bind(now_ms())
-                .fetch_one(&mut *tx)
-                .await?;
-            for chunk in ids.chunks(400) {
-                let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO bulk_job_items (job_id, instance_id) ",
-                );
-                q.push_values(chunk, |mut row, id| {
-                    row.push_bind(job).push_bind(id);
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-            if ids.is_empty() {
-                sqlx::query(FINISHED)
-                    .bind(now_ms())
-                    .bind(job)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            job
-        });
-        Ok(job)
-    }
-
-    /// Restarts every job a previous run of the server left unfinished; returns how many.
-    pub async fn resume(db: Database, engine: EngineClient) -> Result<usize, DbError> {
-        const SQL: &str =
-            "SELECT id, action, reason FROM bulk_jobs WHERE finished_ms IS NULL ORDER BY id";
-        let jobs: Vec<(i64, String, String)> =
-            engine::with_pool!(&db, pool => sqlx::query_as(SQL).fetch_all(pool).await?);
-        let mut resumed = 0;
-        for (job, action, reason) in jobs {
-            let Some(action) = BulkAction::parse(&action) else {
-                tracing::error!(job, action, "unknown bulk action; the job is left as it is");
-                continue;
-            };
-            tracing::info!(
-                job,
-                action = action.label(),
-                "resuming an unfinished bulk job"
+    /// Reports, once per start, the jobs the old bulk runner left unfinished when the upgrade
+    /// retired it (`retired_bulk_jobs`): they were not carried on, and the log says so.
+    pub async fn report_retired(db: &engine::Database) -> Result<(), engine::DbError> {
+        type Row = (i64, String, String, String, i64, i64);
+        const SQL: &str = "SELECT id, action, actor, target, total, done FROM retired_bulk_jobs \
+                           ORDER BY id LIMIT 100";
+        let rows: Vec<Row> =
+            engine::with_pool!(db, pool => sqlx::query_as(SQL).fetch_all(pool).await?);
+        for (id, action, actor, target, total, done) in rows {
+            tracing::error!(
+                job = id,
+                action,
+                actor,
+                target,
+                done,
+                total,
+                "a bulk job was cut off by the upgrade to engine-run bulk jobs and was not \
+                 finished; run it again from the instance list"
             );
-            tokio::spawn(work(db.clone(), engine.clone(), job, action, reason));
-            resumed += 1;
         }
-        Ok(resumed)
-    }
-
-    /// Does the job's remaining instances, recording each outcome, then marks it finished.
-    async fn work(
-        db: Database,
-        engine: EngineClient,
-        job: i64,
-        action: BulkAction,
-        reason: String,
-    ) {
-        if let Err(e) = work_through(&db, &engine, job, action, &reason).await {
-            // The job stays unfinished in the database; the next start resumes it.
-            tracing::error!(job, error = %e, "bulk job stopped; it resumes when the server restarts");
-        }
-    }
-
-    async fn work_through(
-        db: &Database,
-        engine: &EngineClient,
-        job: i64,
-        action: BulkAction,
-        reason: &str,
-    ) -> Result<(), DbError> {
-        const NEXT: &str = "SELECT instance_id FROM bulk_job_items \
-                            WHERE job_id = $1 AND outcome IS NULL ORDER BY instance_id LIMIT $2";
-        const DONE: &str =
-            "UPDATE bulk_job_items SET outcome = $1 WHERE job_id = $2 AND instance_id = $3";
-        loop {
-            let ids: Vec<String> = engine::with_pool!(db, pool => {
-                sqlx::query_scalar(NEXT).bind(job).bind(BATCH).fetch_all(pool).await?
-            });
-            if ids.is_empty() {
-                break;
-            }
-            for id in ids {
-                let result = match action {
-                    BulkAction::Terminate => engine.terminate(&id, reason, true).await,
-                    BulkAction::Suspend => engine.suspend(&id, reason).await,
-                    BulkAction::Resume => engine.resume(&id, reason).await,
-                    BulkAction::Purge => engine.purge(&id, true).await.map(drop),
-                };
-                let outcome = match result {
-                    Ok(()) => "ok".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                engine::with_pool!(db, pool => {
-                    sqlx::query(DONE).bind(&outcome).bind(job).bind(&id).execute(pool).await?;
-                });
-            }
-        }
-        engine::with_pool!(db, pool => {
-            sqlx::query(FINISHED).bind(now_ms()).bind(job).execute(pool).await?;
-        });
-        tracing::info!(job, action = action.label(), "bulk job finished");
         Ok(())
     }
 
-    type ProgressRow = (String, i64, bool, i64, i64);
-
-    async fn read_progress(
-        db: &Database,
-        id: i64,
-    ) -> Result<(Option<ProgressRow>, Vec<(String, String)>), DbError> {
-        const JOB: &str = "SELECT action, total, finished_ms IS NOT NULL, \
-             (SELECT COUNT(*) FROM bulk_job_items i WHERE i.job_id = j.id AND i.outcome = 'ok'), \
-             (SELECT COUNT(*) FROM bulk_job_items i WHERE i.job_id = j.id AND i.outcome <> 'ok') \
-             FROM bulk_jobs j WHERE j.id = $1";
-        const ERRORS: &str = "SELECT instance_id, outcome FROM bulk_job_items \
-             WHERE job_id = $1 AND outcome <> 'ok' ORDER BY instance_id LIMIT $2";
-        Ok(engine::with_pool!(db, pool => (
-            sqlx::query_as(JOB).bind(id).fetch_optional(pool).await?,
-            sqlx::query_as(ERRORS)
-                .bind(id)
-                .bind(SHOWN_ERRORS)
-                .fetch_all(pool)
-                .await?,
-        )))
-    }
-
-    /// A job's progress, from the database.
-    pub async fn progress(job: u64) -> Result<BulkProgress, AppError> {
-        let db = database()?;
-        let id = i64::try_from(job).map_err(|_| AppError::NotFound(format!("bulk job {job}")))?;
-        let (row, errors) = read_progress(&db, id).await?;
-        let (action, total, finished, done, failed) =
-            row.ok_or_else(|| AppError::NotFound(format!("bulk job {job}")))?;
-        let action = BulkAction::parse(&action).ok_or(AppError::Unavailable)?;
+    /// A job's progress, from its instance's custom status (its output once finished).
+    pub async fn progress(job: String) -> Result<BulkProgress, AppError> {
+        let record = engine()?.get(&job).await?;
+        if record.name != Bulk::NAME {
+            return Err(AppError::NotFound(format!("bulk job {job}")));
+        }
+        let stored = record.output.as_deref().or(record.custom_status.as_deref());
+        let progress: engine::system::BulkProgress = stored
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|_| AppError::Unavailable)?
+            .unwrap_or_default();
+        let ended = record.status.is_terminal();
+        let mut errors = progress.errors;
+        if let Some(failure) = record.failure.filter(|_| ended) {
+            errors.push(format!("the job stopped: {failure}"));
+        }
+        let total = match progress.expected {
+            0 => progress.done + progress.failed,
+            n => n,
+        };
         Ok(BulkProgress {
             job,
-            action,
-            total: total.unsigned_abs(),
-            done: done.unsigned_abs(),
-            failed: failed.unsigned_abs(),
-            finished,
-            errors: errors
-                .into_iter()
-                .map(|(id, outcome)| format!("{id}: {outcome}"))
-                .collect(),
+            total,
+            done: progress.done,
+            skipped: progress.skipped,
+            failed: progress.failed,
+            finished: ended,
+            errors,
         })
     }
 }

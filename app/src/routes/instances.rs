@@ -270,6 +270,11 @@ pub mod ssr {
                 )));
             }
         }
+        // System instances (bulk jobs) stay out of the list unless asked for by name.
+        let hide_system = !filter
+            .name
+            .as_deref()
+            .is_some_and(|n| engine::system::is_system(n.trim()));
         Ok(InstanceQuery {
             statuses,
             name: filter.name.map(|n| n.trim().to_owned()),
@@ -281,6 +286,7 @@ pub mod ssr {
             descending,
             page_size: PAGE_SIZE,
             cursor: filter.cursor,
+            hide_system,
         })
     }
 

@@ -238,9 +238,13 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
     ) -> Runtime<S> {
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|weak| Shared {
             store,
-            registry,
+            registry: {
+                let mut registry = registry;
+                crate::system::register(&mut registry, weak.clone());
+                registry
+            },
             clock,
             options,
             writer: writer_tx,

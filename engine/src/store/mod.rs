@@ -378,6 +378,9 @@ pub struct InstanceQuery {
     pub page_size: u32,
     /// Opaque cursor from the previous page.
     pub cursor: Option<String>,
+    /// Leave out system instances (bulk jobs and other work the engine does for operators).
+    #[serde(default)]
+    pub hide_system: bool,
 }
 
 /// When a live instance looks like a runaway: any one threshold reached flags it.

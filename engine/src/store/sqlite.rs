@@ -1043,6 +1043,14 @@ impl StoreAdmin for SqliteStore {
         if let Some(name) = &query.name {
             q.push(" AND name = ").push_bind(name);
         }
+        if query.hide_system {
+            // A range on the name, not LIKE: no escaping of the prefix's `.`.
+            q.push(" AND NOT (name >= ")
+                .push_bind(crate::system::SYSTEM_PREFIX)
+                .push(" AND name < ")
+                .push_bind(format!("{}\u{10FFFF}", crate::system::SYSTEM_PREFIX))
+                .push(")");
+        }
         if let Some(from) = query.created_from {
             q.push(" AND created_at >= ").push_bind(from);
         }

@@ -1,6 +1,6 @@
-//! Bulk jobs are durable: their instances and outcomes are in the database, progress is read
-//! from there, and a job a stopped server left unfinished is resumed without redoing what it
-//! had done.
+//! Bulk jobs are engine system orchestrations (`switchyard.Bulk`): started by the dashboard's
+//! server function, their progress read from the job instance, hidden from the default instance
+//! list; jobs the old runner left unfinished are reported, not lost.
 
 use std::time::Duration;
 
@@ -10,7 +10,6 @@ use engine::Database;
 use serde_json::Value;
 
 use crate::roles::{Fixture, fixture};
-
 async fn start_waiting(f: &Fixture, id: &str) {
     let (status, body) = f.call(Role::Admin, "/api/fn/instances/start",
         &format!(
@@ -47,8 +46,8 @@ async fn reaches(f: &Fixture, id: &str, want: &str) -> Option<String> {
 }
 
 /// Polls the job's progress until it reports finished.
-async fn finished(f: &Fixture, job: i64) -> Value {
-    for _ in 0..200 {
+async fn finished(f: &Fixture, job: &str) -> Value {
+    for _ in 0..400 {
         let (status, body) = f
             .call(Role::Admin, "/api/fn/bulk/progress", &format!("job={job}"))
             .await;
@@ -63,114 +62,103 @@ async fn finished(f: &Fixture, job: i64) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_job_resumes_where_it_stopped_and_progress_is_stored() {
+async fn a_bulk_job_is_a_system_instance_that_applies_its_verb_and_reports_progress() {
     let _serial = crate::RENDER_LOCK.lock().await;
     let f = fixture().await;
     for id in ["bulk-1", "bulk-2", "bulk-3"] {
         start_waiting(&f, id).await;
     }
-    let Database::Sqlite(pool) = &f.db else {
-        unreachable!()
-    };
-
-    // What a server stopped mid-job leaves behind: the job, one instance recorded as done (it
-    // was not really terminated here, which shows it is not redone), two still to do.
-    let job: i64 = sqlx::query_scalar(
-        "INSERT INTO bulk_jobs (action, reason, actor, target, total, created_ms) \
-         VALUES ('terminate', 'interrupted', 'admin-user', 'bulk /instances?id=bulk-', 3, 1) RETURNING id",
+    for id in ["bulk-1", "bulk-2", "bulk-3"] {
+        assert_eq!(reaches(&f, id, "Running").await.as_deref(), Some("Running"));
+    }
+    let (status, body) = f.call(Role::Admin, "/api/fn/bulk/run",
+        "filter%5Bid_prefix%5D=bulk-&action=Terminate&reason=cleanup&confirmation=terminate%203",
     )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO bulk_job_items (job_id, instance_id, outcome) \
-         VALUES (?1, 'bulk-1', 'ok'), (?1, 'bulk-2', NULL), (?1, 'bulk-3', NULL)",
-    )
-    .bind(job)
-    .execute(pool)
-    .await
-    .unwrap();
-
-    let resumed = app::routes::bulk::ssr::resume(f.db.clone(), f.engine.clone())
-        .await
-        .unwrap();
-    assert_eq!(resumed, 1);
-    let progress = finished(&f, job).await;
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let job: String = serde_json::from_str(&body).unwrap();
+    let progress = finished(&f, &job).await;
     assert_eq!(
         (&progress["total"], &progress["done"], &progress["failed"]),
         (&Value::from(3), &Value::from(3), &Value::from(0)),
         "{progress}"
     );
-    assert_eq!(status_of(&f, "bulk-1").await.as_deref(), Some("Running"));
+    for id in ["bulk-1", "bulk-2", "bulk-3"] {
+        assert_eq!(
+            reaches(&f, id, "Terminated").await.as_deref(),
+            Some("Terminated")
+        );
+    }
+    // The job is an instance of the system orchestration, with its tags and progress...
+    let record = f.engine.get(&job).await.unwrap();
+    assert_eq!(record.name, "switchyard.Bulk");
+    assert_eq!(record.status, engine::RuntimeStatus::Completed);
     assert_eq!(
-        reaches(&f, "bulk-2", "Terminated").await.as_deref(),
-        Some("Terminated")
+        record.tags.get("action").map(String::as_str),
+        Some("terminate")
     );
-    assert_eq!(
-        reaches(&f, "bulk-3", "Terminated").await.as_deref(),
-        Some("Terminated")
-    );
-    // Nothing is left to resume.
-    let resumed = app::routes::bulk::ssr::resume(f.db.clone(), f.engine.clone())
-        .await
-        .unwrap();
-    assert_eq!(resumed, 0);
-
-    // A job started through the dashboard's server function: stored, run, and its progress
-    // read back, including an instance the engine refuses.
-    let (status, body) = f.call(Role::Admin, "/api/fn/bulk/run",
-        "filter%5Bid_prefix%5D=bulk-&action=Terminate&reason=cleanup&confirmation=terminate%201",
-    )
-    .await;
+    assert!(record.custom_status.unwrap().contains("\"done\":3"));
+    // ...hidden from the default list, shown when asked for by name.
+    let (status, body) = f.call(Role::Viewer, "/api/fn/instances/list", "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let job: i64 = body.trim().parse().unwrap();
-    let progress = finished(&f, job).await;
+    assert!(!body.contains(&job), "{body}");
+    let (status, body) = f
+        .call(
+            Role::Viewer,
+            "/api/fn/instances/list",
+            "filter%5Bname%5D=switchyard.Bulk",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&job), "{body}");
+
+    // Suspending finished instances: the verb applies to none, nothing fails.
+    let (status, body) = f
+        .call(
+            Role::Admin,
+            "/api/fn/bulk/run",
+            "filter%5Bid_prefix%5D=bulk-&action=Suspend&reason=late&confirmation=",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let late: String = serde_json::from_str(&body).unwrap();
+    let progress = finished(&f, &late).await;
     assert_eq!(
-        (&progress["total"], &progress["done"], &progress["failed"]),
-        (&Value::from(1), &Value::from(1), &Value::from(0)),
+        (&progress["done"], &progress["skipped"], &progress["failed"]),
+        (&Value::from(0), &Value::from(3), &Value::from(0)),
         "{progress}"
     );
-    assert_eq!(
-        reaches(&f, "bulk-1", "Terminated").await.as_deref(),
-        Some("Terminated")
-    );
-    let items: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT instance_id, outcome FROM bulk_job_items WHERE job_id = ? ORDER BY instance_id",
-    )
-    .bind(job)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert_eq!(items, vec![("bulk-1".to_owned(), Some("ok".to_owned()))]);
 
-    // An engine refusal is recorded per instance and shown in the progress.
+    // Only bulk jobs have bulk progress.
+    let (status, _) = f
+        .call(Role::Admin, "/api/fn/bulk/progress", "job=bulk-1")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = f
+        .call(Role::Admin, "/api/fn/bulk/progress", "job=nope")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_of_retired_jobs_exists_and_its_report_reads_it() {
+    let f = fixture().await;
+    let Database::Sqlite(pool) = &f.db else {
+        unreachable!()
+    };
+    // The upgrade's migration keeps them in `retired_bulk_jobs`; reading them back works.
     sqlx::query(
-        "INSERT INTO bulk_jobs (action, reason, actor, target, total, created_ms) \
-         VALUES ('suspend', 'late', 'admin-user', 'bulk', 1, 1)",
+        "INSERT INTO retired_bulk_jobs (id, action, reason, actor, target, total, created_ms, done) \
+         VALUES (7, 'terminate', 'r', 'alice', 'bulk /instances', 10, 1, 4)",
     )
     .execute(pool)
     .await
     .unwrap();
-    let late: i64 = sqlx::query_scalar("SELECT MAX(id) FROM bulk_jobs")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO bulk_job_items (job_id, instance_id) VALUES (?, 'bulk-2')")
-        .bind(late)
-        .execute(pool)
-        .await
-        .unwrap();
-    app::routes::bulk::ssr::resume(f.db.clone(), f.engine.clone())
-        .await
-        .unwrap();
-    let progress = finished(&f, late).await;
-    assert_eq!(progress["failed"], 1, "{progress}");
-    let error = progress["errors"][0].as_str().unwrap();
-    assert!(error.starts_with("bulk-2: "), "{error}");
-    assert!(error.contains("Terminated"), "{error}");
-
-    let (status, _) = f
-        .call(Role::Admin, "/api/fn/bulk/progress", "job=999999")
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    app::routes::bulk::ssr::report_retired(&f.db).await.unwrap();
+    let (total, done): (i64, i64) =
+        sqlx::query_as("SELECT total, done FROM retired_bulk_jobs WHERE id = 7")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((total, done), (10, 4));
 }

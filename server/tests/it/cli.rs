@@ -217,8 +217,20 @@ fn start_server(data_dir: &Path, port: u16) -> Running {
     child
 }
 
-/// `(unfinished jobs, items without an outcome, instances of the batch still running)`.
-fn bulk_state(data_dir: &Path) -> (i64, i64, i64) {
+/// What the database says of the bulk job and its batch.
+#[derive(Debug, PartialEq, Eq)]
+struct BulkState {
+    /// Instances of the batch that are not Terminated.
+    live: i64,
+    /// `ExecutionTerminated` events over the batch's histories, and instances with other than one.
+    terminations: i64,
+    not_once: i64,
+    /// The job instance's status and progress (custom status, or output once done).
+    job: Option<(String, Option<String>)>,
+}
+
+fn bulk_state(data_dir: &Path) -> BulkState {
+    const EVENT: &str = "\"type\":\"ExecutionTerminated\"";
     let url = format!("sqlite://{}/switchyard.db", data_dir.display());
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -226,33 +238,59 @@ fn bulk_state(data_dir: &Path) -> (i64, i64, i64) {
         .unwrap()
         .block_on(async {
             let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-            let one = |sql: &'static str| {
-                let pool = pool.clone();
-                async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
-            };
-            let state = (
-                one("SELECT COUNT(*) FROM bulk_jobs WHERE finished_ms IS NULL").await,
-                one("SELECT COUNT(*) FROM bulk_job_items WHERE outcome IS NULL").await,
-                one("SELECT COUNT(*) FROM instances WHERE instance_id LIKE 'kill-%' AND status <> 'Terminated'").await,
+            let live: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM instances WHERE instance_id LIKE 'kill-%' AND status <> 'Terminated'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            let per_instance = format!(
+                "SELECT instance_id, SUM((length(events) - length(replace(events, '{EVENT}', ''))) / {len}) AS n \
+                 FROM history WHERE instance_id LIKE 'kill-%' GROUP BY instance_id",
+                len = EVENT.len()
             );
+            let counts: Vec<(String, i64)> =
+                sqlx::query_as(&per_instance).fetch_all(&pool).await.unwrap();
+            let job: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT status, COALESCE(output, custom_status) FROM instances \
+                 WHERE name = 'switchyard.Bulk'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
             pool.close().await;
-            state
+            BulkState {
+                live,
+                terminations: counts.iter().map(|(_, n)| n).sum(),
+                not_once: counts.iter().filter(|(_, n)| *n != 1).count() as i64,
+                job,
+            }
         })
 }
 
+/// Issue 11, acceptance 7: a bulk terminate of 10,000 instances, cut off by SIGKILL mid-way,
+/// finishes after the restart; every instance ends Terminated exactly once; the job is a system
+/// instance with its progress.
 #[test]
 fn a_bulk_job_cut_off_by_kill_9_finishes_after_the_restart() {
-    const N: usize = 400;
+    const N: usize = 10_000;
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = start_server(tmp.path(), port);
-    for i in 0..N {
-        let body = format!(
-            r#"{{"name":"HumanInteraction","input":{{"request":"r","timeout_ms":600000}},"instance_id":"kill-{i:04}"}}"#
-        );
-        let response = http_post(port, "/api/v1/instances", "application/json", &body).unwrap();
-        assert!(response.starts_with("HTTP/1.1 201"), "{response}");
-    }
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            scope.spawn(move || {
+                for i in (t..N).step_by(8) {
+                    let body = format!(
+                        r#"{{"name":"HumanInteraction","input":{{"request":"r","timeout_ms":600000}},"instance_id":"kill-{i:05}"}}"#
+                    );
+                    let response =
+                        http_post(port, "/api/v1/instances", "application/json", &body).unwrap();
+                    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+                }
+            });
+        }
+    });
     let form = format!(
         "filter%5Bid_prefix%5D=kill-&action=Terminate&reason=crash&confirmation=terminate%20{N}"
     );
@@ -264,30 +302,57 @@ fn a_bulk_job_cut_off_by_kill_9_finishes_after_the_restart() {
     )
     .unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    // Cut the job off part-way: as soon as the first outcomes are stored.
-    while bulk_state(tmp.path()).1 == N as i64 {}
+    // Cut the job off part-way: once some of the batch is terminated.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while bulk_state(tmp.path()).live > (N as i64) * 9 / 10 {
+        assert!(Instant::now() < deadline, "the job made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     server.kill_9();
-    let (jobs, pending, running) = bulk_state(tmp.path());
-    assert_eq!(jobs, 1, "the job was stopped before it finished");
+    let cut = bulk_state(tmp.path());
     assert!(
-        pending > 0 && running > 0,
-        "{pending} items, {running} instances left"
+        cut.live > 0,
+        "the job was stopped before it finished: {cut:?}"
+    );
+    assert_eq!(
+        cut.job.as_ref().map(|j| j.0.as_str()),
+        Some("Running"),
+        "{cut:?}"
     );
 
     let server = start_server(tmp.path(), port);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let state = loop {
         let state = bulk_state(tmp.path());
-        if state == (0, 0, 0) || Instant::now() > deadline {
+        let done = state
+            .job
+            .as_ref()
+            .is_some_and(|(status, _)| status == "Completed");
+        if (done && state.live == 0) || Instant::now() > deadline {
             break state;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     server.kill_9();
     assert_eq!(
-        state,
-        (0, 0, 0),
-        "after the restart the job finished and every instance of the batch is terminated"
+        state.live, 0,
+        "every instance of the batch is terminated: {state:?}"
+    );
+    assert_eq!(
+        (state.terminations, state.not_once),
+        (N as i64, 0),
+        "each exactly once"
+    );
+    let (status, progress) = state.job.expect("the job is a system instance");
+    assert_eq!(status, "Completed");
+    let progress: serde_json::Value = serde_json::from_str(&progress.unwrap()).unwrap();
+    assert_eq!(progress["matched"], N as u64, "{progress}");
+    assert_eq!(progress["failed"], 0, "{progress}");
+    let changed = progress["done"].as_u64().unwrap() + progress["skipped"].as_u64().unwrap();
+    assert_eq!(changed, N as u64, "{progress}");
+    eprintln!(
+        "bulk terminate of {N}: cut off with {} live; finished after the restart with {progress}",
+        cut.live
     );
 }
 
