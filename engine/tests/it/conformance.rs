@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use engine::{Database, DatabaseUrl, SqliteStore, db::ConnectOptions, store::conformance::Harness};
+use engine::{SqliteStore, store::conformance::Harness};
 
 /// Fresh SQLite files in one temporary directory, removed with the harness.
 pub struct SqliteHarness {
@@ -25,17 +25,7 @@ impl Harness for SqliteHarness {
 
     async fn store(&self) -> SqliteStore {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let url: DatabaseUrl = format!("sqlite://{}/store-{n}.db", self.dir.path().display())
-            .parse()
-            .unwrap();
-        let db = Database::connect(&url, &ConnectOptions::default())
-            .await
-            .unwrap();
-        db.migrate().await.unwrap();
-        let Database::Sqlite(pool) = db else {
-            unreachable!("a sqlite URL")
-        };
-        SqliteStore::new(pool).await.unwrap()
+        crate::runtime::open_file(&self.dir.path().join(format!("store-{n}.db"))).await
     }
 }
 

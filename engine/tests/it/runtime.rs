@@ -15,9 +15,12 @@ use engine::{
 };
 
 pub async fn open(dir: &Path) -> SqliteStore {
-    let url: DatabaseUrl = format!("sqlite://{}/engine.db", dir.display())
-        .parse()
-        .unwrap();
+    open_file(&dir.join("engine.db")).await
+}
+
+/// A migrated SQLite store on `file`.
+pub async fn open_file(file: &Path) -> SqliteStore {
+    let url: DatabaseUrl = format!("sqlite://{}", file.display()).parse().unwrap();
     let db = Database::connect(&url, &ConnectOptions::default())
         .await
         .unwrap();
