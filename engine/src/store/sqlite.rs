@@ -17,7 +17,7 @@
 //! at-least-once for activities, exactly-once for committed orchestration turns.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex as SyncMutex},
 };
 
@@ -301,6 +301,8 @@ struct Pending<'p> {
     /// Instances whose execution ended: their open timers and activities are deleted after the
     /// inserts above.
     ended: Vec<&'p str>,
+    /// The same, for lookups.
+    ending: HashSet<&'p str>,
 }
 
 /// A commit's writes. A small commit (the common case at low load) becomes one multi-statement
@@ -372,7 +374,7 @@ impl<'p> Pending<'p> {
     /// Whether scheduling for `instance_id` must wait for a flush: its end, gathered already,
     /// must not remove what is scheduled after it.
     fn ends(&self, instance_id: &str) -> bool {
-        self.ended.contains(&instance_id)
+        self.ending.contains(instance_id)
     }
 
     /// Appends the gathered rows to the script, one statement per kind and chunk.
@@ -899,7 +901,10 @@ fn execute<'p>(script: &mut Script<'p>, plan: &'p Plan<'p>) {
                     .push((instance_id, *scheduled_id, name, input));
             }
             Step::Consume(r) => pending.consume(*r),
-            Step::EndExecution(instance_id) => pending.ended.push(instance_id),
+            Step::EndExecution(instance_id) => {
+                pending.ended.push(instance_id);
+                pending.ending.insert(instance_id);
+            }
             Step::DeleteInstance(instance_id) => {
                 pending.flush(script);
                 wipe(script, instance_id);
