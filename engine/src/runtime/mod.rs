@@ -276,7 +276,8 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             &shared.holder,
             Arc::new(move |effects: &CommitEffects| match weak.upgrade() {
                 Some(shared) => {
-                    shared.wake(effects);
+                    // As for its own commits: wake for new work, tell waiters what finished.
+                    shared.apply_effects(effects);
                     true
                 }
                 None => false,

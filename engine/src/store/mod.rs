@@ -355,8 +355,8 @@ pub trait Store: Send + Sync + 'static {
     /// Writes something that changes nothing, to learn whether writes succeed again (after a
     /// full disk, say) while no real work is waiting to be committed.
     fn probe_write(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Asks to be told when another holder commits work (messages, timers, activities), so a
-    /// runtime sharing the store wakes for it instead of polling. The waker returns false once
+    /// Asks to be told what another holder's commits change (work added, instances finished
+    /// or reset), so a runtime sharing the store wakes for it instead of polling. The waker returns false once
     /// its runtime is gone, and is then forgotten.
     fn watch_work(&self, holder: &Holder, waker: WorkWaker);
 }

@@ -774,7 +774,13 @@ impl Store for SqliteStore {
         let committed = commit_on(&mut hot, &self.leases, holder, now_ms, ops).await;
         match &committed {
             Err(_) => self.replace_hot(&mut hot).await,
-            Ok((_, effects)) if effects.messages || effects.timers || effects.activities => {
+            Ok((_, effects))
+                if effects.messages
+                    || effects.timers
+                    || effects.activities
+                    || !effects.finished.is_empty()
+                    || !effects.reset.is_empty() =>
+            {
                 let mut wakers = self.wakers.0.lock().expect("wakers");
                 wakers.retain(|(h, wake)| h == holder || wake(effects));
             }
