@@ -927,6 +927,10 @@ pub async fn competing_runtimes_run_every_instance_exactly_once<H: Harness>(harn
         a.turns > 0 && b.turns > 0,
         "both runtimes worked: {a:?} {b:?}"
     );
+    eprintln!(
+        "competing runtimes: {N} hello-{STEPS} each Completed once; turns {} + {}, activities {} + {}",
+        a.turns, b.turns, a.activities, b.activities
+    );
     assert!(
         a.activities > 0 && b.activities > 0,
         "both ran activities: {a:?} {b:?}"
