@@ -121,6 +121,7 @@ pub(crate) async fn run_activities<S: Store>(
     let mut known: HashSet<i64> = HashSet::new();
     // During a sweep, the ids it returned: what it did not return is gone.
     let mut swept: Option<HashSet<i64>> = None;
+    let mut handed = shared.handed_rx.lock().expect("hand-over lock").take();
     while !shared.stopping.load(Ordering::SeqCst) {
         let notified = shared.activities.notified();
         let now = shared.clock.now_ms();
@@ -133,20 +134,37 @@ pub(crate) async fn run_activities<S: Store>(
             cursor = 0;
             swept = Some(HashSet::new());
         }
-        let fetched = match shared
-            .store
-            .fetch_activities(&shared.holder, cursor, now, lease_ms, 512)
-            .await
-        {
-            Ok(fetched) => fetched,
-            Err(e) => {
-                tracing::warn!(error = %e, "fetching activities failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        // Activities this runtime's own commits scheduled arrive leased, in memory.
+        let mut batch = Vec::new();
+        if let Some(handed) = handed.as_mut() {
+            while let Ok(items) = handed.try_recv() {
+                batch.extend(items);
             }
-        };
-        cursor = fetched.scanned_to;
-        for item in fetched.items {
+        }
+        // The store only when a commit scheduled activities not handed over (or a sweep runs).
+        let mut full = false;
+        if shared.activities_waiting.swap(false, Ordering::SeqCst) || swept.is_some() {
+            let fetched = match shared
+                .store
+                .fetch_activities(&shared.holder, cursor, now, lease_ms, 512)
+                .await
+            {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    shared.activities_waiting.store(true, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "fetching activities failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            cursor = fetched.scanned_to;
+            full = fetched.full;
+            if full {
+                shared.activities_waiting.store(true, Ordering::SeqCst);
+            }
+            batch.extend(fetched.items);
+        }
+        for item in batch {
             if let Some(swept) = swept.as_mut() {
                 swept.insert(item.id);
             }
@@ -210,7 +228,7 @@ pub(crate) async fn run_activities<S: Store>(
                 deliver_result(&shared, &item, result);
             });
         }
-        if fetched.full {
+        if full {
             continue;
         }
         if let Some(swept) = swept.take() {

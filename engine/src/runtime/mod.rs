@@ -42,7 +42,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     registry::Registry,
-    store::{CommitEffects, Holder, OpError, Store, StoreError, WriteOp},
+    store::{ActivityItem, CommitEffects, Holder, OpError, Store, StoreError, WriteOp},
 };
 
 use activities::{ActivityResult, run_activities};
@@ -133,6 +133,12 @@ pub(crate) struct Shared<S> {
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     /// Instances whose history was replaced since the dispatcher last looked.
     resets: Mutex<Vec<String>>,
+    /// Set when a commit scheduled activities that were not handed over, cleared by the
+    /// workers' fetch.
+    activities_waiting: AtomicBool,
+    /// Activities this runtime's commits scheduled, leased to it, on their way to its workers.
+    handed: mpsc::UnboundedSender<Vec<ActivityItem>>,
+    handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<ActivityItem>>>>,
     /// Activity results on their way to the dispatcher (see `MessageRef::Activity`).
     results: mpsc::UnboundedSender<ActivityResult>,
     results_rx: Mutex<Option<mpsc::UnboundedReceiver<ActivityResult>>>,
@@ -186,6 +192,14 @@ impl<S: Store> Shared<S> {
             self.orchestrations.notify_one();
         }
         if effects.activities {
+            self.activities_waiting.store(true, Ordering::SeqCst);
+            self.activities.notify_one();
+        }
+    }
+
+    /// Gives the workers the activities this runtime's own commit scheduled (leased to it).
+    fn hand_over(&self, items: Vec<ActivityItem>) {
+        if !items.is_empty() && self.handed.send(items).is_ok() {
             self.activities.notify_one();
         }
     }
@@ -238,6 +252,7 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
     ) -> Runtime<S> {
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let (handed_tx, handed_rx) = mpsc::unbounded_channel();
         let shared = Arc::new_cyclic(|weak| Shared {
             store,
             registry: {
@@ -252,6 +267,9 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             activities: Notify::new(),
             stopping: AtomicBool::new(false),
             messages_waiting: AtomicBool::new(true),
+            activities_waiting: AtomicBool::new(true),
+            handed: handed_tx,
+            handed_rx: Mutex::new(Some(handed_rx)),
             timer_hint: AtomicI64::new(i64::MIN),
             waiters: Mutex::new(HashMap::new()),
             resets: Mutex::new(Vec::new()),

@@ -59,14 +59,20 @@ pub(crate) async fn run_writer<S: Store>(
         let started = std::time::Instant::now();
         let committed = shared
             .store
-            .commit(&shared.holder, shared.clock.now_ms(), &ops)
+            .commit(
+                &shared.holder,
+                shared.clock.now_ms(),
+                shared.lease_ms(),
+                &ops,
+            )
             .await;
         shared
             .stats
             .commit_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match committed {
-            Ok((outcomes, effects)) => {
+            Ok((outcomes, mut effects)) => {
+                shared.hand_over(std::mem::take(&mut effects.handed_over));
                 backoff.reset();
                 if shared.health.write_succeeded() {
                     tracing::info!("writes to the store succeed again");

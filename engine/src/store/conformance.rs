@@ -147,7 +147,7 @@ fn turn(
 
 async fn commit_ok<S: Store>(store: &S, by: &Holder, now: TimestampMs, ops: &[WriteOp]) {
     let (outcomes, _) = store
-        .commit(by, now, ops)
+        .commit(by, now, LEASE_MS, ops)
         .await
         .expect("the commit succeeds");
     for (op, outcome) in ops.iter().zip(outcomes) {
@@ -164,7 +164,7 @@ pub async fn queues_deliver_in_order_and_are_consumed_once<H: Harness>(harness: 
         WriteOp::Start(new_instance("q-2", T0)),
         WriteOp::Start(new_instance("q-1", T0)),
     ];
-    let (outcomes, effects) = store.commit(&a, T0, &ops).await.unwrap();
+    let (outcomes, effects) = store.commit(&a, T0, LEASE_MS, &ops).await.unwrap();
     assert_eq!(outcomes[..2], [Ok(()), Ok(())]);
     assert_eq!(outcomes[2], Err(OpError::Conflict("q-1".into())));
     assert!(effects.messages);
@@ -414,7 +414,7 @@ pub async fn activities_are_leased_renewed_and_completed_under_their_fence<H: Ha
         },
     };
     let stale = complete(item.lease.fence);
-    let (outcomes, _) = store.commit(&a, later, &[stale]).await.unwrap();
+    let (outcomes, _) = store.commit(&a, later, LEASE_MS, &[stale]).await.unwrap();
     assert!(
         matches!(&outcomes[0], Err(OpError::LeaseLost(_))),
         "{outcomes:?}"
@@ -515,7 +515,7 @@ pub async fn a_commit_under_an_expired_lease_is_refused_and_the_new_holders_hist
         consumed: vec![by_a.items[0].at],
     };
     let (outcomes, effects) = store
-        .commit(&a, clock.now_ms(), &[a_turn, discard])
+        .commit(&a, clock.now_ms(), LEASE_MS, &[a_turn, discard])
         .await
         .unwrap();
     assert_eq!(
@@ -539,7 +539,10 @@ pub async fn a_commit_under_an_expired_lease_is_refused_and_the_new_holders_hist
         fence: by_b.items[0].lease.fence,
         consumed: Vec::new(),
     };
-    let (outcomes, _) = store.commit(&b, clock.now_ms(), &[late]).await.unwrap();
+    let (outcomes, _) = store
+        .commit(&b, clock.now_ms(), LEASE_MS, &[late])
+        .await
+        .unwrap();
     assert_eq!(outcomes, [Err(OpError::LeaseLost("f-1".into()))]);
 }
 

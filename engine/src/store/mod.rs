@@ -280,6 +280,10 @@ pub struct CommitEffects {
     pub activities: bool,
     /// The earliest time a timer added by the batch fires.
     pub earliest_timer: Option<TimestampMs>,
+    /// Activities the batch scheduled, already leased to the committer: a store that serves one
+    /// process ([`Store::in_memory_handover`]) returns them so the committer's workers run them
+    /// without fetching; `activities` is then false unless others were scheduled too.
+    pub handed_over: Vec<ActivityItem>,
     /// Instances that reached a terminal status.
     pub finished: Vec<String>,
     /// Instances whose history was replaced (continue-as-new, restart, purge): drop caches.
@@ -342,7 +346,8 @@ pub trait Store: Send + Sync + 'static {
         instance_id: &str,
     ) -> impl Future<Output = Result<Option<LoadedInstance>, StoreError>> + Send;
     /// Commits `ops` for `holder` at `now_ms` in one transaction; returns each op's own outcome
-    /// and what changed. Leases are checked against `now_ms`.
+    /// and what changed. Leases are checked against `now_ms`; activities handed over in memory
+    /// are leased to `holder` for `lease_ms`.
     ///
     /// A failed commit changes nothing and leaves the store usable: the store resets whatever
     /// connection state the failure left behind before it returns.
@@ -350,6 +355,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         holder: &Holder,
         now_ms: TimestampMs,
+        lease_ms: i64,
         ops: &[WriteOp],
     ) -> impl Future<Output = Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError>> + Send;
     /// Writes something that changes nothing, to learn whether writes succeed again (after a

@@ -354,11 +354,13 @@ impl<'p> Script<'p> {
         }
     }
 
-    async fn run(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    /// Runs the statements; returns the rows they return (the new activities).
+    async fn run(self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        let mut rows = Vec::new();
         for mut statement in self.statements {
-            statement.build().execute(&mut *conn).await?;
+            rows.extend(statement.build().fetch_all(&mut *conn).await?);
         }
-        Ok(())
+        Ok(rows)
     }
 }
 
@@ -431,6 +433,8 @@ impl<'p> Pending<'p> {
                     .push_bind(*name)
                     .push_bind(*input);
             });
+            // The new rows come back with the commit, for the committer's workers.
+            q.push(" RETURNING id, instance_id, scheduled_id, name, input");
         }
         let mut timers = pending.timers.into_iter().peekable();
         while timers.peek().is_some() {
@@ -768,10 +772,11 @@ impl Store for SqliteStore {
         &self,
         holder: &Holder,
         now_ms: TimestampMs,
+        lease_ms: i64,
         ops: &[WriteOp],
     ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
         let mut hot = self.hot.lock().await;
-        let committed = commit_on(&mut hot, &self.leases, holder, now_ms, ops).await;
+        let committed = commit_on(&mut hot, &self.leases, holder, now_ms, lease_ms, ops).await;
         match &committed {
             Err(_) => self.replace_hot(&mut hot).await,
             Ok((_, effects))
@@ -838,6 +843,7 @@ async fn commit_on(
     leases: &SyncMutex<Leases>,
     holder: &Holder,
     now_ms: TimestampMs,
+    lease_ms: i64,
     ops: &[WriteOp],
 ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
     // The transaction is plain BEGIN/COMMIT statements, so a turns-only commit is one call to
@@ -856,9 +862,26 @@ async fn commit_on(
     }
     execute(&mut script, &plan);
     script.next().push("COMMIT");
-    script.run(hot).await?;
-    leases.lock().expect("lease table").settle(&plan);
-    Ok((plan.outcomes, plan.effects))
+    let scheduled = script.run(hot).await?;
+    let mut leases = leases.lock().expect("lease table");
+    leases.settle(&plan);
+    let mut effects = plan.effects;
+    // Hand the new activities to the committer, leased: its workers need not fetch them.
+    for row in &scheduled {
+        let id: i64 = row.get(0);
+        if let Some(lease) = leases.activity(id, holder, now_ms, lease_ms) {
+            effects.handed_over.push(ActivityItem {
+                id,
+                instance_id: row.get(1),
+                scheduled_id: row.get::<i64, _>(2) as u32,
+                name: row.get(3),
+                input: row.get(4),
+                lease,
+            });
+        }
+    }
+    effects.activities = effects.handed_over.len() < scheduled.len();
+    Ok((plan.outcomes, effects))
 }
 
 /// Executes a plan's steps as one script, gathering runs of row inserts, updates and deletes
