@@ -499,22 +499,19 @@ fn update_instances<'p>(script: &mut Script<'p>, turns: &[&'p TurnCommit], touch
 }
 
 /// The planner's reads, inside the commit's transaction.
-/// The planner's reads on the hot connection. The first read that touches the database begins
-/// the commit's transaction, so the reads and the writes see one state; a plan that reads
-/// nothing from the database (turns only: leases are in memory) begins it in its script.
+/// The planner's reads, on the hot connection before the commit's transaction begins. They and
+/// the writes still see one state: every write to the engine's tables goes through the hot
+/// connection while its lock is held (one process per file; other connections write only the
+/// dashboard's own tables), and the lock is held from these reads to the commit. Reading
+/// outside the transaction lets the whole write, `BEGIN` to `COMMIT`, be one script.
 struct TxReads<'t> {
     conn: &'t mut SqliteConnection,
     leases: &'t SyncMutex<Leases>,
-    begun: bool,
 }
 
 impl TxReads<'_> {
-    /// The connection, inside the commit's transaction.
+    /// The connection the reads run on.
     async fn tx(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
-        if !self.begun {
-            sqlx::query(BEGIN).execute(&mut *self.conn).await?;
-            self.begun = true;
-        }
         Ok(self.conn)
     }
 }
@@ -846,20 +843,13 @@ async fn commit_on(
     lease_ms: i64,
     ops: &[WriteOp],
 ) -> Result<(Vec<Result<(), OpError>>, CommitEffects), StoreError> {
-    // The transaction is plain BEGIN/COMMIT statements, so a turns-only commit is one call to
-    // the connection's thread. A failure anywhere leaves it open: the caller then replaces the
-    // connection, which rolls it back.
-    let mut reads = TxReads {
-        conn: hot,
-        leases,
-        begun: false,
-    };
+    // The transaction is plain BEGIN/COMMIT statements in one script, so a commit is one call to
+    // the connection's thread (plus one per read the plan needs, see `TxReads`). A failure
+    // anywhere leaves it open: the caller then replaces the connection, which rolls it back.
+    let mut reads = TxReads { conn: hot, leases };
     let plan = plan::plan(holder, now_ms, ops, &mut reads).await?;
-    let begun = reads.begun;
     let mut script = Script::new(plan.steps.len() <= SCRIPT_STEPS);
-    if !begun {
-        script.next().push(BEGIN);
-    }
+    script.next().push(BEGIN);
     execute(&mut script, &plan);
     script.next().push("COMMIT");
     let scheduled = script.run(hot).await?;
