@@ -4,22 +4,25 @@
 //!   (up to `max_batch_ops`) and commits them in one transaction. While one commit waits for its
 //!   fsync, the next batch gathers, so throughput rises with load at one fsync per batch.
 //! - **Orchestration dispatcher** (its own thread; orchestration futures are not `Send`): fetches
-//!   messages after a cursor and due timers, groups them by instance, runs one turn per instance
-//!   with [`Executor`] (kept in a cache between turns, so a turn does not replay its whole history),
-//!   and hands each result to the writer. An instance has at most one turn in flight; messages
-//!   that arrive meanwhile wait for the next turn.
-//! - **Activity workers**: fetch activities after a cursor and run them with bounded concurrency;
-//!   each result goes to the dispatcher in memory, and the turn that consumes it deletes the
-//!   activity row in the same commit (one commit per step instead of two). A crash before that
-//!   commit leaves the row, so the activity runs again: at least once.
+//!   messages after a cursor and due timers, each leased to this runtime, groups them by
+//!   instance, runs one turn per instance with [`Executor`] (kept in a cache between turns while
+//!   the lease's tenure lasts, so a turn does not replay its whole history), and hands each
+//!   result to the writer under the lease's fence. An instance has at most one turn in flight;
+//!   messages that arrive meanwhile wait for the next turn.
+//! - **Activity workers**: run activities with bounded concurrency: the ones this runtime's
+//!   commits scheduled arrive from the commit, leased; others are fetched after a cursor. Each
+//!   result goes to the dispatcher in memory, and the turn that consumes it deletes the activity
+//!   row in the same commit (one commit per step instead of two). A crash before that commit
+//!   leaves the row, so the activity runs again: at least once.
 //!
-//! Everyone is woken in-process when the writer commits work for them; timers are waited for
+//! Everyone is woken in-process when a commit adds work for them (another runtime's commits on
+//! the same store too, through [`Store::watch_work`]); timers are waited for on the [`Clock`]
 //! until the earliest is due. There is no poll interval.
 //!
 //! **Isolation.** A panic in orchestration code fails that instance (`Panicked`), one in an
 //! activity fails that call; a panic in the engine while it runs a turn quarantines the instance
 //! (failed without running its code again); a turn or an activity that kills the whole process is
-//! named by the [journals](crate::journal) and quarantined at the start after it has done so
+//! named by the [journals](journal) and quarantined at the start after it has done so
 //! `quarantine_after` times (activities that were running at a crash first run again one at a
 //! time, so the next crash names one). Once an execution has
 //! ended, messages to it are dropped without replaying its code. A failed commit (a full disk)
