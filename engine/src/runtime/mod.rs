@@ -5,7 +5,7 @@
 //!   fsync, the next batch gathers, so throughput rises with load at one fsync per batch.
 //! - **Orchestration dispatcher** (its own thread; orchestration futures are not `Send`): fetches
 //!   messages after a cursor and due timers, each leased to this runtime, groups them by
-//!   instance, runs one turn per instance with [`Executor`] (kept in a cache between turns while
+//!   instance, runs one turn per instance with [`Executor`](crate::executor::Executor) (kept in a cache between turns while
 //!   the lease's tenure lasts, so a turn does not replay its whole history), and hands each
 //!   result to the writer under the lease's fence. An instance has at most one turn in flight;
 //!   messages that arrive meanwhile wait for the next turn.
