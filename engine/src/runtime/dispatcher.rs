@@ -461,7 +461,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                 Ok(None) => Loaded::Gone,
                 Err(e) => {
                     tracing::warn!(instance = %id, error = %e, "loading an instance failed; will retry");
-                    self.requeue(&id, messages);
+                    self.requeue(messages);
                     return;
                 }
             },
@@ -508,7 +508,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                         ),
                     ),
                 );
-                self.requeue(&id, messages);
+                self.requeue(messages);
                 return;
             }
         };
@@ -575,7 +575,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::warn!(instance = %id, error = %e, "loading an instance failed; will retry");
-                self.requeue(&id, messages);
+                self.requeue(messages);
                 return;
             }
         };
@@ -639,11 +639,11 @@ impl<S: Store + Clone> Dispatcher<S> {
         });
     }
 
-    fn requeue(&mut self, id: &str, messages: Vec<QueuedMessage>) {
+    /// Queues messages again for another turn (nothing of theirs was committed).
+    fn requeue(&mut self, messages: Vec<QueuedMessage>) {
         for m in messages {
             self.enqueue(m);
         }
-        let _ = id;
     }
 
     fn finish_turn(&mut self, done: TurnDone) {
@@ -673,8 +673,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             Committed::Failed => {
                 // Nothing was written: the messages are still stored; try them again.
                 self.cache.remove(&done.instance_id);
-                let id = done.instance_id.clone();
-                self.requeue(&id, done.consumed);
+                self.requeue(done.consumed);
             }
             Committed::LeaseLost => {
                 tracing::info!(instance = %done.instance_id, "another runtime took the instance over; its turn here was not committed");

@@ -189,9 +189,11 @@ struct Planner<'a, 'r, R> {
     leases: HashMap<String, LeaseRecord>,
     activity_leases: HashMap<i64, LeaseRecord>,
     plan: Plan<'a>,
-    /// Statuses as this batch sees them (`None`: absent).
-    statuses: HashMap<String, Option<RuntimeStatus>>,
-    histories: HashMap<String, HistoryOverlay<'a>>,
+    /// Statuses as this batch sees them (`None`: absent). Keys borrow from the ops.
+    statuses: HashMap<Cow<'a, str>, Option<RuntimeStatus>>,
+    /// Histories as this batch changed them; kept only when a rewind in the batch reads one.
+    histories: HashMap<Cow<'a, str>, HistoryOverlay<'a>>,
+    tracks_history: bool,
 }
 
 /// Plans a batch that `holder` commits at `now_ms`. Reads go through `reads`; nothing is
@@ -217,8 +219,9 @@ pub async fn plan<'a, R: PlanReads>(
     };
     let statuses = named
         .iter()
-        .map(|id| ((*id).to_owned(), stored.get(*id).copied()))
+        .map(|id| (Cow::Borrowed(*id), stored.get(*id).copied()))
         .collect();
+    let tracks_history = ops.iter().any(|op| matches!(op, WriteOp::Rewind { .. }));
     let mut planner = Planner {
         reads,
         holder,
@@ -232,6 +235,7 @@ pub async fn plan<'a, R: PlanReads>(
         },
         statuses,
         histories: HashMap::new(),
+        tracks_history,
     };
     for op in ops {
         let outcome = planner.op(op).await?;
@@ -393,7 +397,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 Some(status) => {
                     self.delete(Cow::Borrowed(instance_id));
                     self.count(Some(status), None);
-                    self.statuses.insert(instance_id.clone(), None);
+                    self.statuses.insert(Cow::Borrowed(instance_id), None);
                     Ok(())
                 }
             },
@@ -423,7 +427,8 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
         }
         let stored = self.reads.statuses(&[instance_id]).await?;
         let status = stored.get(instance_id).copied();
-        self.statuses.insert(instance_id.to_owned(), status);
+        self.statuses
+            .insert(Cow::Owned(instance_id.to_owned()), status);
         Ok(status)
     }
 
@@ -449,8 +454,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
     /// Deletes an instance (purge, or an id reused after it finished).
     fn delete(&mut self, instance_id: Cow<'a, str>) {
         self.plan.effects.reset.push(instance_id.to_string());
-        self.histories
-            .insert(instance_id.to_string(), HistoryOverlay::replaced());
+        self.replace_history(instance_id.clone());
         self.plan.steps.push(Step::DeleteInstance(instance_id));
     }
 
@@ -472,7 +476,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
         }
         self.count(existing, Some(RuntimeStatus::Pending));
         self.statuses
-            .insert(new.instance_id.clone(), Some(RuntimeStatus::Pending));
+            .insert(instance_id.clone(), Some(RuntimeStatus::Pending));
         let start = Cow::Owned(Message::Start {
             name: new.name.clone(),
             version: new.version.clone(),
@@ -575,8 +579,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 // The next execution begins with an empty history; the last turn's events are
                 // not kept.
                 self.end(&turn.instance_id);
-                self.histories
-                    .insert(turn.instance_id.clone(), HistoryOverlay::replaced());
+                self.replace_history(id.clone());
                 self.plan.steps.push(Step::ContinueAsNew {
                     instance_id: id.clone(),
                     input,
@@ -589,16 +592,18 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 }
                 self.count(Some(turn.previous_status), Some(RuntimeStatus::Pending));
                 self.statuses
-                    .insert(turn.instance_id.clone(), Some(RuntimeStatus::Pending));
+                    .insert(id.clone(), Some(RuntimeStatus::Pending));
                 self.plan.effects.reset.push(turn.instance_id.clone());
             }
             _ => {
                 if !turn.new_events.is_empty() {
-                    self.histories
-                        .entry(turn.instance_id.clone())
-                        .or_default()
-                        .appended
-                        .extend(turn.new_events.iter());
+                    if self.tracks_history {
+                        self.histories
+                            .entry(id.clone())
+                            .or_default()
+                            .appended
+                            .extend(turn.new_events.iter());
+                    }
                     self.plan.steps.push(Step::AppendHistory {
                         instance_id: id.clone(),
                         events: Cow::Borrowed(&turn.new_events),
@@ -606,8 +611,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 }
                 self.plan.steps.push(Step::UpdateInstance(turn));
                 self.count(Some(turn.previous_status), Some(turn.status));
-                self.statuses
-                    .insert(turn.instance_id.clone(), Some(turn.status));
+                self.statuses.insert(id.clone(), Some(turn.status));
                 if turn.status.is_terminal() {
                     self.end(&turn.instance_id);
                     self.plan.effects.finished.push(turn.instance_id.clone());
@@ -621,6 +625,14 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
         self.plan
             .steps
             .push(Step::EndExecution(Cow::Borrowed(instance_id)));
+    }
+
+    /// Marks an instance's history as replaced in this batch (deleted, or continued as new).
+    fn replace_history(&mut self, instance_id: Cow<'a, str>) {
+        if self.tracks_history {
+            self.histories
+                .insert(instance_id, HistoryOverlay::replaced());
+        }
     }
 
     /// The current execution's history as this batch sees it.
@@ -702,7 +714,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
         });
         self.count(Some(RuntimeStatus::Failed), Some(RuntimeStatus::Running));
         self.statuses
-            .insert(instance_id.to_owned(), Some(RuntimeStatus::Running));
+            .insert(Cow::Borrowed(instance_id), Some(RuntimeStatus::Running));
         self.plan.effects.reset.push(instance_id.to_owned());
         Ok(())
     }
