@@ -27,7 +27,7 @@ use crate::{
     history::{Failure, RuntimeStatus},
     registry::{Activity, ActivityContext, Orchestration, Registry},
     runtime::Shared,
-    store::{InstanceQuery, Store, StoreAdmin},
+    store::{InstanceQuery, SortBy, Store, StoreAdmin},
 };
 
 /// Names of system orchestrations (and their activities) start with this.
@@ -169,6 +169,9 @@ impl Orchestration for Bulk {
                 query: InstanceQuery {
                     page_size: CHUNK.min(u32::try_from(left).unwrap_or(CHUNK)).max(1),
                     cursor: state.cursor.clone(),
+                    // Paged by creation time, which the verbs do not change: a changed
+                    // instance never moves ahead of the cursor to be seen twice.
+                    sort: SortBy::Created,
                     ..state.job.query.clone()
                 },
                 reason: state.job.reason.clone(),

@@ -920,3 +920,104 @@ async fn waiting_times_out_and_queries_filter_by_time_and_sort_by_update() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_job_is_a_system_orchestration_that_pages_through_its_query() {
+    use engine::system::{Bulk, BulkJob, BulkProgress, BulkState, BulkVerb};
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = runtime(tmp.path()).await;
+    const N: usize = 250;
+    for i in 0..N {
+        client
+            .start::<HumanInteraction>(&approval(600_000), with_id(&format!("batch-{i:03}")))
+            .await
+            .unwrap();
+    }
+    for i in 0..N {
+        wait_status(&client, &format!("batch-{i:03}"), RuntimeStatus::Running).await;
+    }
+    // More than 20 chunks of 100 would continue as new; 250 takes three chunks.
+    let job = BulkJob {
+        verb: BulkVerb::Suspend,
+        query: InstanceQuery {
+            id_prefix: Some("batch-".into()),
+            ..InstanceQuery::default()
+        },
+        reason: "maintenance".into(),
+        limit: 200,
+        expected: 200,
+    };
+    let id = client
+        .start::<Bulk>(&BulkState::from(job), with_id("bulk-suspend"))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed, "{done:?}");
+    let progress: BulkProgress = serde_json::from_str(done.output.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (
+            progress.matched,
+            progress.done,
+            progress.failed,
+            progress.finished
+        ),
+        (200, 200, 0, true),
+        "the limit stops it: {progress:?}"
+    );
+    assert_eq!(
+        done.custom_status, done.output,
+        "the last progress is its status"
+    );
+    let suspended = |n| {
+        let client = client.clone();
+        async move {
+            for _ in 0..500 {
+                let counts = client.status_counts().await.unwrap();
+                if counts.get(&RuntimeStatus::Suspended).copied().unwrap_or(0) == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("never {n} suspended");
+        }
+    };
+    suspended(200).await;
+    // A query can leave system instances out, as the dashboard's list does.
+    let all = client
+        .query(&InstanceQuery {
+            page_size: 1000,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(all.instances.iter().any(|r| r.instance_id == id));
+    let visible = client
+        .query(&InstanceQuery {
+            page_size: 1000,
+            hide_system: true,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(visible.instances.len(), N);
+    assert!(
+        !visible
+            .instances
+            .iter()
+            .any(|r| engine::system::is_system(&r.name))
+    );
+    // An absurd limit is refused at start.
+    let too_many = BulkJob {
+        verb: BulkVerb::Terminate,
+        query: InstanceQuery::default(),
+        reason: "all".into(),
+        limit: engine::system::MAX_BULK + 1,
+        expected: 0,
+    };
+    let err = client
+        .start::<Bulk>(&BulkState::from(too_many), StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Invalid { .. }), "{err}");
+    rt.shutdown().await;
+}
