@@ -82,6 +82,16 @@ pub async fn finish_by_timers(
     panic!("{id} did not finish: {:?}", client.get(id).await);
 }
 
+/// The first 1,000 instances, with or without the system ones.
+async fn first_thousand(client: &Client<SqliteStore>, hide_system: bool) -> Vec<InstanceRecord> {
+    let query = InstanceQuery {
+        page_size: 1000,
+        hide_system,
+        ..InstanceQuery::default()
+    };
+    client.query(&query).await.unwrap().instances
+}
+
 pub async fn runtime(dir: &Path) -> (Runtime<SqliteStore>, Client<SqliteStore>) {
     let rt = Runtime::start(
         open(dir).await,
@@ -551,14 +561,8 @@ async fn management_verbs_and_their_errors() {
     // Counts are maintained, never counted: they agree with a real count.
     let counts = client.status_counts().await.unwrap();
     let total: i64 = counts.values().sum();
-    let all = client
-        .query(&InstanceQuery {
-            page_size: 1000,
-            ..InstanceQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(total as usize, all.instances.len(), "{counts:?}");
+    let all = first_thousand(&client, false).await;
+    assert_eq!(total as usize, all.len(), "{counts:?}");
 
     // purge by filter removes finished instances in the range.
     let removed = client
@@ -983,29 +987,11 @@ async fn a_bulk_job_is_a_system_orchestration_that_pages_through_its_query() {
     };
     suspended(200).await;
     // A query can leave system instances out, as the dashboard's list does.
-    let all = client
-        .query(&InstanceQuery {
-            page_size: 1000,
-            ..InstanceQuery::default()
-        })
-        .await
-        .unwrap();
-    assert!(all.instances.iter().any(|r| r.instance_id == id));
-    let visible = client
-        .query(&InstanceQuery {
-            page_size: 1000,
-            hide_system: true,
-            ..InstanceQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(visible.instances.len(), N);
-    assert!(
-        !visible
-            .instances
-            .iter()
-            .any(|r| engine::system::is_system(&r.name))
-    );
+    let all = first_thousand(&client, false).await;
+    assert!(all.iter().any(|r| r.instance_id == id));
+    let visible = first_thousand(&client, true).await;
+    assert_eq!(visible.len(), N);
+    assert!(!visible.iter().any(|r| engine::system::is_system(&r.name)));
     // An absurd limit is refused at start.
     let too_many = BulkJob {
         verb: BulkVerb::Terminate,
