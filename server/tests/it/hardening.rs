@@ -545,7 +545,11 @@ async fn f12_viewers_get_no_start_form_and_no_approval_buttons() {
         .await
         .unwrap();
     for _ in 0..500 {
-        let waiting = f.engine.waiting_for_event("Approval", 10).await.unwrap();
+        let waiting = f
+            .engine
+            .waiting_for_event(<engine::samples::Approval as engine::Event>::NAME, 10)
+            .await
+            .unwrap();
         if !waiting.is_empty() {
             break;
         }
