@@ -6,6 +6,7 @@
 //! it deterministic, testable without a runtime, and usable from the wasm dashboard, which shares
 //! its types (statuses, events) instead of spelling them again.
 
+pub mod bulk;
 pub mod context;
 pub mod executor;
 pub mod history;

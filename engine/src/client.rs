@@ -178,12 +178,18 @@ impl<S: Store + StoreAdmin> Client<S> {
         self.shared.health.report()
     }
 
-    /// Registered orchestration names.
+    /// Registered orchestration names, without the system ones (which only the engine starts).
     pub fn orchestration_names(&self) -> Vec<&'static str> {
-        self.shared.registry.orchestration_names()
+        let mut names = self.shared.registry.orchestration_names();
+        names.retain(|name| !crate::system::is_system(name));
+        names
     }
 
     /// Starts orchestration `name` with `input` (JSON text). Returns the instance id.
+    ///
+    /// System orchestrations are refused: they are started by their own verbs
+    /// ([`start_bulk`](Self::start_bulk)), which the dashboard guards with their own role checks,
+    /// so the generic start (an operator's verb) cannot run a bulk job.
     pub async fn start_raw(
         &self,
         name: &str,
@@ -191,6 +197,32 @@ impl<S: Store + StoreAdmin> Client<S> {
         options: StartOptions,
     ) -> Result<String, ClientError> {
         validate_name("orchestration name", name)?;
+        if crate::system::is_system(name) {
+            return Err(ClientError::Invalid {
+                what: "orchestration name",
+                reason: format!("{name} is a system orchestration; the engine starts it"),
+            });
+        }
+        self.start_registered(name, input, options).await
+    }
+
+    /// Starts a bulk job (the system orchestration `switchyard.Bulk`). Returns the job's id.
+    pub async fn start_bulk(
+        &self,
+        job: crate::system::BulkJob,
+        options: StartOptions,
+    ) -> Result<String, ClientError> {
+        use crate::{Orchestration, system::Bulk};
+        let input = to_json("input", &crate::system::BulkState::from(job))?;
+        self.start_registered(Bulk::NAME, &input, options).await
+    }
+
+    async fn start_registered(
+        &self,
+        name: &str,
+        input: &str,
+        options: StartOptions,
+    ) -> Result<String, ClientError> {
         let Some(entry) = self.shared.registry.get_orchestration(name) else {
             return Err(ClientError::Invalid {
                 what: "orchestration name",

@@ -21,10 +21,12 @@ use std::{
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
+pub use engine_core::bulk::{BulkAction, MAX_BULK};
+
 use crate::{
     client::{Client, ClientError},
     context::OrchestrationContext,
-    history::{Failure, RuntimeStatus},
+    history::Failure,
     registry::{Activity, ActivityContext, Orchestration, Registry},
     runtime::Shared,
     store::{InstanceQuery, SortBy, Store, StoreAdmin},
@@ -32,9 +34,6 @@ use crate::{
 
 /// Names of system orchestrations (and their activities) start with this.
 pub const SYSTEM_PREFIX: &str = "switchyard.";
-
-/// Most instances one bulk job covers.
-pub const MAX_BULK: u64 = 10_000;
 
 /// Instances one chunk covers.
 const CHUNK: u32 = 100;
@@ -50,31 +49,10 @@ pub fn is_system(name: &str) -> bool {
     name.starts_with(SYSTEM_PREFIX)
 }
 
-/// What a bulk job does to each instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BulkVerb {
-    Terminate,
-    Suspend,
-    Resume,
-    Purge,
-}
-
-impl BulkVerb {
-    /// Whether the verb applies to an instance in `status` (`shared/docs/semantics.md`).
-    pub fn applies_to(self, status: RuntimeStatus) -> bool {
-        match self {
-            BulkVerb::Terminate => !status.is_terminal(),
-            BulkVerb::Suspend => status == RuntimeStatus::Running,
-            BulkVerb::Resume => status == RuntimeStatus::Suspended,
-            BulkVerb::Purge => status.is_terminal(),
-        }
-    }
-}
-
 /// A bulk job: the verb, the instances (a query), why, and how many at most.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BulkJob {
-    pub verb: BulkVerb,
+    pub action: BulkAction,
     /// The instances; its page size and cursor are the job's own.
     pub query: InstanceQuery,
     pub reason: String,
@@ -165,7 +143,7 @@ impl Orchestration for Bulk {
         for _ in 0..CHUNKS_PER_EXECUTION {
             let left = state.job.limit.saturating_sub(state.progress.matched);
             let chunk = ChunkTodo {
-                verb: state.job.verb,
+                action: state.job.action,
                 query: InstanceQuery {
                     page_size: CHUNK.min(u32::try_from(left).unwrap_or(CHUNK)).max(1),
                     cursor: state.cursor.clone(),
@@ -193,7 +171,7 @@ impl Orchestration for Bulk {
 /// One chunk of a bulk job: a page of the query and the verb to apply to it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkTodo {
-    pub verb: BulkVerb,
+    pub action: BulkAction,
     pub query: InstanceQuery,
     pub reason: String,
 }
@@ -237,19 +215,19 @@ async fn apply_chunk<S: Store + StoreAdmin + Clone>(
     let client = Client::from_shared(shared);
     let page = client.query(&todo.query).await?;
     let reason = todo.reason.as_str();
-    let verb = todo.verb;
+    let action = todo.action;
     let outcomes = join_all(page.instances.iter().map(|record| {
         let client = &client;
         async move {
-            if !verb.applies_to(record.status) {
+            if !action.applies_to(record.status) {
                 return Ok(false);
             }
             let id = record.instance_id.as_str();
-            let applied = match verb {
-                BulkVerb::Terminate => client.terminate(id, reason, true).await,
-                BulkVerb::Suspend => client.suspend(id, reason).await,
-                BulkVerb::Resume => client.resume(id, reason).await,
-                BulkVerb::Purge => client.purge(id, true).await.map(drop),
+            let applied = match action {
+                BulkAction::Terminate => client.terminate(id, reason, true).await,
+                BulkAction::Suspend => client.suspend(id, reason).await,
+                BulkAction::Resume => client.resume(id, reason).await,
+                BulkAction::Purge => client.purge(id, true).await.map(drop),
             };
             match applied {
                 Ok(()) => Ok(true),

@@ -11,59 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{error::AppError, routes::instances::InstanceFilter};
 
-/// Most instances one bulk job may touch; narrow the filter for more (the engine's limit).
-pub const MAX_BULK: u64 = 10_000;
-
-/// What a bulk job does to each instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BulkAction {
-    Terminate,
-    Suspend,
-    Resume,
-    Purge,
-}
-
-impl BulkAction {
-    pub const ALL: [BulkAction; 4] = [
-        BulkAction::Terminate,
-        BulkAction::Suspend,
-        BulkAction::Resume,
-        BulkAction::Purge,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            BulkAction::Terminate => "terminate",
-            BulkAction::Suspend => "suspend",
-            BulkAction::Resume => "resume",
-            BulkAction::Purge => "purge",
-        }
-    }
-
-    /// "can be …" in the dry run's answer.
-    pub fn past(self) -> &'static str {
-        match self {
-            BulkAction::Terminate => "terminated",
-            BulkAction::Suspend => "suspended",
-            BulkAction::Resume => "resumed",
-            BulkAction::Purge => "purged",
-        }
-    }
-
-    /// Terminate and purge cannot be undone: they need a typed confirmation.
-    pub fn destructive(self) -> bool {
-        matches!(self, BulkAction::Terminate | BulkAction::Purge)
-    }
-
-    /// The text the user must type to confirm a destructive action on `eligible` instances.
-    pub fn confirmation(self, eligible: u64) -> String {
-        format!("{} {eligible}", self.label())
-    }
-
-    fn parse(text: &str) -> Option<BulkAction> {
-        BulkAction::ALL.into_iter().find(|a| a.label() == text)
-    }
-}
+/// The actions and the limit are the engine's (`engine_core::bulk`), in the browser too.
+pub use engine_core::bulk::{BulkAction, MAX_BULK};
 
 /// The dry run's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,7 +191,7 @@ pub mod ssr {
 
     use engine::{
         Orchestration, StartOptions,
-        system::{Bulk, BulkJob, BulkState, BulkVerb},
+        system::{Bulk, BulkJob},
     };
 
     use super::{BulkAction, BulkPreview, BulkProgress, MAX_BULK};
@@ -253,15 +202,6 @@ pub mod ssr {
         routes::instances::{InstanceFilter, ssr::query},
         session::{Role, ssr::current_user},
     };
-
-    fn verb(action: BulkAction) -> BulkVerb {
-        match action {
-            BulkAction::Terminate => BulkVerb::Terminate,
-            BulkAction::Suspend => BulkVerb::Suspend,
-            BulkAction::Resume => BulkVerb::Resume,
-            BulkAction::Purge => BulkVerb::Purge,
-        }
-    }
 
     /// Counts what the action would touch.
     pub async fn preview(
@@ -280,7 +220,7 @@ pub mod ssr {
             let page = engine.query(&q).await?;
             for r in page.instances {
                 matching += 1;
-                eligible += u64::from(verb(action).applies_to(r.status));
+                eligible += u64::from(action.applies_to(r.status));
             }
             match page.next_cursor {
                 Some(cursor) if matching <= MAX_BULK => q.cursor = Some(cursor),
@@ -330,7 +270,7 @@ pub mod ssr {
                 )));
             }
             let job = BulkJob {
-                verb: verb(action),
+                action,
                 query: job_query,
                 reason,
                 limit: MAX_BULK,
@@ -345,10 +285,7 @@ pub mod ssr {
                 .into(),
                 ..StartOptions::default()
             };
-            let id = engine()?
-                .start::<Bulk>(&BulkState::from(job), options)
-                .await?;
-            Ok(id)
+            Ok(engine()?.start_bulk(job, options).await?)
         })
         .await
     }

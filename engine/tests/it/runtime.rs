@@ -927,7 +927,7 @@ async fn waiting_times_out_and_queries_filter_by_time_and_sort_by_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_job_is_a_system_orchestration_that_pages_through_its_query() {
-    use engine::system::{Bulk, BulkJob, BulkProgress, BulkState, BulkVerb};
+    use engine::system::{Bulk, BulkAction, BulkJob, BulkProgress, BulkState};
     let tmp = tempfile::tempdir().unwrap();
     let (rt, client) = runtime(tmp.path()).await;
     const N: usize = 250;
@@ -942,7 +942,7 @@ async fn a_bulk_job_is_a_system_orchestration_that_pages_through_its_query() {
     }
     // More than 20 chunks of 100 would continue as new; 250 takes three chunks.
     let job = BulkJob {
-        verb: BulkVerb::Suspend,
+        action: BulkAction::Suspend,
         query: InstanceQuery {
             id_prefix: Some("batch-".into()),
             ..InstanceQuery::default()
@@ -951,8 +951,19 @@ async fn a_bulk_job_is_a_system_orchestration_that_pages_through_its_query() {
         limit: 200,
         expected: 200,
     };
+    // Not through the generic start, which operators may use: through its own verb.
+    let state = BulkState::from(job.clone());
+    let err = client
+        .start::<Bulk>(&state, with_id("bulk-suspend"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Invalid { reason, .. } if reason.contains("system orchestration")),
+        "{err}"
+    );
+    assert!(!client.orchestration_names().contains(&"switchyard.Bulk"));
     let id = client
-        .start::<Bulk>(&BulkState::from(job), with_id("bulk-suspend"))
+        .start_bulk(job, with_id("bulk-suspend"))
         .await
         .unwrap();
     let done = client.wait_for_completion(&id, WAIT).await.unwrap();
@@ -994,14 +1005,14 @@ async fn a_bulk_job_is_a_system_orchestration_that_pages_through_its_query() {
     assert!(!visible.iter().any(|r| engine::system::is_system(&r.name)));
     // An absurd limit is refused at start.
     let too_many = BulkJob {
-        verb: BulkVerb::Terminate,
+        action: BulkAction::Terminate,
         query: InstanceQuery::default(),
         reason: "all".into(),
         limit: engine::system::MAX_BULK + 1,
         expected: 0,
     };
     let err = client
-        .start::<Bulk>(&BulkState::from(too_many), StartOptions::default())
+        .start_bulk(too_many, StartOptions::default())
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Invalid { .. }), "{err}");

@@ -129,6 +129,24 @@ async fn a_bulk_job_is_a_system_instance_that_applies_its_verb_and_reports_progr
         "{progress}"
     );
 
+    // The generic start (an operator's verb) cannot run a bulk job, whatever it is given.
+    let input = serde_json::json!({
+        "job": {"action": "Terminate", "query": {"statuses": [], "name": null, "created_from": null,
+            "created_to": null, "id_prefix": null, "tags": {}, "sort": "Created",
+            "descending": false, "page_size": 100, "cursor": null}, "reason": "x", "limit": 10}
+    });
+    let form = format!(
+        "name=switchyard.Bulk&input={}",
+        input
+            .to_string()
+            .replace('%', "%25")
+            .replace('&', "%26")
+            .replace('#', "%23")
+    );
+    let (status, body) = f.call(Role::Admin, "/api/fn/instances/start", &form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("system orchestration"), "{body}");
+
     // Only bulk jobs have bulk progress.
     let (status, _) = f
         .call(Role::Admin, "/api/fn/bulk/progress", "job=bulk-1")
