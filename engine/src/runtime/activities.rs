@@ -77,12 +77,20 @@ fn deliver_result<S: Store>(
         }
         return;
     }
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        if let Ok(Err(e)) = shared.write(result.into_op()).await {
-            tracing::warn!(error = %e, "an activity's result was not recorded; it runs again");
-        }
-    });
+    shared.store_result(result);
+}
+
+impl<S: Store> Shared<S> {
+    /// Commits an activity's result as a message for its instance, for whichever runtime holds
+    /// it. Refused when the activity's lease has lapsed meanwhile: the activity then runs again.
+    pub(crate) fn store_result(self: &Arc<Self>, result: ActivityResult) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = shared.write(result.into_op()).await {
+                tracing::warn!(error = %e, "an activity's result was not recorded; it runs again");
+            }
+        });
+    }
 }
 
 /// When the worker next renews leases and sweeps, in clock time.

@@ -353,17 +353,8 @@ impl<S: Store + Clone> Dispatcher<S> {
                     lease,
                 });
             }
-            _ => self.store_result(result),
+            _ => self.shared.store_result(result),
         }
-    }
-
-    fn store_result(&self, result: ActivityResult) {
-        let shared = self.shared.clone();
-        tokio::task::spawn_local(async move {
-            if let Ok(Err(e)) = shared.write(result.into_op()).await {
-                tracing::warn!(error = %e, "an activity's result was not recorded; it runs again");
-            }
-        });
     }
 
     /// Drops what is queued here for an instance (its cache too), so the store's copy is
@@ -382,7 +373,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             MessageRef::Activity(activity_id) => {
                 // Refused if the activity's lease has lapsed meanwhile: then it runs again.
                 let fence = self.result_fences.remove(&activity_id).unwrap_or(0);
-                self.store_result(ActivityResult {
+                self.shared.store_result(ActivityResult {
                     activity_id,
                     fence,
                     instance_id: m.instance_id,

@@ -155,6 +155,21 @@ async fn commit_ok<S: Store>(store: &S, by: &Holder, now: TimestampMs, ops: &[Wr
     }
 }
 
+/// Starts `id` and commits its first turn: `ExecutionStarted`, then `kind`, with `action`.
+async fn first_turn<S: Store>(store: &S, by: &Holder, id: &str, kind: EventKind, action: Action) {
+    commit_ok(store, by, T0, &[WriteOp::Start(new_instance(id, T0))]).await;
+    let start = store.fetch_messages(by, 0, T0, LEASE_MS, 10).await.unwrap();
+    let events = vec![started(0), event(1, kind)];
+    let op = turn(
+        &start.items[0],
+        0,
+        events,
+        vec![action],
+        RuntimeStatus::Running,
+    );
+    commit_ok(store, by, T0, &[op]).await;
+}
+
 /// Messages are fetched in order after a cursor, leased, and gone once a turn consumed them.
 pub async fn queues_deliver_in_order_and_are_consumed_once<H: Harness>(harness: &H) {
     let store = harness.store().await;
@@ -240,34 +255,14 @@ pub async fn queues_deliver_in_order_and_are_consumed_once<H: Harness>(harness: 
 pub async fn timers_come_due_with_the_clock<H: Harness>(harness: &H) {
     let store = harness.store().await;
     let a = holder("a");
-    commit_ok(&store, &a, T0, &[WriteOp::Start(new_instance("t-1", T0))]).await;
-    let start = store.fetch_messages(&a, 0, T0, LEASE_MS, 10).await.unwrap();
     let create = Action::CreateTimer {
         timer_id: 1,
         fire_at_ms: T0 + 5_000,
     };
-    let events = vec![
-        started(0),
-        event(
-            1,
-            EventKind::TimerCreated {
-                fire_at_ms: T0 + 5_000,
-            },
-        ),
-    ];
-    commit_ok(
-        &store,
-        &a,
-        T0,
-        &[turn(
-            &start.items[0],
-            0,
-            events,
-            vec![create],
-            RuntimeStatus::Running,
-        )],
-    )
-    .await;
+    let created = EventKind::TimerCreated {
+        fire_at_ms: T0 + 5_000,
+    };
+    first_turn(&store, &a, "t-1", created, create).await;
     assert!(
         store
             .fetch_due_timers(&a, T0 + 4_999, LEASE_MS, 10)
@@ -325,36 +320,16 @@ pub async fn activities_are_leased_renewed_and_completed_under_their_fence<H: Ha
 ) {
     let store = harness.store().await;
     let (a, b) = (holder("a"), holder("b"));
-    commit_ok(&store, &a, T0, &[WriteOp::Start(new_instance("act-1", T0))]).await;
-    let start = store.fetch_messages(&a, 0, T0, LEASE_MS, 10).await.unwrap();
     let schedule = Action::ScheduleActivity {
         scheduled_id: 1,
         name: "Work".into(),
         input: "7".into(),
     };
-    let events = vec![
-        started(0),
-        event(
-            1,
-            EventKind::TaskScheduled {
-                name: "Work".into(),
-                input: "7".into(),
-            },
-        ),
-    ];
-    commit_ok(
-        &store,
-        &a,
-        T0,
-        &[turn(
-            &start.items[0],
-            0,
-            events,
-            vec![schedule],
-            RuntimeStatus::Running,
-        )],
-    )
-    .await;
+    let scheduled = EventKind::TaskScheduled {
+        name: "Work".into(),
+        input: "7".into(),
+    };
+    first_turn(&store, &a, "act-1", scheduled, schedule).await;
     let taken = store
         .fetch_activities(&a, 0, T0, LEASE_MS, 10)
         .await

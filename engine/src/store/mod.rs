@@ -75,6 +75,16 @@ pub struct LeaseRecord {
     pub expires_at: TimestampMs,
 }
 
+impl LeaseRecord {
+    /// The lease as its holder sees it.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            fence: self.fence,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
 /// A message waiting for an orchestration turn.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {

@@ -92,16 +92,10 @@ impl Leases {
         now_ms: TimestampMs,
         lease_ms: i64,
     ) -> Option<Lease> {
-        let fence = &mut self.fence;
         let current = self.instances.get(instance_id);
-        let lease = plan::acquire(current, holder, now_ms, lease_ms, || {
-            *fence += 1;
-            *fence
-        })?;
-        let seen = Lease {
-            fence: lease.fence,
-            expires_at: lease.expires_at,
-        };
+        let lease = Self::take(&mut self.fence, current, holder, now_ms, lease_ms)?;
+        let seen = lease.lease();
+        // Keys are copied only for instances not leased before.
         match self.instances.get_mut(instance_id) {
             Some(slot) => *slot = lease,
             None => {
@@ -118,17 +112,26 @@ impl Leases {
         now_ms: TimestampMs,
         lease_ms: i64,
     ) -> Option<Lease> {
-        let fence = &mut self.fence;
-        let lease = plan::acquire(self.activities.get(&id), holder, now_ms, lease_ms, || {
-            *fence += 1;
-            *fence
-        })?;
-        let seen = Lease {
-            fence: lease.fence,
-            expires_at: lease.expires_at,
-        };
+        let current = self.activities.get(&id);
+        let lease = Self::take(&mut self.fence, current, holder, now_ms, lease_ms)?;
+        let seen = lease.lease();
         self.activities.insert(id, lease);
         Some(seen)
+    }
+
+    /// The lease `holder` gets on work leased as `current` ([`plan::acquire`]), with a fresh
+    /// fence from the table's counter when it changes hands.
+    fn take(
+        fence: &mut u64,
+        current: Option<&LeaseRecord>,
+        holder: &Holder,
+        now_ms: TimestampMs,
+        lease_ms: i64,
+    ) -> Option<LeaseRecord> {
+        plan::acquire(current, holder, now_ms, lease_ms, || {
+            *fence += 1;
+            *fence
+        })
     }
 
     /// Drops expired leases once the table has doubled since the last pruning, so it stays
@@ -269,6 +272,52 @@ fn leased_messages(
         });
     }
     Ok(messages)
+}
+
+/// `(id, <columns>)` rows of `table` with id after `after`, in id order, at most `limit`.
+async fn rows_after(
+    hot: &mut SqliteConnection,
+    table: &str,
+    columns: &str,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<SqliteRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?"
+    ))
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(hot)
+    .await
+}
+
+/// A fetch's answer: what it returned, how far it looked (`rows` are in id order).
+fn fetched<T>(items: Vec<T>, rows: &[SqliteRow], after: i64, limit: u32) -> Fetched<T> {
+    Fetched {
+        items,
+        scanned_to: rows.last().map_or(after, |r| r.get(0)),
+        full: rows.len() as u32 == limit,
+    }
+}
+
+/// Leases the activity of an `(id, instance_id, scheduled_id, name, input)` row to `holder`
+/// and returns it, or `None` while another holder's lease runs.
+fn leased_activity(
+    leases: &mut Leases,
+    row: &SqliteRow,
+    holder: &Holder,
+    now_ms: TimestampMs,
+    lease_ms: i64,
+) -> Option<ActivityItem> {
+    let id: i64 = row.get(0);
+    Some(ActivityItem {
+        lease: leases.activity(id, holder, now_ms, lease_ms)?,
+        id,
+        instance_id: row.get(1),
+        scheduled_id: row.get::<i64, _>(2) as u32,
+        name: row.get(3),
+        input: row.get(4),
+    })
 }
 
 /// Concatenates history rows (one JSON array of events per turn) into one history.
@@ -509,13 +558,6 @@ struct TxReads<'t> {
     leases: &'t SyncMutex<Leases>,
 }
 
-impl TxReads<'_> {
-    /// The connection the reads run on.
-    async fn tx(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
-        Ok(self.conn)
-    }
-}
-
 /// IMMEDIATE takes the write lock up front (waiting up to the busy timeout if another
 /// connection, such as the dashboard's audit log, is writing). A deferred transaction would read
 /// first and then fail to upgrade with `SQLITE_BUSY_SNAPSHOT`, without waiting.
@@ -558,7 +600,7 @@ impl PlanReads for TxReads<'_> {
                 list.push_bind(*id);
             }
             q.push(")");
-            for row in q.build().fetch_all(self.tx().await?).await? {
+            for row in q.build().fetch_all(&mut *self.conn).await? {
                 statuses.insert(row.get(0), status_of(row.get::<&str, _>(1))?);
             }
         }
@@ -569,7 +611,7 @@ impl PlanReads for TxReads<'_> {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT events FROM history WHERE instance_id = ? ORDER BY seq")
                 .bind(instance_id)
-                .fetch_all(self.tx().await?)
+                .fetch_all(&mut *self.conn)
                 .await?;
         flatten(&rows)
     }
@@ -577,7 +619,7 @@ impl PlanReads for TxReads<'_> {
     async fn identity(&mut self, instance_id: &str) -> Result<Option<Identity>, StoreError> {
         let row = sqlx::query("SELECT version, tags FROM instances WHERE instance_id = ?")
             .bind(instance_id)
-            .fetch_optional(self.tx().await?)
+            .fetch_optional(&mut *self.conn)
             .await?;
         row.map(|r| {
             Ok(Identity {
@@ -613,14 +655,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Fetched<QueuedMessage>, StoreError> {
         let mut hot = self.hot.lock().await;
-        let rows = sqlx::query(
-            "SELECT id, instance_id, body FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *hot)
-        .await?;
-        let scanned_to = rows.last().map_or(after, |r| r.get(0));
+        let rows = rows_after(&mut hot, "messages", "instance_id, body", after, limit).await?;
         let items = leased_messages(
             &self.leases,
             &rows,
@@ -630,11 +665,7 @@ impl Store for SqliteStore {
             lease_ms,
         )?;
         drop(hot);
-        Ok(Fetched {
-            items,
-            scanned_to,
-            full: rows.len() as u32 == limit,
-        })
+        Ok(fetched(items, &rows, after, limit))
     }
 
     async fn fetch_due_timers(
@@ -685,37 +716,23 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Fetched<ActivityItem>, StoreError> {
         let mut hot = self.hot.lock().await;
-        let rows = sqlx::query(
-            "SELECT id, instance_id, scheduled_id, name, input FROM activities WHERE id > ? ORDER BY id LIMIT ?",
+        let rows = rows_after(
+            &mut hot,
+            "activities",
+            "instance_id, scheduled_id, name, input",
+            after,
+            limit,
         )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *hot)
         .await?;
-        let scanned_to = rows.last().map_or(after, |r| r.get(0));
         let mut leases = self.leases.lock().expect("lease table");
         leases.prune(now_ms);
         let items = rows
             .iter()
-            .filter_map(|r| {
-                let id: i64 = r.get(0);
-                Some(ActivityItem {
-                    lease: leases.activity(id, holder, now_ms, lease_ms)?,
-                    id,
-                    instance_id: r.get(1),
-                    scheduled_id: r.get::<i64, _>(2) as u32,
-                    name: r.get(3),
-                    input: r.get(4),
-                })
-            })
+            .filter_map(|row| leased_activity(&mut leases, row, holder, now_ms, lease_ms))
             .collect();
         drop(leases);
         drop(hot);
-        Ok(Fetched {
-            items,
-            scanned_to,
-            full: rows.len() as u32 == limit,
-        })
+        Ok(fetched(items, &rows, after, limit))
     }
 
     async fn renew_activities(
@@ -857,19 +874,10 @@ async fn commit_on(
     leases.settle(&plan);
     let mut effects = plan.effects;
     // Hand the new activities to the committer, leased: its workers need not fetch them.
-    for row in &scheduled {
-        let id: i64 = row.get(0);
-        if let Some(lease) = leases.activity(id, holder, now_ms, lease_ms) {
-            effects.handed_over.push(ActivityItem {
-                id,
-                instance_id: row.get(1),
-                scheduled_id: row.get::<i64, _>(2) as u32,
-                name: row.get(3),
-                input: row.get(4),
-                lease,
-            });
-        }
-    }
+    effects.handed_over = scheduled
+        .iter()
+        .filter_map(|row| leased_activity(&mut leases, row, holder, now_ms, lease_ms))
+        .collect();
     effects.activities = effects.handed_over.len() < scheduled.len();
     Ok((plan.outcomes, effects))
 }
