@@ -227,6 +227,13 @@ test('an admin terminates a filtered set in bulk after a dry run and a typed con
   await run.click();
   await expect(page.getByTestId('bulk-progress')).toHaveAttribute('data-finished', 'true');
   await expect(page.getByTestId('bulk-progress')).toContainText('3 of 3 done, 0 failed');
+  await page.getByTestId('bulk').screenshot({ path: join(shots, 'bulk.png') });
+  // The job is a system instance: linked from the panel, kept out of the default list.
+  const job = page.getByTestId('bulk-job');
+  await job.click();
+  await expect(page.getByText('switchyard.Bulk').first()).toBeVisible();
+  await page.goto('/instances');
+  await expect(page.getByText('switchyard.Bulk')).toHaveCount(0);
   await expect(async () => {
     await page.goto('/instances?status=Terminated&id=e2e-bulk-');
     await expect(page.getByTestId('instance-row')).toHaveCount(3);

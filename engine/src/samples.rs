@@ -170,7 +170,7 @@ pub async fn monitor(
         return Ok(MonitorOutcome::TimedOut { checks });
     }
     ctx.sleep(input.interval).await;
-    input.interval = (input.interval * 2).min(input.max_interval);
+    input.interval = input.interval.saturating_mul(2).min(input.max_interval);
     ctx.continue_as_new(&input).await
 }
 

@@ -9,7 +9,7 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::AppError, routes::instances::InstanceFilter};
+use crate::{error::AppError, models::url_component, routes::instances::InstanceFilter};
 
 /// The actions and the limit are the engine's (`engine_core::bulk`), in the browser too.
 pub use engine_core::bulk::{BulkAction, MAX_BULK};
@@ -168,10 +168,14 @@ pub fn BulkPanel(filter: Signal<InstanceFilter>) -> impl IntoView {
                 {move || progress.get().map(|p| match p {
                     Ok(p) => view! {
                         <p role="status" data-testid="bulk-progress" data-finished=p.finished.to_string()>
-                            <progress max=p.total.max(1) value=p.done + p.failed></progress>
+                            <progress aria-label="Bulk job progress" max=p.total.max(1) value=p.done + p.failed></progress>
                             {format!(" {} of {} done, {} failed{}{}", p.done, p.total, p.failed,
                                 if p.skipped > 0 { format!(", {} skipped", p.skipped) } else { String::new() },
                                 if p.finished { " — finished" } else { "" })}
+                            // The job is a (system) instance: its history and status are there.
+                            " · " <a data-testid="bulk-job" href=format!("/instances/{}", url_component(&p.job))>
+                                "job " <code>{p.job.clone()}</code>
+                            </a>
                         </p>
                         {(!p.errors.is_empty()).then(|| view! {
                             <ul class="error">{p.errors.into_iter().map(|e| view! { <li>{e}</li> }).collect_view()}</ul>
