@@ -19,7 +19,9 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::{Shared, activities::ActivityResult, health::Alive, journal::TurnJournal};
+use super::{
+    Shared, activities::ActivityResult, health::Alive, journal::TurnJournal, writer::commit_batch,
+};
 use crate::{
     executor::{Executor, TurnResult, failing_turn, panic_message},
     history::{Failure, Message, RuntimeStatus, TimestampMs},
@@ -127,6 +129,28 @@ enum Committed {
     LeaseLost,
 }
 
+impl Committed {
+    fn of(outcome: &super::WriteOutcome, instance_id: &str) -> Committed {
+        match outcome {
+            Ok(Err(OpError::LeaseLost(_))) => Committed::LeaseLost,
+            Ok(_) => Committed::Yes,
+            Err(e) => {
+                // The committer logs the failure itself, once per streak.
+                tracing::debug!(instance = %instance_id, error = %e, "committing a turn failed");
+                Committed::Failed
+            }
+        }
+    }
+}
+
+/// A turn run in this round, to be committed.
+struct RoundTurn {
+    instance_id: String,
+    op: WriteOp,
+    executor: Option<Executor>,
+    consumed: Vec<QueuedMessage>,
+}
+
 /// A finished turn, reported back to the dispatcher loop.
 struct TurnDone {
     instance_id: String,
@@ -137,22 +161,16 @@ struct TurnDone {
 
 pub(crate) fn run_dispatcher<S: Store + Clone>(
     shared: Arc<Shared<S>>,
+    runtime: tokio::runtime::Handle,
     journal: Option<TurnJournal>,
     quarantine: HashMap<String, Failure>,
 ) {
     let _alive = Alive::new(&shared.health.dispatcher);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the orchestration dispatcher");
-            return;
-        }
-    };
+    // The futures run on this thread (orchestration futures are not `Send`) with the runtime's
+    // timers and I/O; the thread sleeps on a futex between wake-ups, not on an event loop of its
+    // own.
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, Dispatcher::new(shared, journal, quarantine).run());
+    runtime.block_on(local.run_until(Dispatcher::new(shared, journal, quarantine).run()));
 }
 
 struct Dispatcher<S: Store> {
@@ -176,6 +194,8 @@ struct Dispatcher<S: Store> {
     /// The activity lease fence of each result handed over in memory and not yet committed.
     result_fences: HashMap<i64, u64>,
     cache: ExecutorCache,
+    /// Turns run in this round and not yet handed to a committer.
+    round: Vec<RoundTurn>,
     done_tx: mpsc::UnboundedSender<TurnDone>,
     done_rx: mpsc::UnboundedReceiver<TurnDone>,
     results: Option<mpsc::UnboundedReceiver<ActivityResult>>,
@@ -207,6 +227,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             sweep_at,
             result_fences: HashMap::new(),
             cache,
+            round: Vec::new(),
             done_tx,
             done_rx,
             results,
@@ -551,7 +572,12 @@ impl<S: Store + Clone> Dispatcher<S> {
                 (op, Some(executor), consumed)
             }
         };
-        self.spawn_commit(id, op, executor, consumed);
+        self.round.push(RoundTurn {
+            instance_id: id,
+            op,
+            executor,
+            consumed,
+        });
     }
 
     /// Fails a quarantined instance without running its code: appends `ExecutionFailed` to its
@@ -598,33 +624,62 @@ impl<S: Store + Clone> Dispatcher<S> {
                 consumed: refs,
             },
         };
-        self.spawn_commit(id, op, None, messages);
+        self.round.push(RoundTurn {
+            instance_id: id,
+            op,
+            executor: None,
+            consumed: messages,
+        });
+    }
+
+    /// Commits the turns of this round. While the writer has nothing to do, the dispatcher
+    /// commits them itself, as one batch: at low load that saves two thread hand-offs per turn.
+    /// Otherwise they join the writer's next batch, and the dispatcher runs the next round
+    /// while they commit.
+    async fn commit_round(&mut self) {
+        if self.round.is_empty() {
+            return;
+        }
+        let round = std::mem::take(&mut self.round);
+        if !self.shared.writer_idle() {
+            for turn in round {
+                self.spawn_commit(turn);
+            }
+            return;
+        }
+        let (ops, turns): (Vec<WriteOp>, Vec<TurnDone>) = round
+            .into_iter()
+            .map(|t| {
+                let done = TurnDone {
+                    instance_id: t.instance_id,
+                    executor: t.executor,
+                    consumed: t.consumed,
+                    committed: Committed::Failed,
+                };
+                (t.op, done)
+            })
+            .unzip();
+        let committed = commit_batch(&self.shared, &ops).await;
+        for (i, mut done) in turns.into_iter().enumerate() {
+            let outcome = match &committed {
+                Ok(outcomes) => Ok(outcomes[i].clone()),
+                Err(e) => Err(e.clone()),
+            };
+            done.committed = Committed::of(&outcome, &done.instance_id);
+            self.finish_turn(done);
+        }
     }
 
     /// Hands a turn's op to the writer; the outcome comes back as a [`TurnDone`].
-    fn spawn_commit(
-        &mut self,
-        id: String,
-        op: WriteOp,
-        executor: Option<Executor>,
-        consumed: Vec<QueuedMessage>,
-    ) {
+    fn spawn_commit(&mut self, turn: RoundTurn) {
         let shared = self.shared.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_local(async move {
-            let committed = match shared.write(op).await {
-                Ok(Err(OpError::LeaseLost(_))) => Committed::LeaseLost,
-                Ok(_) => Committed::Yes,
-                Err(e) => {
-                    // The writer logs the failure itself, once per streak.
-                    tracing::debug!(instance = %id, error = %e, "committing a turn failed");
-                    Committed::Failed
-                }
-            };
+            let committed = Committed::of(&shared.write(turn.op).await, &turn.instance_id);
             let _ = done.send(TurnDone {
-                instance_id: id,
-                executor,
-                consumed,
+                instance_id: turn.instance_id,
+                executor: turn.executor,
+                consumed: turn.consumed,
                 committed,
             });
         });
@@ -709,6 +764,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             };
             self.apply_resets();
             self.run_ready().await;
+            self.commit_round().await;
             while let Ok(done) = self.done_rx.try_recv() {
                 self.finish_turn(done);
             }

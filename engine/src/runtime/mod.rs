@@ -1,6 +1,6 @@
 //! The runtime: one writer that group-commits, an orchestration dispatcher, activity workers.
 //!
-//! - **Writer** (a tokio task): receives [`WriteOp`]s from everyone, takes all that are queued
+//! - **Writer** (its own thread, where a store such as SQLite does its I/O): receives [`WriteOp`]s from everyone, takes all that are queued
 //!   (up to `max_batch_ops`) and commits them in one transaction. While one commit waits for its
 //!   fsync, the next batch gathers, so throughput rises with load at one fsync per batch.
 //! - **Orchestration dispatcher** (its own thread; orchestration futures are not `Send`): fetches
@@ -123,6 +123,10 @@ pub(crate) struct Shared<S> {
     pub clock: Arc<dyn Clock>,
     pub options: RuntimeOptions,
     writer: mpsc::UnboundedSender<WriteRequest>,
+    /// Requests sent to the writer and not yet taken into a batch.
+    writer_queued: std::sync::atomic::AtomicUsize,
+    /// Set while the writer commits a batch.
+    writer_busy: AtomicBool,
     orchestrations: Notify,
     activities: Notify,
     stopping: AtomicBool,
@@ -162,13 +166,24 @@ impl<S: Store> Shared<S> {
     /// Sends one op to the writer and waits for its commit.
     pub(crate) async fn write(&self, op: WriteOp) -> WriteOutcome {
         let (reply, rx) = oneshot::channel();
+        self.writer_queued.fetch_add(1, Ordering::SeqCst);
         if self.writer.send(WriteRequest { op, reply }).is_err() {
+            self.writer_queued.fetch_sub(1, Ordering::SeqCst);
             return Err(Arc::new(StoreError::Corrupt(
                 "the runtime has shut down".into(),
             )));
         }
         rx.await
             .unwrap_or_else(|_| Err(Arc::new(StoreError::Corrupt("the writer stopped".into()))))
+    }
+
+    /// Whether a batch committed by its sender right away would not wait behind the writer: the
+    /// writer has nothing queued or in hand, and writes succeed (while they fail, the writer's
+    /// backoff paces the retries).
+    pub(crate) fn writer_idle(&self) -> bool {
+        self.writer_queued.load(Ordering::SeqCst) == 0
+            && !self.writer_busy.load(Ordering::SeqCst)
+            && !self.health.failing()
     }
 
     /// Registers interest in an instance reaching a terminal status.
@@ -229,7 +244,7 @@ impl<S: Store> Shared<S> {
 /// A running engine: writer, dispatchers and workers over one store.
 pub struct Runtime<S: Store> {
     shared: Arc<Shared<S>>,
-    writer: Option<tokio::task::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     dispatcher: Option<std::thread::JoinHandle<()>>,
     activities: Option<tokio::task::JoinHandle<()>>,
 }
@@ -266,6 +281,8 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             clock,
             options,
             writer: writer_tx,
+            writer_queued: std::sync::atomic::AtomicUsize::new(0),
+            writer_busy: AtomicBool::new(false),
             orchestrations: Notify::new(),
             activities: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -305,7 +322,12 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             }),
         );
         let journals = Journals::open(&shared.options);
-        let writer = tokio::spawn(run_writer(shared.clone(), writer_rx));
+        let writer_shared = shared.clone();
+        let handle = tokio::runtime::Handle::current();
+        let writer = std::thread::Builder::new()
+            .name("switchyard-writer".into())
+            .spawn(move || run_writer(writer_shared, handle, writer_rx))
+            .expect("spawn the writer thread");
         let activities = tokio::spawn(run_activities(
             shared.clone(),
             journals.activities,
@@ -313,9 +335,10 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
         ));
         let dispatcher_shared = shared.clone();
         let (turns, quarantine) = (journals.turns, journals.quarantine);
+        let handle = tokio::runtime::Handle::current();
         let dispatcher = std::thread::Builder::new()
             .name("switchyard-orchestrations".into())
-            .spawn(move || run_dispatcher(dispatcher_shared, turns, quarantine))
+            .spawn(move || run_dispatcher(dispatcher_shared, handle, turns, quarantine))
             .expect("spawn the orchestration dispatcher thread");
         Runtime {
             shared,
@@ -362,7 +385,8 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
         }
         if let Some(writer) = self.writer.take() {
             // The writer exits once it sees `stopping` with an empty queue.
-            let _ = tokio::time::timeout(self.shared.options.shutdown_grace, writer).await;
+            let joined = tokio::task::spawn_blocking(move || writer.join());
+            let _ = tokio::time::timeout(self.shared.options.shutdown_grace, joined).await;
         }
     }
 }

@@ -1,4 +1,8 @@
-//! The writer: one task that group-commits every write op the runtime and the client send.
+//! The writer: one thread that group-commits every write op the runtime and the client send.
+//!
+//! It has a thread of its own because a store may do its I/O on the calling thread (the SQLite
+//! store does: a synchronous connection saves a thread hand-off per commit), which must block
+//! neither the dispatcher nor the tokio workers that run activities and serve requests.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -8,13 +12,23 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{Shared, WriteRequest, health::Alive};
-use crate::store::Store;
+use crate::store::{OpError, Store, StoreError, WriteOp};
 
-pub(crate) async fn run_writer<S: Store>(
+pub(crate) fn run_writer<S: Store>(
+    shared: Arc<Shared<S>>,
+    runtime: tokio::runtime::Handle,
+    rx: mpsc::UnboundedReceiver<WriteRequest>,
+) {
+    let _alive = Alive::new(&shared.health.writer);
+    // On this thread, with the runtime's timers and I/O (a server store's connections); the
+    // thread sleeps on a futex between batches.
+    runtime.block_on(write_batches(shared, rx));
+}
+
+async fn write_batches<S: Store>(
     shared: Arc<Shared<S>>,
     mut rx: mpsc::UnboundedReceiver<WriteRequest>,
 ) {
-    let _alive = Alive::new(&shared.health.writer);
     let max = shared.options.max_batch_ops.max(1);
     let mut backoff = Backoff::default();
     loop {
@@ -56,44 +70,18 @@ pub(crate) async fn run_writer<S: Store>(
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let committed = shared
-            .store
-            .commit(
-                &shared.holder,
-                shared.clock.now_ms(),
-                shared.lease_ms(),
-                &ops,
-            )
-            .await;
-        shared
-            .stats
-            .commit_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        shared.writer_busy.store(true, Ordering::SeqCst);
+        shared.writer_queued.fetch_sub(ops.len(), Ordering::SeqCst);
+        let committed = commit_batch(&shared, &ops).await;
+        shared.writer_busy.store(false, Ordering::SeqCst);
         match committed {
-            Ok((outcomes, mut effects)) => {
-                shared.hand_over(std::mem::take(&mut effects.handed_over));
+            Ok(outcomes) => {
                 backoff.reset();
-                if shared.health.write_succeeded() {
-                    tracing::info!("writes to the store succeed again");
-                }
-                shared.stats.commits.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .stats
-                    .ops
-                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
-                shared.apply_effects(&effects);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                if shared.health.write_failed(&e, shared.clock.now_ms()) {
-                    tracing::error!(error = %e, ops = ops.len(), "group commit failed; retrying with backoff until writes succeed");
-                } else {
-                    tracing::debug!(error = %e, ops = ops.len(), "group commit failed again");
-                }
-                let e = Arc::new(e);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
@@ -101,6 +89,52 @@ pub(crate) async fn run_writer<S: Store>(
                 // senders wait meanwhile instead of spinning.
                 tokio::time::sleep(backoff.next()).await;
             }
+        }
+    }
+}
+
+/// Commits one batch of ops and does what follows a commit: hands the new activities to the
+/// workers, wakes whoever the effects concern, keeps the statistics and the health record.
+/// Used by the writer and by the dispatcher when it commits a round of turns itself.
+pub(crate) async fn commit_batch<S: Store>(
+    shared: &Shared<S>,
+    ops: &[WriteOp],
+) -> Result<Vec<Result<(), OpError>>, Arc<StoreError>> {
+    let started = std::time::Instant::now();
+    let committed = shared
+        .store
+        .commit(
+            &shared.holder,
+            shared.clock.now_ms(),
+            shared.lease_ms(),
+            ops,
+        )
+        .await;
+    shared
+        .stats
+        .commit_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    match committed {
+        Ok((outcomes, mut effects)) => {
+            shared.hand_over(std::mem::take(&mut effects.handed_over));
+            if shared.health.write_succeeded() {
+                tracing::info!("writes to the store succeed again");
+            }
+            shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .ops
+                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            shared.apply_effects(&effects);
+            Ok(outcomes)
+        }
+        Err(e) => {
+            if shared.health.write_failed(&e, shared.clock.now_ms()) {
+                tracing::error!(error = %e, ops = ops.len(), "group commit failed; retrying with backoff until writes succeed");
+            } else {
+                tracing::debug!(error = %e, ops = ops.len(), "group commit failed again");
+            }
+            Err(Arc::new(e))
         }
     }
 }

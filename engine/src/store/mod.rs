@@ -258,6 +258,9 @@ pub enum OpError {
 pub enum StoreError {
     #[error("storage error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of the SQLite store's hot connection.
+    #[error("storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// Another process runs an engine on this database file; an embedded store serves one.
@@ -279,6 +282,8 @@ impl StoreError {
         ) || matches!(self, StoreError::Database(sqlx::Error::Database(e))
             // SQLITE_BUSY and its extended codes (517: BUSY_SNAPSHOT, 261: BUSY_RECOVERY).
             if matches!(e.code().as_deref(), Some("5" | "261" | "517")))
+            || matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy)
     }
 }
 
