@@ -19,43 +19,49 @@ use std::{
 use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 
-use super::{Shared, health::Alive, journal::ActivityJournal};
+use super::{
+    Shared,
+    eager::{EagerItem, Outcome},
+    health::Alive,
+    journal::{ActivityJournal, activity_identity},
+};
 use crate::{
     executor::panic_message,
     history::{Failure, Message, TimestampMs},
     registry::ActivityContext,
-    store::{ActivityItem, Store, WriteOp},
+    store::{ActivityItem, MessageRef, Store, WriteOp},
 };
 
 /// An activity's outcome on its way to the instance.
 #[derive(Debug)]
 pub(crate) struct ActivityResult {
-    pub activity_id: i64,
-    /// The fence of the activity's lease, for [`WriteOp::Complete`].
+    /// The activity's row ([`MessageRef::Activity`]) or, for an eager activity whose schedule
+    /// is not committed, its token ([`MessageRef::Eager`]).
+    pub at: MessageRef,
+    /// The fence of the activity row's lease, for [`WriteOp::Complete`].
     pub fence: u64,
     pub instance_id: String,
     pub message: Message,
 }
 
 impl ActivityResult {
-    pub(crate) fn into_op(self) -> WriteOp {
-        WriteOp::Complete {
-            activity_id: self.activity_id,
-            fence: self.fence,
-            instance_id: self.instance_id,
-            message: self.message,
+    /// The op that stores the result as a message; `None` for an eager result, which has no
+    /// row to complete (its chain was dropped, so it is not wanted).
+    pub(crate) fn into_op(self) -> Option<WriteOp> {
+        match self.at {
+            MessageRef::Activity(activity_id) => Some(WriteOp::Complete {
+                activity_id,
+                fence: self.fence,
+                instance_id: self.instance_id,
+                message: self.message,
+            }),
+            _ => None,
         }
     }
 }
 
-/// Sends an activity's outcome on: in memory to the dispatcher, or as a committed message.
-fn deliver_result<S: Store>(
-    shared: &Arc<Shared<S>>,
-    item: &ActivityItem,
-    result: Result<String, Failure>,
-) {
-    let scheduled_id = item.scheduled_id;
-    let message = match result {
+pub(crate) fn result_message(scheduled_id: u32, result: Result<String, Failure>) -> Message {
+    match result {
         Ok(result) => Message::TaskCompleted {
             scheduled_id,
             result,
@@ -64,17 +70,23 @@ fn deliver_result<S: Store>(
             scheduled_id,
             failure,
         },
-    };
+    }
+}
+
+/// Sends an activity's outcome on: in memory to the dispatcher, or as a committed message.
+pub(crate) fn deliver_result<S: Store>(
+    shared: &Arc<Shared<S>>,
+    item: &ActivityItem,
+    result: Result<String, Failure>,
+) {
     let result = ActivityResult {
-        activity_id: item.id,
+        at: MessageRef::Activity(item.id),
         fence: item.lease.fence,
         instance_id: item.instance_id.clone(),
-        message,
+        message: result_message(item.scheduled_id, result),
     };
     if shared.store.in_memory_handover() {
-        if shared.results.send(result).is_ok() {
-            shared.orchestrations.notify_one();
-        }
+        shared.send_result(result);
         return;
     }
     shared.store_result(result);
@@ -84,9 +96,12 @@ impl<S: Store> Shared<S> {
     /// Commits an activity's result as a message for its instance, for whichever runtime holds
     /// it. Refused when the activity's lease has lapsed meanwhile: the activity then runs again.
     pub(crate) fn store_result(self: &Arc<Self>, result: ActivityResult) {
+        let Some(op) = result.into_op() else {
+            return;
+        };
         let shared = self.clone();
         tokio::spawn(async move {
-            if let Ok(Err(e)) = shared.write(result.into_op()).await {
+            if let Ok(Err(e)) = shared.write(op).await {
                 tracing::warn!(error = %e, "an activity's result was not recorded; it runs again");
             }
         });
@@ -130,6 +145,7 @@ pub(crate) async fn run_activities<S: Store>(
     // During a sweep, the ids it returned: what it did not return is gone.
     let mut swept: Option<HashSet<i64>> = None;
     let mut handed = shared.handed_rx.lock().expect("hand-over lock").take();
+    let mut eager = shared.eager_rx.lock().expect("eager lock").take();
     while !shared.stopping.load(Ordering::SeqCst) {
         let notified = shared.activities.notified();
         let now = shared.clock.now_ms();
@@ -148,6 +164,23 @@ pub(crate) async fn run_activities<S: Store>(
             while let Ok(items) = handed.try_recv() {
                 batch.extend(items);
             }
+        }
+        // Eager activities, sent by the dispatcher before their schedule is committed.
+        let mut eager_batch = Vec::new();
+        if let Some(eager) = eager.as_mut() {
+            while let Ok(item) = eager.try_recv() {
+                eager_batch.push(item);
+            }
+        }
+        for item in eager_batch {
+            let Ok(permit) = semaphore.clone().acquire_owned().await else {
+                return;
+            };
+            let slot = journal
+                .as_ref()
+                .and_then(|j| j.begin(activity_identity(&item.instance_id, item.scheduled_id)));
+            shared.stats.activities.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(run_eager(shared.clone(), item, slot, permit));
         }
         // The store only when a commit scheduled activities not handed over (or a sweep runs).
         let mut full = false;
@@ -179,7 +212,10 @@ pub(crate) async fn run_activities<S: Store>(
             if !known.insert(item.id) {
                 continue;
             }
-            let crashes = suspects.get(&item.id).copied().unwrap_or(0);
+            let crashes = suspects
+                .get(&activity_identity(&item.instance_id, item.scheduled_id))
+                .copied()
+                .unwrap_or(0);
             if crashes >= limit {
                 tracing::error!(activity = %item.name, instance = %item.instance_id, crashes, "quarantining an activity that crashed the process");
                 let failure = Failure::new(
@@ -202,7 +238,9 @@ pub(crate) async fn run_activities<S: Store>(
             let Ok(permit) = permit else {
                 return;
             };
-            let slot = journal.as_ref().and_then(|j| j.begin(item.id));
+            let slot = journal
+                .as_ref()
+                .and_then(|j| j.begin(activity_identity(&item.instance_id, item.scheduled_id)));
             let ctx = ActivityContext {
                 instance_id: item.instance_id.clone(),
                 scheduled_id: item.scheduled_id,
@@ -212,22 +250,7 @@ pub(crate) async fn run_activities<S: Store>(
             running.lock().expect("running activities").insert(item.id);
             let running = running.clone();
             tokio::spawn(async move {
-                let run = shared
-                    .registry
-                    .run_activity(&item.name, ctx, item.input.clone());
-                let result = AssertUnwindSafe(run)
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|payload| {
-                        Err(Failure::new(
-                            "Panicked",
-                            format!(
-                                "activity {} panicked: {}",
-                                item.name,
-                                panic_message(&*payload)
-                            ),
-                        ))
-                    });
+                let result = run_one(&shared, &item.name, ctx, item.input.clone()).await;
                 drop(slot);
                 running.lock().expect("running activities").remove(&item.id);
                 // The limit bounds activities running, not results waiting for their commit:
@@ -257,14 +280,68 @@ pub(crate) async fn run_activities<S: Store>(
     }
 }
 
+/// Runs an activity's code, a panic becoming its failure.
+async fn run_one<S: Store>(
+    shared: &Shared<S>,
+    name: &str,
+    ctx: ActivityContext,
+    input: String,
+) -> Result<String, Failure> {
+    let run = shared.registry.run_activity(name, ctx, input);
+    AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| {
+            Err(Failure::new(
+                "Panicked",
+                format!("activity {name} panicked: {}", panic_message(&*payload)),
+            ))
+        })
+}
+
+/// Runs an eager activity and sends its result where [`Eager::finish`](super::eager::Eager)
+/// says: to the dispatcher's chain, or under the row its schedule's commit gave it.
+async fn run_eager<S: Store>(
+    shared: Arc<Shared<S>>,
+    item: EagerItem,
+    slot: Option<super::journal::ActivitySlot>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let ctx = ActivityContext {
+        instance_id: item.instance_id.clone(),
+        scheduled_id: item.scheduled_id,
+    };
+    let result = run_one(&shared, &item.name, ctx, item.input).await;
+    drop(slot);
+    drop(permit);
+    let outcome = {
+        let mut eager = shared.eager.lock().expect("eager lock");
+        let outcome = eager.finish(item.token, &result);
+        if let Outcome::Chain = outcome {
+            // Sent under the lock, so the dispatcher, which looks under it, knows it is coming.
+            shared.send_result(ActivityResult {
+                at: MessageRef::Eager(item.token),
+                fence: 0,
+                instance_id: item.instance_id,
+                message: result_message(item.scheduled_id, result.clone()),
+            });
+        }
+        outcome
+    };
+    if let Outcome::Row(row) = outcome {
+        deliver_result(&shared, &row, result);
+    }
+}
+
 /// Renews the leases of the activities running now.
 async fn renew<S: Store>(shared: &Shared<S>, running: &Mutex<HashSet<i64>>, now: TimestampMs) {
-    let ids: Vec<i64> = running
+    let mut ids: Vec<i64> = running
         .lock()
         .expect("running activities")
         .iter()
         .copied()
         .collect();
+    ids.extend(shared.eager.lock().expect("eager lock").row_ids());
     if ids.is_empty() {
         return;
     }

@@ -20,10 +20,11 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{
-    Shared, activities::ActivityResult, health::Alive, journal::TurnJournal, writer::commit_batch,
+    Shared, activities::ActivityResult, eager::EagerItem, health::Alive, journal::TurnJournal,
+    writer::commit_batch,
 };
 use crate::{
-    executor::{Executor, TurnResult, failing_turn, panic_message},
+    executor::{Action, Executor, TurnResult, failing_turn, panic_message},
     history::{Failure, Message, RuntimeStatus, TimestampMs},
     store::{Lease, MessageRef, OpError, QueuedMessage, Store, StoreError, TurnCommit, WriteOp},
 };
@@ -149,6 +150,107 @@ struct RoundTurn {
     op: WriteOp,
     executor: Option<Executor>,
     consumed: Vec<QueuedMessage>,
+    /// Eager activities whose rows this commit writes: forgotten if it fails.
+    eager: Vec<(i64, u32)>,
+}
+
+/// A chain commits after at most this many turns or new events, whatever its activities do.
+const MAX_CHAIN_TURNS: usize = 64;
+const MAX_CHAIN_EVENTS: usize = 1_024;
+
+/// The uncommitted turns of an instance whose eager activities run (see [`super::eager`]),
+/// merged into one commit.
+struct Chain {
+    commit: TurnCommit,
+    /// The messages its turns consumed: stored ones (still stored until the chain commits) and
+    /// eager results.
+    consumed: Vec<QueuedMessage>,
+    /// The executor after the last turn, while the chain waits.
+    executor: Option<Executor>,
+    /// Eager activities started and not yet consumed: (token, scheduled id).
+    running: Vec<(i64, u32)>,
+    /// Scheduled ids whose results the chain consumed: their schedules need no row.
+    done: HashSet<u32>,
+    turns: usize,
+    /// When the chain commits at the latest, whatever its activities do (wall time: a
+    /// performance bound, not engine time).
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Chain {
+    fn new(commit: TurnCommit, consumed: Vec<QueuedMessage>) -> Chain {
+        Chain {
+            commit,
+            consumed,
+            executor: None,
+            running: Vec::new(),
+            done: HashSet::new(),
+            turns: 1,
+            deadline: None,
+        }
+    }
+
+    /// Appends the next turn: its events follow, its status and output replace the chain's.
+    fn extend(&mut self, next: TurnCommit, consumed: Vec<QueuedMessage>) {
+        for m in &consumed {
+            if let MessageRef::Eager(token) = m.at
+                && let Some(i) = self.running.iter().position(|(t, _)| *t == token)
+            {
+                let (_, scheduled_id) = self.running.swap_remove(i);
+                self.done.insert(scheduled_id);
+            }
+        }
+        self.consumed.extend(consumed);
+        let c = &mut self.commit;
+        c.new_events.extend(next.new_events);
+        c.status = next.status;
+        c.output = next.output;
+        c.failure = next.failure;
+        if next.custom_status.is_some() {
+            c.custom_status = next.custom_status;
+        }
+        c.waiting = next.waiting;
+        c.consumed.extend(next.consumed);
+        c.actions.extend(next.actions);
+        c.now_ms = next.now_ms;
+        self.turns += 1;
+    }
+
+    /// The chain's commit: its turns as one, without the schedules of activities whose
+    /// results it consumed (they never need a row).
+    fn op(&mut self) -> WriteOp {
+        let mut commit = std::mem::replace(
+            &mut self.commit,
+            TurnCommit {
+                instance_id: String::new(),
+                fence: 0,
+                previous_status: RuntimeStatus::Pending,
+                history_start: 0,
+                new_events: Vec::new(),
+                status: RuntimeStatus::Pending,
+                output: None,
+                failure: None,
+                custom_status: None,
+                waiting: None,
+                consumed: Vec::new(),
+                actions: Vec::new(),
+                now_ms: 0,
+            },
+        );
+        let done = &self.done;
+        commit.actions.retain(|a| {
+            !matches!(a, Action::ScheduleActivity { scheduled_id, .. } if done.contains(scheduled_id))
+        });
+        if commit.new_events.is_empty() && commit.actions.is_empty() {
+            WriteOp::Discard {
+                instance_id: commit.instance_id,
+                fence: commit.fence,
+                consumed: commit.consumed,
+            }
+        } else {
+            WriteOp::Turn(commit)
+        }
+    }
 }
 
 /// A finished turn, reported back to the dispatcher loop.
@@ -156,6 +258,7 @@ struct TurnDone {
     instance_id: String,
     executor: Option<Executor>,
     consumed: Vec<QueuedMessage>,
+    eager: Vec<(i64, u32)>,
     committed: Committed,
 }
 
@@ -194,6 +297,10 @@ struct Dispatcher<S: Store> {
     /// The activity lease fence of each result handed over in memory and not yet committed.
     result_fences: HashMap<i64, u64>,
     cache: ExecutorCache,
+    /// Instances whose turns wait for their eager activities, uncommitted.
+    chains: HashMap<String, Chain>,
+    /// Eager activities this round's turns scheduled, sent to the workers when it ends.
+    eager_out: Vec<EagerItem>,
     /// Turns run in this round and not yet handed to a committer.
     round: Vec<RoundTurn>,
     done_tx: mpsc::UnboundedSender<TurnDone>,
@@ -227,6 +334,8 @@ impl<S: Store + Clone> Dispatcher<S> {
             sweep_at,
             result_fences: HashMap::new(),
             cache,
+            chains: HashMap::new(),
+            eager_out: Vec::new(),
             round: Vec::new(),
             done_tx,
             done_rx,
@@ -363,12 +472,32 @@ impl<S: Store + Clone> Dispatcher<S> {
     /// An activity's result from this runtime's workers: queued here if this runtime holds the
     /// instance, stored as a message for whoever does otherwise.
     fn take_result(&mut self, result: ActivityResult, now: TimestampMs) {
+        if let MessageRef::Eager(token) = result.at {
+            // For the instance's chain; if the chain was dropped, its turns run again and
+            // schedule the activity again.
+            let wanted = self
+                .chains
+                .get(&result.instance_id)
+                .is_some_and(|chain| chain.running.iter().any(|(t, _)| *t == token));
+            if let (true, Some(lease)) = (wanted, self.held.get(&result.instance_id)) {
+                let lease = *lease;
+                self.enqueue(QueuedMessage {
+                    at: result.at,
+                    instance_id: result.instance_id,
+                    message: result.message,
+                    lease,
+                });
+            }
+            return;
+        }
         match self.held.get(&result.instance_id) {
             Some(lease) if lease.expires_at > now => {
                 let lease = *lease;
-                self.result_fences.insert(result.activity_id, result.fence);
+                if let MessageRef::Activity(activity_id) = result.at {
+                    self.result_fences.insert(activity_id, result.fence);
+                }
                 self.enqueue(QueuedMessage {
-                    at: MessageRef::Activity(result.activity_id),
+                    at: result.at,
                     instance_id: result.instance_id,
                     message: result.message,
                     lease,
@@ -382,6 +511,11 @@ impl<S: Store + Clone> Dispatcher<S> {
     /// fetched again; activity results, which exist only here, go to the store.
     fn forget(&mut self, id: &str) {
         self.cache.remove(id);
+        if let Some(chain) = self.chains.remove(id) {
+            for m in self.abandon(id, chain) {
+                self.drop_message(m);
+            }
+        }
         let queued = self.pending.remove(id).into_iter().flatten();
         let parked = self.parked.remove(id).into_iter().flatten();
         for m in queued.chain(parked).collect::<Vec<_>>() {
@@ -395,12 +529,14 @@ impl<S: Store + Clone> Dispatcher<S> {
                 // Refused if the activity's lease has lapsed meanwhile: then it runs again.
                 let fence = self.result_fences.remove(&activity_id).unwrap_or(0);
                 self.shared.store_result(ActivityResult {
-                    activity_id,
+                    at: m.at,
                     fence,
                     instance_id: m.instance_id,
                     message: m.message,
                 });
             }
+            // Its chain is dropped with it: the activity runs again.
+            MessageRef::Eager(_) => {}
             at => {
                 self.seen.remove(&at);
             }
@@ -417,11 +553,13 @@ impl<S: Store + Clone> Dispatcher<S> {
     /// table stays proportional to the work in hand.
     fn forget_lapsed(&mut self, now: TimestampMs) {
         let (pending, parked, in_flight) = (&self.pending, &self.parked, &self.in_flight);
+        let chains = &self.chains;
         self.held.retain(|id, lease| {
             lease.expires_at > now
                 || pending.contains_key(id)
                 || parked.contains_key(id)
                 || in_flight.contains(id)
+                || chains.contains_key(id)
         });
     }
 
@@ -429,6 +567,156 @@ impl<S: Store + Clone> Dispatcher<S> {
         let resets = std::mem::take(&mut *self.shared.resets.lock().expect("resets lock"));
         for id in resets {
             self.cache.remove(&id);
+            if let Some(chain) = self.chains.remove(&id) {
+                let consumed = self.abandon(&id, chain);
+                self.requeue(consumed);
+            }
+        }
+    }
+
+    /// Drops a chain: its eager activities' results are no longer wanted. Returns the stored
+    /// messages its turns consumed (uncommitted: still stored), for the caller to requeue or
+    /// drop.
+    fn abandon(&mut self, id: &str, chain: Chain) -> Vec<QueuedMessage> {
+        self.shared
+            .eager
+            .lock()
+            .expect("eager lock")
+            .abandon(id, chain.running);
+        chain
+            .consumed
+            .into_iter()
+            .filter(|m| m.at.is_stored())
+            .collect()
+    }
+
+    /// After a turn: extends the instance's chain with it, starts the activities it scheduled
+    /// eagerly, and either keeps the chain waiting for them or commits it.
+    fn after_turn(
+        &mut self,
+        id: String,
+        executor: Executor,
+        turn: TurnCommit,
+        consumed: Vec<QueuedMessage>,
+        chain: Option<Chain>,
+    ) {
+        let from = chain.as_ref().map_or(0, |c| c.commit.actions.len());
+        let mut chain = match chain {
+            Some(mut chain) => {
+                chain.extend(turn, consumed);
+                chain
+            }
+            None => Chain::new(turn, consumed),
+        };
+        let live = matches!(
+            executor.status(),
+            RuntimeStatus::Running | RuntimeStatus::Pending
+        ) && !self.shared.stopping.load(Ordering::SeqCst);
+        if let (Some(window), true) = (self.shared.eager_window, live) {
+            let mut started = 0;
+            for action in &chain.commit.actions[from..] {
+                if let Action::ScheduleActivity {
+                    scheduled_id,
+                    name,
+                    input,
+                } = action
+                {
+                    let token = self.shared.eager.lock().expect("eager lock").start();
+                    chain.running.push((token, *scheduled_id));
+                    self.eager_out.push(EagerItem {
+                        token,
+                        instance_id: id.clone(),
+                        scheduled_id: *scheduled_id,
+                        name: name.clone(),
+                        input: input.clone(),
+                    });
+                    started += 1;
+                }
+            }
+            if started > 0 {
+                chain
+                    .deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + window);
+            }
+        }
+        let waits = live
+            && !chain.running.is_empty()
+            && chain.turns < MAX_CHAIN_TURNS
+            && chain.commit.new_events.len() < MAX_CHAIN_EVENTS
+            && chain
+                .deadline
+                .is_some_and(|d| tokio::time::Instant::now() < d);
+        if waits {
+            chain.executor = Some(executor);
+            self.chains.insert(id, chain);
+        } else {
+            self.commit_chain(id, chain, executor);
+        }
+    }
+
+    /// Puts a chain's turns into this round's commit, as one turn. Eager activities still
+    /// running get their rows in it; if one has just finished, its result is consumed first.
+    fn commit_chain(&mut self, id: String, mut chain: Chain, executor: Executor) {
+        // Results that reached the instance but were left unconsumed (a suspended instance
+        // parks its messages) exist only here: dropped, their activities get rows and run
+        // again once the instance takes messages again.
+        if let Some(parked) = self.parked.get_mut(&id) {
+            let mut dropped = Vec::new();
+            parked.retain(|m| match m.at {
+                MessageRef::Eager(token) => {
+                    dropped.push(token);
+                    false
+                }
+                _ => true,
+            });
+            chain.running.retain(|(token, _)| !dropped.contains(token));
+        }
+        if !chain.running.is_empty()
+            && self
+                .shared
+                .eager
+                .lock()
+                .expect("eager lock")
+                .prepare(&id, &chain.running)
+                .is_none()
+        {
+            chain.executor = Some(executor);
+            self.chains.insert(id, chain);
+            return;
+        }
+        let op = chain.op();
+        self.in_flight.insert(id.clone());
+        self.round.push(RoundTurn {
+            instance_id: id,
+            op,
+            executor: Some(executor),
+            consumed: chain.consumed,
+            eager: chain.running,
+        });
+    }
+
+    /// Commits the chains whose window has passed (all of them when `all`), unless a turn of
+    /// theirs is about to run.
+    fn commit_due_chains(&mut self, all: bool) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = self
+            .chains
+            .iter()
+            .filter(|(id, c)| {
+                (all || c.deadline.is_none_or(|d| d <= now)) && !self.ready_set.contains(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some(mut chain) = self.chains.remove(&id) {
+                match chain.executor.take() {
+                    Some(executor) => self.commit_chain(id, chain, executor),
+                    None => {
+                        let consumed = self.abandon(&id, chain);
+                        self.requeue(consumed);
+                    }
+                }
+            }
         }
     }
 
@@ -439,17 +727,30 @@ impl<S: Store + Clone> Dispatcher<S> {
                 self.start_turn(id, messages).await;
             }
         }
+        // The eager activities the round's turns scheduled start once no turn runs: a crash
+        // while they run is then blamed on them, not on a turn that happened to run beside.
+        if !self.eager_out.is_empty() {
+            for item in self.eager_out.drain(..) {
+                let _ = self.shared.eager_tx.send(item);
+            }
+            self.shared.activities.notify_one();
+        }
     }
 
-    async fn start_turn(&mut self, id: String, messages: Vec<QueuedMessage>) {
+    async fn start_turn(&mut self, id: String, mut messages: Vec<QueuedMessage>) {
+        let mut chain = self.chains.remove(&id);
         if let Some(failure) = self.quarantine.get(&id).cloned() {
+            if let Some(chain) = chain.take() {
+                messages.extend(self.abandon(&id, chain));
+            }
             self.start_failing_turn(id, messages, failure).await;
             return;
         }
+        let chained = chain.as_mut().and_then(|c| c.executor.take());
         let starts_fresh = messages
             .iter()
             .any(|m| matches!(m.message, Message::Start { .. }));
-        let loaded = match self.cache.remove(&id) {
+        let loaded = match chained.or_else(|| self.cache.remove(&id)) {
             Some(e) => Loaded::Executor(e),
             // A queued Start means the history is empty (it is written by the same commit that
             // consumes the Start), so there is nothing to load.
@@ -520,11 +821,13 @@ impl<S: Store + Clone> Dispatcher<S> {
                         ),
                     ),
                 );
+                if let Some(chain) = chain.take() {
+                    messages.extend(self.abandon(&id, chain));
+                }
                 self.requeue(messages);
                 return;
             }
         };
-        self.in_flight.insert(id.clone());
         let fence = self.fence(&id);
         let (op, executor, consumed) = match ran {
             None => {
@@ -552,31 +855,30 @@ impl<S: Store + Clone> Dispatcher<S> {
                     self.parked.entry(id.clone()).or_default().extend(left);
                 }
                 let refs: Vec<MessageRef> = consumed.iter().map(|m| m.at).collect();
-                let op = if result.new_events.is_empty() && result.actions.is_empty() {
-                    WriteOp::Discard {
-                        instance_id: id.clone(),
-                        fence,
-                        consumed: refs,
-                    }
-                } else {
-                    WriteOp::Turn(turn_commit(
-                        &id,
-                        fence,
-                        previous_status,
-                        history_start,
-                        result,
-                        refs,
-                        now,
-                    ))
-                };
-                (op, Some(executor), consumed)
+                let turn = turn_commit(
+                    &id,
+                    fence,
+                    previous_status,
+                    history_start,
+                    result,
+                    refs,
+                    now,
+                );
+                self.after_turn(id, executor, turn, consumed, chain);
+                return;
             }
         };
+        if let Some(chain) = chain {
+            // The instance is gone: its chain with it.
+            self.abandon(&id, chain);
+        }
+        self.in_flight.insert(id.clone());
         self.round.push(RoundTurn {
             instance_id: id,
             op,
             executor,
             consumed,
+            eager: Vec::new(),
         });
     }
 
@@ -629,6 +931,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             op,
             executor: None,
             consumed: messages,
+            eager: Vec::new(),
         });
     }
 
@@ -654,6 +957,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                     instance_id: t.instance_id,
                     executor: t.executor,
                     consumed: t.consumed,
+                    eager: t.eager,
                     committed: Committed::Failed,
                 };
                 (t.op, done)
@@ -680,6 +984,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                 instance_id: turn.instance_id,
                 executor: turn.executor,
                 consumed: turn.consumed,
+                eager: turn.eager,
                 committed,
             });
         });
@@ -695,6 +1000,15 @@ impl<S: Store + Clone> Dispatcher<S> {
     fn finish_turn(&mut self, done: TurnDone) {
         self.in_flight.remove(&done.instance_id);
         self.apply_resets();
+        if done.committed != Committed::Yes && !done.eager.is_empty() {
+            // No rows were written: the eager activities' results are not wanted (the turns
+            // run again and schedule them again).
+            self.shared
+                .eager
+                .lock()
+                .expect("eager lock")
+                .abandon(&done.instance_id, done.eager.iter().copied());
+        }
         match done.committed {
             Committed::Yes => {
                 self.quarantine.remove(&done.instance_id);
@@ -717,9 +1031,15 @@ impl<S: Store + Clone> Dispatcher<S> {
                 }
             }
             Committed::Failed => {
-                // Nothing was written: the messages are still stored; try them again.
+                // Nothing was written: the messages are still stored; try them again. Eager
+                // results exist only here, for turns that run again: dropped.
                 self.cache.remove(&done.instance_id);
-                self.requeue(done.consumed);
+                self.requeue(
+                    done.consumed
+                        .into_iter()
+                        .filter(|m| m.at.is_stored())
+                        .collect(),
+                );
             }
             Committed::LeaseLost => {
                 tracing::info!(instance = %done.instance_id, "another runtime took the instance over; its turn here was not committed");
@@ -740,8 +1060,21 @@ impl<S: Store + Clone> Dispatcher<S> {
         loop {
             let stopping = self.shared.stopping.load(Ordering::SeqCst);
             if stopping {
-                // Let turns in flight commit, then stop.
+                // Commit the chains (their eager results first, if on their way), let turns in
+                // flight commit, then stop.
                 let deadline = tokio::time::Instant::now() + self.shared.options.shutdown_grace;
+                while !self.chains.is_empty() && tokio::time::Instant::now() < deadline {
+                    let _ = self.fetch().await;
+                    self.run_ready().await;
+                    self.commit_due_chains(true);
+                    self.commit_round().await;
+                    while let Ok(done) = self.done_rx.try_recv() {
+                        self.finish_turn(done);
+                    }
+                    if !self.chains.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
                 while !self.in_flight.is_empty() {
                     match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
                         Ok(Some(done)) => self.finish_turn(done),
@@ -764,6 +1097,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             };
             self.apply_resets();
             self.run_ready().await;
+            self.commit_due_chains(false);
             self.commit_round().await;
             while let Ok(done) = self.done_rx.try_recv() {
                 self.finish_turn(done);
@@ -778,10 +1112,19 @@ impl<S: Store + Clone> Dispatcher<S> {
             let wake = next_timer
                 .min(self.sweep_at)
                 .min(now.saturating_add(60_000));
+            // And when the first chain's window passes.
+            let chain_due = self.chains.values().filter_map(|c| c.deadline).min();
+            let chain_wait = async {
+                match chain_due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut notified => {}
                 Some(done) = self.done_rx.recv() => self.finish_turn(done),
                 () = self.shared.clock.sleep_until(wake) => {}
+                () = chain_wait => {}
             }
         }
     }

@@ -16,8 +16,10 @@
 //! Record layout: eight ASCII digits giving the id's length, then the id (`00000000` is clear).
 //!
 //! Activities run many at a time, so their journal ([`ActivityJournal`], `<journal>.activities`)
-//! has one slot per concurrency permit: the row id of the activity running in it (8 bytes, little
-//! endian; 0 is free). A start reads which activities were running when the process died and
+//! has one slot per concurrency permit: the identity of the activity running in it, a hash of
+//! its instance id and scheduled id ([`activity_identity`]; 8 bytes, little endian; 0 is free).
+//! The identity, unlike a row id, is the same for an eager activity (which has no row yet) and
+//! for the same activity scheduled again after the turns replay. A start reads which activities were running when the process died and
 //! counts, per activity, the starts in a row that found it running. An activity found once runs
 //! again, but alone, so a second crash names it precisely; one found `quarantine_after` times is
 //! not run again but reported to its orchestration as failed (`Quarantined`).
@@ -43,6 +45,26 @@ pub struct Suspect {
     pub instance_id: String,
     /// Starts in a row that found this instance in the journal, this one included.
     pub crashes: u32,
+}
+
+/// The identity an activity is journalled under: FNV-1a over its instance id and scheduled id,
+/// never 0 (a free slot). Stable across processes and builds, as the journal must be.
+pub fn activity_identity(instance_id: &str, scheduled_id: u32) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for byte in instance_id
+        .as_bytes()
+        .iter()
+        .chain(&[0xff])
+        .chain(&scheduled_id.to_le_bytes())
+    {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(PRIME);
+    }
+    match hash as i64 {
+        0 => 1,
+        h => h,
+    }
 }
 
 /// The open journal of this process.
@@ -106,7 +128,7 @@ pub struct ActivitySlot {
 impl ActivityJournal {
     /// Opens (creating) the activity journal at `path` with `slots` slots. Returns, for each
     /// activity that was running when the previous process died, how many starts in a row have
-    /// found it running (this one included). With `blame` false (the crash is blamed on a turn)
+    /// found it running (this one included). With `blame` false (a turn is quarantined for it)
     /// the running activities are not counted and earlier counts are forgotten.
     pub fn open(
         path: &Path,
@@ -163,7 +185,8 @@ impl ActivityJournal {
         }
     }
 
-    /// Records that activity row `id` is running, in a free slot (none left: not recorded).
+    /// Records that the activity with identity `id` ([`activity_identity`]) is running, in a
+    /// free slot (none left: not recorded).
     pub fn begin(self: &Arc<Self>, id: i64) -> Option<ActivitySlot> {
         let slot = self.free.lock().expect("journal lock").pop()?;
         if let Err(e) = self.file.write_all_at(&id.to_le_bytes(), slot * 8) {
@@ -316,7 +339,7 @@ mod tests {
         let (journal, running) = ActivityJournal::open(&path, 4, true).unwrap();
         assert!(running.is_empty(), "a clean stop leaves nothing running");
         assert!(!crashes_path(&path).exists());
-        // A crash blamed on a turn does not count against the activities beside it.
+        // A crash a turn is quarantined for does not count against the activities beside it.
         std::mem::forget(journal.begin(7).unwrap());
         let (_journal, running) = ActivityJournal::open(&path, 4, false).unwrap();
         assert!(running.is_empty());
@@ -333,25 +356,30 @@ pub(crate) struct Journals {
     /// Activities running when the previous process died, with the starts in a row that found
     /// each running.
     pub(crate) activity_suspects: HashMap<i64, u32>,
+    /// Whether the previous process stopped during a turn.
+    pub(crate) turn_suspect: bool,
 }
 
 impl Journals {
-    /// Opens the turn journal and, beside it, the activity journal. A crash during a turn is
-    /// blamed on that turn: the turn journal names a turn only while its code runs, a short
-    /// window, whereas activities beside it may have been merely waiting. Only a crash outside
-    /// every turn counts against the activities that were running.
+    /// Opens the turn journal and, beside it, the activity journal. A crash counts against the
+    /// turn that was running and against the activities that were running: which of them
+    /// crashed cannot be told, but only the culprit is running at every crash in a row
+    /// (suspect activities run alone after a crash, and a turn rarely runs beside the same
+    /// activity twice). When a turn reaches the limit, it is quarantined and the activities'
+    /// counts are forgotten, so an activity that merely ran beside a crashing turn is not.
     pub(crate) fn open(options: &RuntimeOptions) -> Journals {
         let Some(path) = options.turn_journal.as_deref() else {
             return Journals::default();
         };
         let mut journals = Journals::default();
         let limit = options.quarantine_after.max(1);
-        let mut turn_blamed = false;
+        let mut turn_quarantined = false;
         match TurnJournal::open(path) {
             Ok((journal, suspect)) => {
                 if let Some(suspect) = suspect {
-                    turn_blamed = true;
+                    journals.turn_suspect = true;
                     if suspect.crashes >= limit {
+                        turn_quarantined = true;
                         tracing::error!(
                             instance = %suspect.instance_id,
                             crashes = suspect.crashes,
@@ -384,7 +412,7 @@ impl Journals {
         }
         let path = crate::journal::with_suffix(path, ".activities");
         let slots = options.activity_concurrency.max(1);
-        match ActivityJournal::open(&path, slots, !turn_blamed) {
+        match ActivityJournal::open(&path, slots, !turn_quarantined) {
             Ok((journal, suspects)) => {
                 if !suspects.is_empty() {
                     tracing::warn!(activities = ?suspects, "activities were running when the previous process stopped; they run again one at a time");

@@ -57,6 +57,7 @@ use writer::run_writer;
 mod activities;
 mod clock;
 mod dispatcher;
+mod eager;
 mod health;
 pub mod journal;
 mod writer;
@@ -90,6 +91,10 @@ pub struct RuntimeOptions {
     /// runtime on the same store takes the work over only after the lease has run out without
     /// being renewed; running activities are renewed every third of it. Default 30 s.
     pub lease: Duration,
+    /// How long a turn's commit may wait for the [eager activities](eager) it started, so that
+    /// their results share its commit. `None` runs every activity only after its schedule is
+    /// committed. Default 20 ms.
+    pub eager_window: Option<Duration>,
 }
 
 impl Default for RuntimeOptions {
@@ -104,6 +109,7 @@ impl Default for RuntimeOptions {
             turn_journal: None,
             quarantine_after: 2,
             lease: Duration::from_secs(30),
+            eager_window: Some(Duration::from_millis(20)),
         }
     }
 }
@@ -146,6 +152,13 @@ pub(crate) struct Shared<S> {
     /// Activities this runtime's commits scheduled, leased to it, on their way to its workers.
     handed: mpsc::UnboundedSender<Vec<ActivityItem>>,
     handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<ActivityItem>>>>,
+    /// Eager activities started and not yet delivered (see [`eager`]).
+    eager: Mutex<eager::Eager>,
+    eager_tx: mpsc::UnboundedSender<eager::EagerItem>,
+    eager_rx: Mutex<Option<mpsc::UnboundedReceiver<eager::EagerItem>>>,
+    /// [`RuntimeOptions::eager_window`], or `None` when this runtime runs no eager activities:
+    /// the store serves several processes, or the journals found crash suspects at the start.
+    eager_window: Option<Duration>,
     /// Activity results on their way to the dispatcher (see `MessageRef::Activity`).
     results: mpsc::UnboundedSender<ActivityResult>,
     results_rx: Mutex<Option<mpsc::UnboundedReceiver<ActivityResult>>>,
@@ -215,10 +228,31 @@ impl<S: Store> Shared<S> {
         }
     }
 
-    /// Gives the workers the activities this runtime's own commit scheduled (leased to it).
-    fn hand_over(&self, items: Vec<ActivityItem>) {
+    /// Gives the workers the activities this runtime's own commit scheduled (leased to it),
+    /// except those already running eagerly, which take their rows.
+    fn hand_over(&self, mut items: Vec<ActivityItem>) {
+        if items.is_empty() {
+            return;
+        }
+        let done = self.eager.lock().expect("eager lock").attach(&mut items);
+        for (item, result) in done {
+            // Finished while its row was being committed: delivered under the row's lease.
+            self.send_result(activities::ActivityResult {
+                at: crate::store::MessageRef::Activity(item.id),
+                fence: item.lease.fence,
+                instance_id: item.instance_id,
+                message: activities::result_message(item.scheduled_id, result),
+            });
+        }
         if !items.is_empty() && self.handed.send(items).is_ok() {
             self.activities.notify_one();
+        }
+    }
+
+    /// Hands an activity's result to the dispatcher in memory.
+    pub(crate) fn send_result(&self, result: ActivityResult) {
+        if self.results.send(result).is_ok() {
+            self.orchestrations.notify_one();
         }
     }
 
@@ -271,6 +305,19 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let (handed_tx, handed_rx) = mpsc::unbounded_channel();
+        let (eager_tx, eager_rx) = mpsc::unbounded_channel();
+        let journals = Journals::open(&options);
+        let suspects = !journals.quarantine.is_empty()
+            || !journals.activity_suspects.is_empty()
+            || journals.turn_suspect;
+        if suspects && options.eager_window.is_some() {
+            tracing::warn!(
+                "the previous process crashed: activities run only after their schedule is committed until the next start, so the journals can name a crash loop"
+            );
+        }
+        let eager_window = options
+            .eager_window
+            .filter(|_| store.in_memory_handover() && !suspects);
         let shared = Arc::new_cyclic(|weak| Shared {
             store,
             registry: {
@@ -293,6 +340,10 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             timer_hint: AtomicI64::new(i64::MIN),
             waiters: Mutex::new(HashMap::new()),
             resets: Mutex::new(Vec::new()),
+            eager: Mutex::new(eager::Eager::default()),
+            eager_tx,
+            eager_rx: Mutex::new(Some(eager_rx)),
+            eager_window,
             results: results_tx,
             results_rx: Mutex::new(Some(results_rx)),
             holder: Holder::unique(),
@@ -321,7 +372,6 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
                 None => false,
             }),
         );
-        let journals = Journals::open(&shared.options);
         let writer_shared = shared.clone();
         let handle = tokio::runtime::Handle::current();
         let writer = std::thread::Builder::new()

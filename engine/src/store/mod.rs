@@ -40,6 +40,16 @@ pub enum MessageRef {
     /// deletes the activity row, so the result and the next turn share one commit. Until then
     /// the row stays, and a crash makes the activity run again.
     Activity(i64),
+    /// An eager activity's result (see the runtime's `eager` module): it was never stored, so
+    /// consuming it deletes nothing. The token is the runtime's own.
+    Eager(i64),
+}
+
+impl MessageRef {
+    /// Whether a commit that consumes this message deletes a stored row.
+    pub fn is_stored(&self) -> bool {
+        !matches!(self, MessageRef::Eager(_))
+    }
 }
 
 /// One runtime's identity on a store: the owner of the leases it takes.

@@ -345,9 +345,13 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 ) {
                     return Ok(Err(OpError::LeaseLost(instance_id.clone())));
                 }
-                self.plan
-                    .steps
-                    .extend(consumed.iter().copied().map(Step::Consume));
+                self.plan.steps.extend(
+                    consumed
+                        .iter()
+                        .copied()
+                        .filter(MessageRef::is_stored)
+                        .map(Step::Consume),
+                );
                 Ok(())
             }
             WriteOp::Complete {
@@ -500,9 +504,13 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
 
     async fn turn(&mut self, turn: &'a TurnCommit) -> Result<(), StoreError> {
         let id = Cow::Borrowed(turn.instance_id.as_str());
-        self.plan
-            .steps
-            .extend(turn.consumed.iter().copied().map(Step::Consume));
+        self.plan.steps.extend(
+            turn.consumed
+                .iter()
+                .copied()
+                .filter(MessageRef::is_stored)
+                .map(Step::Consume),
+        );
         let mut continued = None;
         for action in &turn.actions {
             match action {

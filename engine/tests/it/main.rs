@@ -2,6 +2,7 @@
 //! orchestrations and a tiny simulated runtime that drives the pure replay core.
 
 mod conformance;
+mod eager;
 mod fixtures;
 mod isolation;
 mod replay;

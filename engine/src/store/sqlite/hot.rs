@@ -550,6 +550,8 @@ impl<'p> Pending<'p> {
             MessageRef::Queue(id) => self.delete_messages.push(id),
             MessageRef::Timer(id) => self.delete_timers.push(id),
             MessageRef::Activity(id) => self.delete_activities.push(id),
+            // The planner leaves these out: nothing stored to delete.
+            MessageRef::Eager(_) => {}
         }
     }
 
