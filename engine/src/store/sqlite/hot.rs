@@ -14,10 +14,15 @@ use std::{collections::HashSet, path::Path, time::Duration};
 use futures_util::FutureExt;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter,
-    types::{ToSql, ToSqlOutput, Value, ValueRef},
 };
 
-use super::{flatten, json, leases::Leases, parse, status_of};
+use super::{
+    flatten, json,
+    leases::Leases,
+    parse,
+    sql::{Arg, Statement},
+    status_of,
+};
 use crate::{
     history::{HistoryEvent, RuntimeStatus, TimestampMs},
     store::{
@@ -249,7 +254,7 @@ impl Hot {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut scheduled = Vec::new();
         for statement in &statements {
-            statement.run(&tx, &mut scheduled)?;
+            run(statement, &tx, &mut scheduled)?;
         }
         tx.commit()?;
         self.leases.settle(&plan);
@@ -387,126 +392,22 @@ impl PlanReads for Reads<'_> {
     }
 }
 
-/// A bound value that borrows from the plan where it can.
-#[derive(Debug)]
-enum Arg<'p> {
-    Int(i64),
-    Text(&'p str),
-    Owned(String),
-    Null,
-}
-
-impl ToSql for Arg<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            Arg::Int(i) => ToSqlOutput::Owned(Value::Integer(*i)),
-            Arg::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            Arg::Owned(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            Arg::Null => ToSqlOutput::Owned(Value::Null),
-        })
-    }
-}
-
-impl From<i64> for Arg<'_> {
-    fn from(i: i64) -> Self {
-        Arg::Int(i)
-    }
-}
-
-impl<'p> From<&'p str> for Arg<'p> {
-    fn from(s: &'p str) -> Self {
-        Arg::Text(s)
-    }
-}
-
-impl From<String> for Arg<'_> {
-    fn from(s: String) -> Self {
-        Arg::Owned(s)
-    }
-}
-
-impl<'p, T: Into<Arg<'p>>> From<Option<T>> for Arg<'p> {
-    fn from(value: Option<T>) -> Self {
-        value.map_or(Arg::Null, Into::into)
-    }
-}
-
-/// One SQL statement and its arguments, bound in order to its `?`s.
-#[derive(Debug, Default)]
-struct Statement<'p> {
-    sql: String,
-    args: Vec<Arg<'p>>,
-    /// Whether it returns new activity rows (`RETURNING`).
-    returns: bool,
-}
-
-impl<'p> Statement<'p> {
-    fn new(sql: &str) -> Self {
-        Statement {
-            sql: sql.to_owned(),
-            ..Statement::default()
+/// Runs the statement in `tx`, adding the activity rows it returns to `scheduled`.
+fn run(
+    statement: &Statement<'_>,
+    tx: &Connection,
+    scheduled: &mut Vec<ActivityRow>,
+) -> rusqlite::Result<()> {
+    let mut prepared = tx.prepare_cached(&statement.sql)?;
+    if statement.returns {
+        let rows = prepared.query_map(params_from_iter(&statement.args), ActivityRow::read)?;
+        for row in rows {
+            scheduled.push(row?);
         }
+    } else {
+        prepared.execute(params_from_iter(&statement.args))?;
     }
-
-    fn push(&mut self, sql: &str) -> &mut Self {
-        self.sql.push_str(sql);
-        self
-    }
-
-    fn bind(&mut self, arg: impl Into<Arg<'p>>) -> &mut Self {
-        self.sql.push('?');
-        self.args.push(arg.into());
-        self
-    }
-
-    /// `(?, ?, …)` with `items` bound.
-    fn list<A: Into<Arg<'p>>>(&mut self, items: impl IntoIterator<Item = A>) -> &mut Self {
-        self.sql.push('(');
-        for (i, item) in items.into_iter().enumerate() {
-            if i > 0 {
-                self.sql.push_str(", ");
-            }
-            self.bind(item);
-        }
-        self.sql.push(')');
-        self
-    }
-
-    /// `VALUES (…), (…)`: one tuple per row, of the arguments `row` adds for it.
-    fn values<T>(
-        &mut self,
-        rows: impl IntoIterator<Item = T>,
-        mut row: impl FnMut(&mut Vec<Arg<'p>>, T),
-    ) -> &mut Self {
-        self.sql.push_str("VALUES ");
-        for (i, item) in rows.into_iter().enumerate() {
-            let before = self.args.len();
-            row(&mut self.args, item);
-            if i > 0 {
-                self.sql.push_str(", ");
-            }
-            self.sql.push('(');
-            for k in 0..self.args.len() - before {
-                self.sql.push_str(if k == 0 { "?" } else { ", ?" });
-            }
-            self.sql.push(')');
-        }
-        self
-    }
-
-    /// Runs the statement in `tx`, adding the activity rows it returns to `scheduled`.
-    fn run(&self, tx: &Connection, scheduled: &mut Vec<ActivityRow>) -> rusqlite::Result<()> {
-        let mut statement = tx.prepare_cached(&self.sql)?;
-        if self.returns {
-            let rows = statement.query_map(params_from_iter(&self.args), ActivityRow::read)?;
-            for row in rows {
-                scheduled.push(row?);
-            }
-        } else {
-            statement.execute(params_from_iter(&self.args))?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// `DELETE FROM <table> WHERE <column> IN (…)`, in chunks.

@@ -18,7 +18,7 @@ use std::{
     sync::{Arc, Mutex as SyncMutex},
 };
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, sqlite::SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::Mutex;
 
 use crate::{
@@ -26,12 +26,14 @@ use crate::{
     store::{
         ActivityItem, CommitEffects, CompletionBucket, Fetched, Holder, InstancePage,
         InstanceQuery, InstanceRecord, LoadedInstance, OpError, QueuedMessage, RunawayLimits,
-        SortBy, Store, StoreAdmin, StoreError, WorkWaker, WriteOp,
+        Store, StoreAdmin, StoreError, WorkWaker, WriteOp,
     },
 };
 
 mod hot;
 mod leases;
+mod read;
+mod sql;
 
 use hot::Hot;
 
@@ -49,6 +51,8 @@ pub struct SqliteStore {
     /// The database file and its `synchronous` setting, to reopen the hot connection.
     path: Arc<PathBuf>,
     synchronous: i64,
+    /// Read-only connections for instance reads.
+    readers: read::Readers,
     /// Runtimes to wake when another holder commits work.
     wakers: Arc<Wakers>,
     /// The exclusive lock on `<database>.lock`, held while any clone of the store lives.
@@ -111,6 +115,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             hot: Arc::new(Mutex::new(Hot::new(conn))),
+            readers: read::Readers::new(&path),
             path: Arc::new(path),
             synchronous,
             wakers: Arc::default(),
@@ -260,54 +265,9 @@ impl Store for SqliteStore {
     }
 }
 
-const RECORD_COLUMNS: &str = "instance_id, name, version, status, input, output, custom_status, \
-     failure, tags, parent_instance_id, generation, history_len, created_at, updated_at, \
-     completed_at, scheduled_start_at, waiting_event, waiting_since, waiting_deadline";
-
-fn record(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
-    let failure: Option<String> = row.get("failure");
-    let tags: String = row.get("tags");
-    Ok(InstanceRecord {
-        instance_id: row.get("instance_id"),
-        name: row.get("name"),
-        version: row.get("version"),
-        status: status_of(row.get::<&str, _>("status"))?,
-        input: row.get("input"),
-        output: row.get("output"),
-        custom_status: row.get("custom_status"),
-        failure: failure
-            .as_deref()
-            .map(|f| parse(f, "failure"))
-            .transpose()?,
-        tags: parse(&tags, "tags")?,
-        parent_instance_id: row.get("parent_instance_id"),
-        generation: row.get::<i64, _>("generation") as u32,
-        history_len: row.get::<i64, _>("history_len") as u32,
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-        completed_at: row.get("completed_at"),
-        scheduled_start_at: row.get("scheduled_start_at"),
-        waiting_event: row.get("waiting_event"),
-        waiting_since: row.get("waiting_since"),
-        waiting_deadline: row.get("waiting_deadline"),
-    })
-}
-
-/// Parses a query cursor: `<sort value>|<instance id>`.
-fn parse_cursor(cursor: &str) -> Option<(i64, &str)> {
-    let (ts, id) = cursor.split_once('|')?;
-    Some((ts.parse().ok()?, id))
-}
-
 impl StoreAdmin for SqliteStore {
     async fn get(&self, instance_id: &str) -> Result<Option<InstanceRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {RECORD_COLUMNS} FROM instances WHERE instance_id = ?"
-        ))
-        .bind(instance_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(record).transpose()
+        self.readers.get(instance_id)
     }
 
     async fn history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, StoreError> {
@@ -320,87 +280,7 @@ impl StoreAdmin for SqliteStore {
     }
 
     async fn query(&self, query: &InstanceQuery) -> Result<InstancePage, StoreError> {
-        let column = match query.sort {
-            SortBy::Created => "created_at",
-            SortBy::Updated => "updated_at",
-        };
-        let page_size = query.page_size.clamp(1, 1000);
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {RECORD_COLUMNS} FROM instances WHERE 1 = 1"
-        ));
-        if !query.statuses.is_empty() {
-            q.push(" AND status IN (");
-            let mut list = q.separated(", ");
-            for s in &query.statuses {
-                list.push_bind(s.as_str());
-            }
-            q.push(")");
-        }
-        if let Some(name) = &query.name {
-            q.push(" AND name = ").push_bind(name);
-        }
-        if query.hide_system {
-            // A range on the name, not LIKE: no escaping of the prefix's `.`.
-            q.push(" AND NOT (name >= ")
-                .push_bind(crate::system::SYSTEM_PREFIX)
-                .push(" AND name < ")
-                .push_bind(format!("{}\u{10FFFF}", crate::system::SYSTEM_PREFIX))
-                .push(")");
-        }
-        if let Some(from) = query.created_from {
-            q.push(" AND created_at >= ").push_bind(from);
-        }
-        if let Some(to) = query.created_to {
-            q.push(" AND created_at < ").push_bind(to);
-        }
-        if let Some(prefix) = &query.id_prefix {
-            // Range on the primary key rather than LIKE, so it uses the index and needs no escaping.
-            q.push(" AND instance_id >= ").push_bind(prefix.clone());
-            q.push(" AND instance_id < ")
-                .push_bind(format!("{prefix}\u{10FFFF}"));
-        }
-        for (key, value) in &query.tags {
-            q.push(" AND json_extract(tags, ")
-                .push_bind(format!("$.\"{}\"", key.replace('"', "")))
-                .push(") = ")
-                .push_bind(value.clone());
-        }
-        let (cmp, dir) = if query.descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        if let Some(cursor) = &query.cursor {
-            let (ts, id) = parse_cursor(cursor)
-                .ok_or_else(|| StoreError::Corrupt(format!("invalid cursor {cursor:?}")))?;
-            q.push(format!(" AND ({column}, instance_id) {cmp} ("))
-                .push_bind(ts)
-                .push(", ")
-                .push_bind(id.to_owned())
-                .push(")");
-        }
-        q.push(format!(
-            " ORDER BY {column} {dir}, instance_id {dir} LIMIT "
-        ))
-        .push_bind(i64::from(page_size) + 1);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let mut instances = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if instances.len() > page_size as usize {
-            instances.truncate(page_size as usize);
-            instances.last().map(|last| {
-                let ts = match query.sort {
-                    SortBy::Created => last.created_at,
-                    SortBy::Updated => last.updated_at,
-                };
-                format!("{ts}|{}", last.instance_id)
-            })
-        } else {
-            None
-        };
-        Ok(InstancePage {
-            instances,
-            next_cursor,
-        })
+        self.readers.query(query).await
     }
 
     async fn status_counts(&self) -> Result<BTreeMap<RuntimeStatus, i64>, StoreError> {
@@ -417,15 +297,7 @@ impl StoreAdmin for SqliteStore {
         name: &str,
         limit: u32,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RECORD_COLUMNS} FROM instances WHERE waiting_event = ? \
-             ORDER BY waiting_since LIMIT ?"
-        ))
-        .bind(name)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record).collect()
+        self.readers.waiting_for_event(name, limit).await
     }
 
     async fn suspected_runaways(
@@ -433,19 +305,7 @@ impl StoreAdmin for SqliteStore {
         limits: &RunawayLimits,
         limit: u32,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RECORD_COLUMNS} FROM instances \
-             WHERE status IN ('Pending', 'Running', 'Suspended') \
-             AND (history_len >= ? OR generation >= ? OR created_at <= ?) \
-             ORDER BY history_len DESC, generation DESC, created_at LIMIT ?"
-        ))
-        .bind(i64::from(limits.history_len))
-        .bind(i64::from(limits.generations))
-        .bind(limits.created_before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record).collect()
+        self.readers.suspected_runaways(limits, limit).await
     }
 
     async fn count_waiting_for_event(&self, name: &str, cap: u32) -> Result<u64, StoreError> {
