@@ -253,7 +253,7 @@ impl<S: Store + StoreAdmin> Client<S> {
             }
             None => new_instance_id(now_ms),
         };
-        let op = WriteOp::Start(NewInstance {
+        let new = NewInstance {
             instance_id: instance_id.clone(),
             name: name.to_owned(),
             version: entry.version.to_owned(),
@@ -262,8 +262,8 @@ impl<S: Store + StoreAdmin> Client<S> {
             parent: None::<ParentInstance>,
             scheduled_start_at: options.scheduled_start_at,
             now_ms,
-        });
-        op_result(self.shared.write(op).await)?;
+        };
+        op_result(self.shared.start(new).await)?;
         Ok(instance_id)
     }
 

@@ -17,16 +17,19 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Shared, activities::ActivityResult, eager::EagerItem, health::Alive, journal::TurnJournal,
-    writer::commit_batch,
+    Shared, WriteOutcome, activities::ActivityResult, eager::EagerItem, health::Alive,
+    journal::TurnJournal, writer::commit_batch,
 };
 use crate::{
     executor::{Action, Executor, TurnResult, failing_turn, panic_message},
     history::{Failure, Message, RuntimeStatus, TimestampMs},
-    store::{Lease, MessageRef, OpError, QueuedMessage, Store, StoreError, TurnCommit, WriteOp},
+    store::{
+        Lease, MessageRef, NewInstance, OpError, QueuedMessage, Store, StoreError, TurnCommit,
+        WriteOp,
+    },
 };
 
 /// Executors kept between turns, evicting the least recently stored when full.
@@ -128,12 +131,15 @@ enum Committed {
     Failed,
     /// Refused: this runtime no longer holds the instance.
     LeaseLost,
+    /// Refused: the start it followed was (the id is another instance's).
+    Refused,
 }
 
 impl Committed {
     fn of(outcome: &super::WriteOutcome, instance_id: &str) -> Committed {
         match outcome {
             Ok(Err(OpError::LeaseLost(_))) => Committed::LeaseLost,
+            Ok(Err(OpError::Conflict(_))) => Committed::Refused,
             Ok(_) => Committed::Yes,
             Err(e) => {
                 // The committer logs the failure itself, once per streak.
@@ -152,6 +158,35 @@ struct RoundTurn {
     consumed: Vec<QueuedMessage>,
     /// Eager activities whose rows this commit writes: forgotten if it fails.
     eager: Vec<(i64, u32)>,
+    /// The instance's start, when this is its first turn run here: it commits first, in the
+    /// same transaction, and its outcome goes to the client.
+    start: Option<(NewInstance, oneshot::Sender<WriteOutcome>)>,
+}
+
+impl RoundTurn {
+    /// Appends the turn's ops to `ops` (its start first, if it is an instance's first turn run
+    /// here); returns what to report back, and where the start's outcome goes.
+    fn split(self, ops: &mut Vec<WriteOp>) -> (TurnDone, Option<oneshot::Sender<WriteOutcome>>) {
+        let reply = self.start.map(|(new, reply)| {
+            ops.push(WriteOp::StartRun(new));
+            reply
+        });
+        ops.push(self.op);
+        let done = TurnDone {
+            instance_id: self.instance_id,
+            executor: self.executor,
+            consumed: self.consumed,
+            eager: self.eager,
+            committed: Committed::Failed,
+        };
+        (done, reply)
+    }
+}
+
+/// A start sent to the dispatcher, to run at once (see `Dispatcher::start_here`).
+pub(crate) struct StartHere {
+    pub new: NewInstance,
+    pub reply: oneshot::Sender<WriteOutcome>,
 }
 
 /// A chain commits after at most this many turns or new events, whatever its activities do.
@@ -299,6 +334,9 @@ struct Dispatcher<S: Store> {
     cache: ExecutorCache,
     /// Instances whose turns wait for their eager activities, uncommitted.
     chains: HashMap<String, Chain>,
+    /// Starts whose first turn runs here before they are stored, by instance id.
+    starting: HashMap<String, (NewInstance, oneshot::Sender<WriteOutcome>)>,
+    starts: Option<mpsc::UnboundedReceiver<StartHere>>,
     /// Eager activities this round's turns scheduled, sent to the workers when it ends.
     eager_out: Vec<EagerItem>,
     /// Turns run in this round and not yet handed to a committer.
@@ -319,6 +357,7 @@ impl<S: Store + Clone> Dispatcher<S> {
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let results = shared.results_rx.lock().expect("results lock").take();
+        let starts = shared.starts_rx.lock().expect("starts lock").take();
         let cache = ExecutorCache::new(shared.options.cache_capacity);
         let sweep_at = shared.clock.now_ms() + shared.lease_ms() / 2;
         Dispatcher {
@@ -336,6 +375,8 @@ impl<S: Store + Clone> Dispatcher<S> {
             cache,
             chains: HashMap::new(),
             eager_out: Vec::new(),
+            starting: HashMap::new(),
+            starts,
             round: Vec::new(),
             done_tx,
             done_rx,
@@ -406,6 +447,15 @@ impl<S: Store + Clone> Dispatcher<S> {
             for result in ready {
                 self.take_result(result, now);
             }
+        }
+        let mut starts = Vec::new();
+        if let Some(rx) = self.starts.as_mut() {
+            while let Ok(start) = rx.try_recv() {
+                starts.push(start);
+            }
+        }
+        for start in starts {
+            self.start_here(start, now).await;
         }
         // Timers only once the earliest known one has come.
         if now >= shared.timer_hint.load(Ordering::SeqCst) {
@@ -686,12 +736,14 @@ impl<S: Store + Clone> Dispatcher<S> {
         }
         let op = chain.op();
         self.in_flight.insert(id.clone());
+        let start = self.starting.remove(&id);
         self.round.push(RoundTurn {
             instance_id: id,
             op,
             executor: Some(executor),
             consumed: chain.consumed,
             eager: chain.running,
+            start,
         });
     }
 
@@ -879,6 +931,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             executor,
             consumed,
             eager: Vec::new(),
+            start: None,
         });
     }
 
@@ -890,6 +943,12 @@ impl<S: Store + Clone> Dispatcher<S> {
         messages: Vec<QueuedMessage>,
         failure: Failure,
     ) {
+        let mut messages = messages;
+        if let Some((new, reply)) = self.starting.remove(&id) {
+            // Not stored yet: store it plainly; its fetched Start then fails it here.
+            messages.retain(|m| m.at.is_stored());
+            self.start_plainly(new, reply);
+        }
         let loaded = match self.shared.store.load(&id).await {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -932,6 +991,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             executor: None,
             consumed: messages,
             eager: Vec::new(),
+            start: None,
         });
     }
 
@@ -950,26 +1010,22 @@ impl<S: Store + Clone> Dispatcher<S> {
             }
             return;
         }
-        let (ops, turns): (Vec<WriteOp>, Vec<TurnDone>) = round
-            .into_iter()
-            .map(|t| {
-                let done = TurnDone {
-                    instance_id: t.instance_id,
-                    executor: t.executor,
-                    consumed: t.consumed,
-                    eager: t.eager,
-                    committed: Committed::Failed,
-                };
-                (t.op, done)
-            })
-            .unzip();
+        let mut ops = Vec::with_capacity(round.len());
+        let mut turns = Vec::with_capacity(round.len());
+        for turn in round {
+            let (done, starts) = turn.split(&mut ops);
+            turns.push((done, starts, ops.len() - 1));
+        }
         let committed = commit_batch(&self.shared, &ops).await;
-        for (i, mut done) in turns.into_iter().enumerate() {
-            let outcome = match &committed {
+        for (mut done, start, at) in turns {
+            let outcome = |i: usize| match &committed {
                 Ok(outcomes) => Ok(outcomes[i].clone()),
                 Err(e) => Err(e.clone()),
             };
-            done.committed = Committed::of(&outcome, &done.instance_id);
+            if let Some(reply) = start {
+                let _ = reply.send(outcome(at - 1));
+            }
+            done.committed = Committed::of(&outcome(at), &done.instance_id);
             self.finish_turn(done);
         }
     }
@@ -977,16 +1033,65 @@ impl<S: Store + Clone> Dispatcher<S> {
     /// Hands a turn's op to the writer; the outcome comes back as a [`TurnDone`].
     fn spawn_commit(&mut self, turn: RoundTurn) {
         let shared = self.shared.clone();
-        let done = self.done_tx.clone();
+        let done_tx = self.done_tx.clone();
         tokio::task::spawn_local(async move {
-            let committed = Committed::of(&shared.write(turn.op).await, &turn.instance_id);
-            let _ = done.send(TurnDone {
-                instance_id: turn.instance_id,
-                executor: turn.executor,
-                consumed: turn.consumed,
-                eager: turn.eager,
-                committed,
-            });
+            let mut ops = Vec::with_capacity(2);
+            let (mut done, start) = turn.split(&mut ops);
+            let committed = shared.write_all(ops).await;
+            let outcome = |i: usize| match &committed {
+                Ok(outcomes) => Ok(outcomes[i].clone()),
+                Err(e) => Err(e.clone()),
+            };
+            let last = committed.as_ref().map_or(0, |o| o.len().saturating_sub(1));
+            if let Some(reply) = start {
+                let _ = reply.send(outcome(0));
+            }
+            done.committed = Committed::of(&outcome(last), &done.instance_id);
+            let _ = done_tx.send(done);
+        });
+    }
+
+    /// A start this runtime runs at once: the first turn runs before anything is stored, and
+    /// the start commits with it ([`WriteOp::StartRun`]). An id this runtime already works on,
+    /// or one another runtime holds, takes the plain start through the writer.
+    async fn start_here(&mut self, start: StartHere, now: TimestampMs) {
+        let id = start.new.instance_id.clone();
+        let busy = self.held.contains_key(&id)
+            || self.chains.contains_key(&id)
+            || self.in_flight.contains(&id)
+            || self.pending.contains_key(&id)
+            || self.parked.contains_key(&id)
+            || self.starting.contains_key(&id)
+            || self.quarantine.contains_key(&id);
+        let lease = if busy {
+            None
+        } else {
+            self.shared
+                .store
+                .lease_new(&self.shared.holder, &id, now, self.shared.lease_ms())
+                .await
+        };
+        let Some(lease) = lease else {
+            self.start_plainly(start.new, start.reply);
+            return;
+        };
+        self.held.insert(id.clone(), lease);
+        self.cache.remove(&id);
+        let message = start.new.start_message();
+        self.starting.insert(id.clone(), (start.new, start.reply));
+        self.enqueue(QueuedMessage {
+            at: MessageRef::Local,
+            instance_id: id,
+            message,
+            lease,
+        });
+    }
+
+    /// The plain start: stored with its Start message, fetched like any message.
+    fn start_plainly(&self, new: NewInstance, reply: oneshot::Sender<WriteOutcome>) {
+        let shared = self.shared.clone();
+        tokio::task::spawn_local(async move {
+            let _ = reply.send(shared.write(WriteOp::Start(new)).await);
         });
     }
 
@@ -1041,8 +1146,10 @@ impl<S: Store + Clone> Dispatcher<S> {
                         .collect(),
                 );
             }
-            Committed::LeaseLost => {
-                tracing::info!(instance = %done.instance_id, "another runtime took the instance over; its turn here was not committed");
+            Committed::LeaseLost | Committed::Refused => {
+                if done.committed == Committed::LeaseLost {
+                    tracing::info!(instance = %done.instance_id, "another runtime took the instance over; its turn here was not committed");
+                }
                 self.held.remove(&done.instance_id);
                 for m in done.consumed {
                     self.drop_message(m);

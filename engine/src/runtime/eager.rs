@@ -4,8 +4,10 @@
 //!
 //! A hello-3 orchestration would otherwise commit five times (its start, and a turn per step:
 //! each turn's commit must land before its activity runs); with eager activities that finish
-//! within [`RuntimeOptions::eager_window`](super::RuntimeOptions) it commits twice, its start
-//! and its whole run. The guarantees do not change: a crash before the commit loses only work
+//! within [`RuntimeOptions::eager_window`](super::RuntimeOptions) it commits once: a start due
+//! now runs its first turn in the dispatcher before it is stored
+//! ([`WriteOp::StartRun`](crate::store::WriteOp::StartRun)), and the start, its turns and its
+//! results commit together. The guarantees do not change: a crash before the commit loses only work
 //! that is done again after the restart (the turns replay, the activities run again: activities
 //! run at least once, as always), and nothing another instance or a client can see happens
 //! before the commit that records it.

@@ -45,7 +45,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     registry::Registry,
-    store::{ActivityItem, CommitEffects, Holder, OpError, Store, StoreError, WriteOp},
+    store::{
+        ActivityItem, CommitEffects, Holder, NewInstance, OpError, Store, StoreError, WriteOp,
+    },
 };
 
 use activities::{ActivityResult, run_activities};
@@ -117,9 +119,13 @@ impl Default for RuntimeOptions {
 /// The outcome of one write op, as its sender sees it.
 pub(crate) type WriteOutcome = Result<Result<(), OpError>, Arc<StoreError>>;
 
+/// The outcomes of a request's ops, in order.
+pub(crate) type BatchOutcome = Result<Vec<Result<(), OpError>>, Arc<StoreError>>;
+
+/// Ops to commit together, in one transaction.
 struct WriteRequest {
-    op: WriteOp,
-    reply: oneshot::Sender<WriteOutcome>,
+    ops: Vec<WriteOp>,
+    reply: oneshot::Sender<BatchOutcome>,
 }
 
 /// State shared by the runtime's parts and the client.
@@ -159,6 +165,9 @@ pub(crate) struct Shared<S> {
     /// [`RuntimeOptions::eager_window`], or `None` when this runtime runs no eager activities:
     /// the store serves several processes, or the journals found crash suspects at the start.
     eager_window: Option<Duration>,
+    /// Starts the dispatcher runs at once (see [`Shared::start`]).
+    starts: mpsc::UnboundedSender<dispatcher::StartHere>,
+    starts_rx: Mutex<Option<mpsc::UnboundedReceiver<dispatcher::StartHere>>>,
     /// Activity results on their way to the dispatcher (see `MessageRef::Activity`).
     results: mpsc::UnboundedSender<ActivityResult>,
     results_rx: Mutex<Option<mpsc::UnboundedReceiver<ActivityResult>>>,
@@ -178,9 +187,45 @@ impl<S: Store> Shared<S> {
 
     /// Sends one op to the writer and waits for its commit.
     pub(crate) async fn write(&self, op: WriteOp) -> WriteOutcome {
+        self.write_all(vec![op])
+            .await
+            .map(|mut outcomes| outcomes.pop().expect("one outcome per op"))
+    }
+
+    /// Starts an instance. With eager activities on, a start due now goes to the dispatcher,
+    /// which runs its first turn at once and commits the start with it (and with the turns
+    /// after it, while its eager activities come back within the window): one commit for a
+    /// quick orchestration. The start is then reported once that commit lands, up to
+    /// [`RuntimeOptions::eager_window`] later. Otherwise the start is committed on its own.
+    pub(crate) async fn start(&self, new: NewInstance) -> WriteOutcome {
+        let now = self.clock.now_ms();
+        let due = new.scheduled_start_at.is_none_or(|at| at <= now);
+        if self.eager_window.is_none() || !due || new.parent.is_some() {
+            return self.write(WriteOp::Start(new)).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        if self
+            .starts
+            .send(dispatcher::StartHere { new, reply })
+            .is_err()
+        {
+            return Err(Arc::new(StoreError::Corrupt(
+                "the runtime has shut down".into(),
+            )));
+        }
+        self.orchestrations.notify_one();
+        rx.await.unwrap_or_else(|_| {
+            Err(Arc::new(StoreError::Corrupt(
+                "the dispatcher stopped".into(),
+            )))
+        })
+    }
+
+    /// Sends ops to the writer, to be committed in one transaction, and waits for the commit.
+    pub(crate) async fn write_all(&self, ops: Vec<WriteOp>) -> BatchOutcome {
         let (reply, rx) = oneshot::channel();
         self.writer_queued.fetch_add(1, Ordering::SeqCst);
-        if self.writer.send(WriteRequest { op, reply }).is_err() {
+        if self.writer.send(WriteRequest { ops, reply }).is_err() {
             self.writer_queued.fetch_sub(1, Ordering::SeqCst);
             return Err(Arc::new(StoreError::Corrupt(
                 "the runtime has shut down".into(),
@@ -306,6 +351,7 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let (handed_tx, handed_rx) = mpsc::unbounded_channel();
         let (eager_tx, eager_rx) = mpsc::unbounded_channel();
+        let (starts_tx, starts_rx) = mpsc::unbounded_channel();
         let journals = Journals::open(&options);
         let suspects = !journals.quarantine.is_empty()
             || !journals.activity_suspects.is_empty()
@@ -340,6 +386,8 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             timer_hint: AtomicI64::new(i64::MIN),
             waiters: Mutex::new(HashMap::new()),
             resets: Mutex::new(Vec::new()),
+            starts: starts_tx,
+            starts_rx: Mutex::new(Some(starts_rx)),
             eager: Mutex::new(eager::Eager::default()),
             eager_tx,
             eager_rx: Mutex::new(Some(eager_rx)),

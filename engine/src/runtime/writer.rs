@@ -59,30 +59,34 @@ async fn write_batches<S: Store>(
                 continue;
             }
         };
-        let mut ops = vec![first.op];
-        let mut replies = vec![first.reply];
+        // A request's ops stay together in one batch.
+        let mut ops = first.ops;
+        let mut replies = vec![(ops.len(), first.reply)];
         while ops.len() < max {
             match rx.try_recv() {
                 Ok(r) => {
-                    ops.push(r.op);
-                    replies.push(r.reply);
+                    replies.push((r.ops.len(), r.reply));
+                    ops.extend(r.ops);
                 }
                 Err(_) => break,
             }
         }
         shared.writer_busy.store(true, Ordering::SeqCst);
-        shared.writer_queued.fetch_sub(ops.len(), Ordering::SeqCst);
+        shared
+            .writer_queued
+            .fetch_sub(replies.len(), Ordering::SeqCst);
         let committed = commit_batch(&shared, &ops).await;
         shared.writer_busy.store(false, Ordering::SeqCst);
         match committed {
             Ok(outcomes) => {
                 backoff.reset();
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                let mut outcomes = outcomes.into_iter();
+                for (n, reply) in replies {
+                    let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
                 }
             }
             Err(e) => {
-                for reply in replies {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
                 // Let the store recover (space freed, a lock released) before the next batch;

@@ -43,12 +43,15 @@ pub enum MessageRef {
     /// An eager activity's result (see the runtime's `eager` module): it was never stored, so
     /// consuming it deletes nothing. The token is the runtime's own.
     Eager(i64),
+    /// The start of an instance the runtime runs at once ([`WriteOp::StartRun`]): never
+    /// stored either.
+    Local,
 }
 
 impl MessageRef {
     /// Whether a commit that consumes this message deletes a stored row.
     pub fn is_stored(&self) -> bool {
-        !matches!(self, MessageRef::Eager(_))
+        !matches!(self, MessageRef::Eager(_) | MessageRef::Local)
     }
 }
 
@@ -173,6 +176,20 @@ pub struct NewInstance {
     pub now_ms: TimestampMs,
 }
 
+impl NewInstance {
+    /// The message that starts the instance's first execution.
+    pub fn start_message(&self) -> Message {
+        Message::Start {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            input: self.input.clone(),
+            tags: self.tags.clone(),
+            parent: self.parent.clone(),
+            generation: 0,
+        }
+    }
+}
+
 /// The result of one turn, ready to persist.
 #[derive(Debug, Clone)]
 pub struct TurnCommit {
@@ -226,6 +243,11 @@ pub enum WriteOp {
     },
     /// Create an instance; refused with `Conflict` if the id belongs to a live instance.
     Start(NewInstance),
+    /// Create an instance whose first turn the committing runtime has run in memory: its
+    /// [`WriteOp::Turn`] follows in the same batch, so no Start message is queued. Refused like
+    /// `Start`, and a refusal refuses that turn too. Only a runtime that holds the id's lease
+    /// ([`Store::lease_new`]) sends it.
+    StartRun(NewInstance),
     /// Deliver a management message if the instance's status allows it.
     Deliver {
         instance_id: String,
@@ -322,6 +344,19 @@ pub trait Store: Send + Sync + 'static {
     /// serves one process may say so; the runtime still stores a result as a message when it
     /// does not hold the instance's lease.
     fn in_memory_handover(&self) -> bool;
+    /// Leases the instance `instance_id`, which need not exist yet, to `holder` (for a start
+    /// whose first turn the holder runs before committing it, [`WriteOp::StartRun`]); `None`
+    /// while another holder has it, and always from a store that serves several processes.
+    fn lease_new(
+        &self,
+        holder: &Holder,
+        instance_id: &str,
+        now_ms: TimestampMs,
+        lease_ms: i64,
+    ) -> impl Future<Output = Option<Lease>> + Send {
+        let _ = (holder, instance_id, now_ms, lease_ms);
+        async { None }
+    }
     /// Queued messages with id greater than `after`, in id order, whose instance is free,
     /// expired or already leased to `holder` (up to `limit` looked at); leases or renews each
     /// returned message's instance to `holder` until `now_ms + lease_ms`.

@@ -12,7 +12,7 @@
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     future::Future,
 };
 
@@ -191,6 +191,8 @@ struct Planner<'a, 'r, R> {
     plan: Plan<'a>,
     /// Statuses as this batch sees them (`None`: absent). Keys borrow from the ops.
     statuses: HashMap<Cow<'a, str>, Option<RuntimeStatus>>,
+    /// Instances whose [`WriteOp::StartRun`] was refused: the turn after it is too.
+    refused_starts: HashSet<&'a str>,
     /// Histories as this batch changed them; kept only when a rewind in the batch reads one.
     histories: HashMap<Cow<'a, str>, HistoryOverlay<'a>>,
     tracks_history: bool,
@@ -236,6 +238,7 @@ pub async fn plan<'a, R: PlanReads>(
         statuses,
         histories: HashMap::new(),
         tracks_history,
+        refused_starts: HashSet::new(),
     };
     for op in ops {
         let outcome = planner.op(op).await?;
@@ -264,7 +267,7 @@ fn named_instances(ops: &[WriteOp]) -> Vec<&str> {
     let mut ids: Vec<&str> = Vec::new();
     for op in ops {
         match op {
-            WriteOp::Start(new) => ids.push(&new.instance_id),
+            WriteOp::Start(new) | WriteOp::StartRun(new) => ids.push(&new.instance_id),
             WriteOp::Deliver { instance_id, .. }
             | WriteOp::Purge { instance_id }
             | WriteOp::Rewind { instance_id, .. } => ids.push(instance_id),
@@ -321,6 +324,10 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
     async fn op(&mut self, op: &'a WriteOp) -> Result<Result<(), OpError>, StoreError> {
         Ok(match op {
             WriteOp::Turn(turn) => {
+                if self.refused_starts.contains(turn.instance_id.as_str()) {
+                    // The start it follows was refused: the id is another instance's.
+                    return Ok(Err(OpError::Conflict(turn.instance_id.clone())));
+                }
                 if !holds(
                     self.leases.get(&turn.instance_id),
                     self.holder,
@@ -374,7 +381,14 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 self.enqueue(Cow::Borrowed(instance_id), Cow::Borrowed(message));
                 Ok(())
             }
-            WriteOp::Start(new) => self.start(Cow::Borrowed(new)).await?,
+            WriteOp::Start(new) => self.start(Cow::Borrowed(new), true).await?,
+            WriteOp::StartRun(new) => {
+                let started = self.start(Cow::Borrowed(new), false).await?;
+                if started.is_err() {
+                    self.refused_starts.insert(new.instance_id.as_str());
+                }
+                started
+            }
             WriteOp::Deliver {
                 instance_id,
                 message,
@@ -462,9 +476,12 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
         self.plan.steps.push(Step::DeleteInstance(instance_id));
     }
 
+    /// Starts an instance; `queue` false when its first turn follows in the batch
+    /// ([`WriteOp::StartRun`]) instead of a queued Start message.
     async fn start(
         &mut self,
         new: Cow<'a, NewInstance>,
+        queue: bool,
     ) -> Result<Result<(), OpError>, StoreError> {
         let existing = self.status(&new.instance_id).await?;
         let instance_id: Cow<'a, str> = match &new {
@@ -481,16 +498,12 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
         self.count(existing, Some(RuntimeStatus::Pending));
         self.statuses
             .insert(instance_id.clone(), Some(RuntimeStatus::Pending));
-        let start = Cow::Owned(Message::Start {
-            name: new.name.clone(),
-            version: new.version.clone(),
-            input: new.input.clone(),
-            tags: new.tags.clone(),
-            parent: new.parent.clone(),
-            generation: 0,
-        });
+        let start = Cow::Owned(new.start_message());
         let scheduled = new.scheduled_start_at.filter(|at| *at > new.now_ms);
         self.plan.steps.push(Step::CreateInstance(new));
+        if !queue {
+            return Ok(Ok(()));
+        }
         match scheduled {
             Some(fire_at_ms) => self.plan.steps.push(Step::ScheduleTimer {
                 instance_id,
@@ -561,7 +574,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                         scheduled_start_at: None,
                         now_ms: turn.now_ms,
                     };
-                    if let Err(e) = self.start(Cow::Owned(new)).await? {
+                    if let Err(e) = self.start(Cow::Owned(new), true).await? {
                         self.enqueue(
                             id.clone(),
                             Cow::Owned(Message::SubOrchestrationFailed {
@@ -705,7 +718,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 now_ms,
             };
             // A child that is somehow still live is left alone; its result will arrive.
-            let _ = self.start(Cow::Owned(new)).await?;
+            let _ = self.start(Cow::Owned(new), true).await?;
         }
         // A turn replays the code; a failure that came from the code itself is then recorded
         // again.
@@ -853,6 +866,73 @@ mod tests {
         );
         assert!(plan.steps.is_empty(), "{:?}", plan.steps);
         assert!(plan.counts.is_empty());
+    }
+
+    #[test]
+    fn a_start_run_here_queues_no_start_and_its_refusal_refuses_its_turn() {
+        let mut stored = Stored::default();
+        stored
+            .statuses
+            .insert("busy".into(), RuntimeStatus::Running);
+        for id in ["new", "busy"] {
+            stored.leases.insert(id.into(), lease("a", 1, NOW + 30));
+        }
+        let start = |id: &str| {
+            WriteOp::StartRun(NewInstance {
+                instance_id: id.into(),
+                name: "Hello".into(),
+                version: String::new(),
+                input: "null".into(),
+                tags: BTreeMap::new(),
+                parent: None,
+                scheduled_start_at: None,
+                now_ms: NOW,
+            })
+        };
+        let turn = |id: &str| {
+            WriteOp::Turn(TurnCommit {
+                instance_id: id.into(),
+                fence: 1,
+                previous_status: RuntimeStatus::Pending,
+                history_start: 0,
+                new_events: vec![event(0, EventKind::OrchestratorStarted)],
+                status: RuntimeStatus::Completed,
+                output: Some("1".into()),
+                failure: None,
+                custom_status: None,
+                waiting: None,
+                consumed: vec![MessageRef::Local],
+                actions: Vec::new(),
+                now_ms: NOW,
+            })
+        };
+        let ops = [start("new"), turn("new"), start("busy"), turn("busy")];
+        let plan = block_on(plan(&holder(), NOW, &ops, &mut stored)).unwrap();
+        assert_eq!(
+            plan.outcomes,
+            [
+                Ok(()),
+                Ok(()),
+                Err(OpError::Conflict("busy".into())),
+                Err(OpError::Conflict("busy".into()))
+            ]
+        );
+        assert!(
+            !plan
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Enqueue { .. } | Step::Consume(_))),
+            "no Start queued, nothing stored consumed: {:?}",
+            plan.steps
+        );
+        assert!(
+            plan.steps
+                .iter()
+                .all(|s| !format!("{s:?}").contains("busy")),
+            "the running instance is untouched: {:?}",
+            plan.steps
+        );
+        assert_eq!(plan.counts.get(&RuntimeStatus::Completed), Some(&1));
     }
 
     fn event(id: u32, kind: EventKind) -> HistoryEvent {

@@ -452,7 +452,7 @@ impl<'p> Pending<'p> {
             MessageRef::Timer(id) => self.delete_timers.push(id),
             MessageRef::Activity(id) => self.delete_activities.push(id),
             // The planner leaves these out: nothing stored to delete.
-            MessageRef::Eager(_) => {}
+            MessageRef::Eager(_) | MessageRef::Local => {}
         }
     }
 

@@ -151,6 +151,20 @@ impl Store for SqliteStore {
         true
     }
 
+    async fn lease_new(
+        &self,
+        holder: &Holder,
+        instance_id: &str,
+        now_ms: TimestampMs,
+        lease_ms: i64,
+    ) -> Option<crate::store::Lease> {
+        self.hot
+            .lock()
+            .await
+            .leases
+            .instance(instance_id, holder, now_ms, lease_ms)
+    }
+
     async fn fetch_messages(
         &self,
         holder: &Holder,
