@@ -1,5 +1,6 @@
-//! The pure core of Switchyard's engine: history, the registry of orchestrations and activities,
-//! the orchestration context, the replay executor and rewind planning.
+//! The pure core of Switchyard's engine: history, the registry of orchestrations, activities and
+//! entities, the orchestration context, the replay executor, the entity batch executor and rewind
+//! planning.
 //!
 //! It performs no I/O, reads no clock and spawns nothing: its only dependencies are serde and
 //! `futures-util`'s combinators, which `cargo xtask test` checks (no tokio, no sqlx). That keeps
@@ -8,6 +9,7 @@
 
 pub mod bulk;
 pub mod context;
+pub mod entity;
 pub mod executor;
 pub mod history;
 pub mod millis;

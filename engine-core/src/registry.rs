@@ -1,4 +1,4 @@
-//! Typed registration of orchestrations and activities.
+//! Typed registration of orchestrations, activities and entities.
 //!
 //! Users implement [`Orchestration`] and [`Activity`] on a type that names the function
 //! (`const NAME`) and its input and output types. Calls are typed at the call site
@@ -11,6 +11,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     context::OrchestrationContext,
+    entity::{Entity, EntityBuilder, EntityEntry},
     history::{Failure, Json},
 };
 
@@ -102,17 +103,22 @@ impl OrchestrationEntry {
 pub struct Registry {
     orchestrations: HashMap<&'static str, OrchestrationEntry>,
     activities: HashMap<&'static str, ActivityFn>,
+    /// By lower-case name (entity names are case-insensitive).
+    entities: HashMap<String, EntityEntry>,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut o: Vec<_> = self.orchestrations.keys().collect();
         let mut a: Vec<_> = self.activities.keys().collect();
+        let mut e: Vec<_> = self.entities.keys().collect();
         o.sort();
         a.sort();
+        e.sort();
         f.debug_struct("Registry")
             .field("orchestrations", &o)
             .field("activities", &a)
+            .field("entities", &e)
             .finish()
     }
 }
@@ -173,6 +179,26 @@ impl Registry {
         });
         self.activities.insert(A::NAME, run);
         self
+    }
+
+    /// Registers an entity type with its operations:
+    /// `registry.entity(EntityBuilder::<Counter>::default().operation::<Add>())`.
+    pub fn entity<E: Entity>(&mut self, builder: EntityBuilder<E>) -> &mut Self {
+        self.entities
+            .insert(E::NAME.to_ascii_lowercase(), builder.build());
+        self
+    }
+
+    /// The entity type registered under `name` (any case).
+    pub fn get_entity(&self, name: &str) -> Option<&EntityEntry> {
+        self.entities.get(&name.to_ascii_lowercase())
+    }
+
+    /// The registered entity names, in lower case, sorted.
+    pub fn entity_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.entities.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
     }
 
     pub fn get_orchestration(&self, name: &str) -> Option<&OrchestrationEntry> {
