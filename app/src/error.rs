@@ -60,6 +60,7 @@ impl From<engine::ClientError> for AppError {
         use engine::ClientError as E;
         match err {
             E::NotFound(id) => AppError::NotFound(format!("instance {id}")),
+            E::EntityNotFound(id) => AppError::NotFound(format!("entity {id}")),
             // Refusals the user can act on: bad input, or an instance in the wrong state.
             e @ (E::Invalid { .. }
             | E::PayloadTooLarge { .. }

@@ -266,6 +266,11 @@ pub enum Message {
     Resume {
         reason: String,
     },
+    /// An operation for an entity, signalled: nothing goes back to its sender.
+    EntityOperation {
+        operation: String,
+        input: Json,
+    },
 }
 
 /// An instance's runtime status (DTFx names).

@@ -11,11 +11,12 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::Serialize;
 
 use crate::{
+    entity::{EntityId, EntityKey, Operation},
     history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
     runtime::{Runtime, Shared, WriteOutcome},
     store::{
-        Accept, CompletionBucket, InstancePage, InstanceQuery, InstanceRecord, NewInstance,
-        OpError, RunawayLimits, Store, StoreAdmin, StoreError, WriteOp,
+        Accept, CompletionBucket, EntityRecord, InstancePage, InstanceQuery, InstanceRecord,
+        NewInstance, OpError, RunawayLimits, Store, StoreAdmin, StoreError, WriteOp,
     },
 };
 
@@ -27,6 +28,9 @@ pub const MAX_NAME_LEN: usize = 256;
 pub enum ClientError {
     #[error("instance {0} not found")]
     NotFound(String),
+    /// No entity with this id has state (entities.md rule 13: an absent entity).
+    #[error("entity {0} not found")]
+    EntityNotFound(String),
     #[error("instance {0} is still running; terminate it or choose another id")]
     Conflict(String),
     #[error("instance {instance_id} is {status}: cannot {action}")]
@@ -249,6 +253,13 @@ impl<S: Store + StoreAdmin> Client<S> {
         let instance_id = match options.instance_id {
             Some(id) => {
                 validate_name("instance id", &id)?;
+                if id.starts_with('@') {
+                    return Err(ClientError::Invalid {
+                        what: "instance id",
+                        reason: "must not start with '@': such ids address entities (@name@key)"
+                            .into(),
+                    });
+                }
                 id
             }
             None => new_instance_id(now_ms),
@@ -265,6 +276,68 @@ impl<S: Store + StoreAdmin> Client<S> {
         };
         op_result(self.shared.start(new).await)?;
         Ok(instance_id)
+    }
+
+    /// Signals an entity: queues `operation` for it (the first operation brings it into being),
+    /// now or not before `at` (entities.md rules 5, 6 and 10). Nothing comes back; a failure
+    /// shows in the log.
+    pub async fn signal_entity<O: Operation>(
+        &self,
+        key: &EntityKey<O::Entity>,
+        operation: &O,
+        at: Option<TimestampMs>,
+    ) -> Result<(), ClientError> {
+        let input = to_json("operation input", operation)?;
+        self.signal_entity_raw(&key.id().to_string(), O::NAME, &input, at)
+            .await
+    }
+
+    /// The untyped signal, for the dashboard and the JSON API: refuses an id that is not
+    /// `@name@key`, an entity type or operation that is not registered, and an input that is
+    /// not JSON or too large.
+    pub async fn signal_entity_raw(
+        &self,
+        entity_id: &str,
+        operation: &str,
+        input: &str,
+        at: Option<TimestampMs>,
+    ) -> Result<(), ClientError> {
+        let id = parse_entity_id(entity_id)?;
+        let Some(entry) = self.shared.registry.get_entity(id.name()) else {
+            return Err(ClientError::Invalid {
+                what: "entity name",
+                reason: format!("no entity named {:?} is registered", id.name()),
+            });
+        };
+        if !entry.operations().contains(&operation) {
+            return Err(ClientError::Invalid {
+                what: "operation",
+                reason: format!(
+                    "entity {} has no operation {operation:?}; it has {}",
+                    id.name(),
+                    entry.operations().join(", ")
+                ),
+            });
+        }
+        self.check_payload("input", input)?;
+        let op = WriteOp::Signal {
+            entity_id: id.to_string(),
+            operation: operation.to_owned(),
+            input: input.to_owned(),
+            at,
+        };
+        op_result(self.shared.write(op).await)
+    }
+
+    /// An entity's last committed state (entities.md rule 3: never a value in the middle of an
+    /// operation; it may be stale).
+    pub async fn get_entity(&self, entity_id: &str) -> Result<EntityRecord, ClientError> {
+        let id = parse_entity_id(entity_id)?.to_string();
+        self.shared
+            .store
+            .get_entity(&id)
+            .await?
+            .ok_or(ClientError::EntityNotFound(id))
     }
 
     /// Typed start: `client.start::<HelloChain>(&input, options)`.
@@ -597,6 +670,13 @@ impl<S: Store + StoreAdmin> Client<S> {
     }
 }
 
+fn parse_entity_id(entity_id: &str) -> Result<EntityId, ClientError> {
+    EntityId::parse(entity_id).map_err(|reason| ClientError::Invalid {
+        what: "entity id",
+        reason,
+    })
+}
+
 fn to_json<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<String, ClientError> {
     serde_json::to_string(value).map_err(|e| ClientError::Invalid {
         what,
@@ -605,7 +685,7 @@ fn to_json<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Strin
 }
 
 /// A fresh instance id: time-ordered, unique within the process.
-fn new_instance_id(now_ms: TimestampMs) -> String {
+pub(crate) fn new_instance_id(now_ms: TimestampMs) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -9,6 +9,8 @@
 //!   the job is done or the deadline passes.
 //! - [`HumanInteraction`]: waits for an [`Approval`] event with a timeout; on timeout it calls
 //!   `Escalate`.
+//! - [`Counter`]: an entity, the aggregator pattern (many signals, one state): [`Add`] and
+//!   [`Reset`].
 //!
 //! Each validates its input ([`Orchestration::validate`](crate::Orchestration::validate)): sizes
 //! and waits are bounded ([`MAX_NAMES`], [`MAX_HELLO_STEPS`], [`MAX_FAN_OUT`], [`MAX_WAIT`]), so a
@@ -21,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ActivityContext, Event, Failure, OrchestrationContext, Registry, activity,
-    history::TimestampMs, orchestration, try_when_all,
+    entity::{Entity, EntityBuilder, EntityContext, Operation},
+    history::TimestampMs,
+    orchestration, try_when_all,
 };
 
 /// Most names [`HelloSequence`] greets in one instance.
@@ -280,6 +284,52 @@ pub fn registry() -> Registry {
         .activity(SayHello)
         .activity(Square)
         .activity(CheckJob)
-        .activity(Escalate);
+        .activity(Escalate)
+        .entity(
+            EntityBuilder::<Counter>::default()
+                .operation::<Add>()
+                .operation::<Reset>(),
+        );
     r
+}
+
+/// The aggregator pattern: many signals, one state.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub value: i64,
+}
+
+impl Entity for Counter {
+    const NAME: &'static str = "Counter";
+}
+
+/// Adds to a counter; fails (and is undone) if the sum would overflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Add(pub i64);
+
+impl Operation for Add {
+    type Entity = Counter;
+    const NAME: &'static str = "add";
+    type Output = i64;
+    fn apply(self, state: &mut Counter, _: &mut EntityContext) -> Result<i64, Failure> {
+        state.value = state
+            .value
+            .checked_add(self.0)
+            .ok_or_else(|| Failure::new("Overflow", "the counter would overflow"))?;
+        Ok(state.value)
+    }
+}
+
+/// Deletes a counter's state: it reads as absent until the next `add`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reset;
+
+impl Operation for Reset {
+    type Entity = Counter;
+    const NAME: &'static str = "reset";
+    type Output = ();
+    fn apply(self, _: &mut Counter, ctx: &mut EntityContext) -> Result<(), Failure> {
+        ctx.delete_state();
+        Ok(())
+    }
 }

@@ -24,11 +24,12 @@ use super::{
     journal::TurnJournal, writer::commit_batch,
 };
 use crate::{
+    entity::{EntityId, OperationRequest},
     executor::{Action, Executor, TurnResult, failing_turn, panic_message},
     history::{Failure, Message, RuntimeStatus, TimestampMs},
     store::{
-        Lease, MessageRef, NewInstance, OpError, QueuedMessage, Store, StoreError, TurnCommit,
-        WriteOp,
+        EntityCommit, Lease, MessageRef, NewInstance, OpError, QueuedMessage, Store, StoreError,
+        TurnCommit, WriteOp,
     },
 };
 
@@ -790,6 +791,10 @@ impl<S: Store + Clone> Dispatcher<S> {
     }
 
     async fn start_turn(&mut self, id: String, mut messages: Vec<QueuedMessage>) {
+        if id.starts_with('@') {
+            self.entity_turn(id, messages).await;
+            return;
+        }
         let mut chain = self.chains.remove(&id);
         if let Some(failure) = self.quarantine.get(&id).cloned() {
             if let Some(chain) = chain.take() {
@@ -930,6 +935,108 @@ impl<S: Store + Clone> Dispatcher<S> {
             op,
             executor,
             consumed,
+            eager: Vec::new(),
+            start: None,
+        });
+    }
+
+    /// Runs the operations queued for an entity as one batch, from its committed state, and
+    /// puts the batch's commit in this round: one commit for all of them (entities.md rule 7).
+    async fn entity_turn(&mut self, id: String, messages: Vec<QueuedMessage>) {
+        let fence = self.fence(&id);
+        let now = self.shared.clock.now_ms();
+        let consumed: Vec<MessageRef> = messages.iter().map(|m| m.at).collect();
+        let known = EntityId::parse(&id).ok().and_then(|entity| {
+            let entry = self.shared.registry.get_entity(entity.name())?.clone();
+            Some((entity, entry))
+        });
+        let Some((entity, entry)) = known else {
+            tracing::warn!(entity = %id, "dropping operations for an entity type this runtime does not know");
+            self.in_flight.insert(id.clone());
+            self.round.push(RoundTurn {
+                op: WriteOp::Discard {
+                    instance_id: id.clone(),
+                    fence,
+                    consumed,
+                },
+                instance_id: id,
+                executor: None,
+                consumed: messages,
+                eager: Vec::new(),
+                start: None,
+            });
+            return;
+        };
+        let state = match self.shared.store.load_entity(&id).await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(entity = %id, error = %e, "loading an entity failed; will retry");
+                self.requeue(messages);
+                return;
+            }
+        };
+        let requests: Vec<OperationRequest> = messages
+            .iter()
+            .filter_map(|m| match &m.message {
+                Message::EntityOperation { operation, input } => Some(OperationRequest {
+                    operation: operation.clone(),
+                    input: input.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        if let Some(journal) = &self.journal {
+            journal.begin(&id);
+        }
+        let outcome = entry.run_batch(&entity, state.as_deref(), &requests, now);
+        if let Some(journal) = &self.journal {
+            journal.clear();
+        }
+        for (request, result) in requests.iter().zip(&outcome.results) {
+            if let Err(failure) = result {
+                tracing::info!(entity = %id, operation = %request.operation, error = %failure, "an entity operation failed; its changes were undone");
+            }
+        }
+        let stats = &self.shared.stats;
+        stats.entity_batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .entity_operations
+            .fetch_add(requests.len() as u64, Ordering::Relaxed);
+        let registry = &self.shared.registry;
+        let starts = outcome
+            .starts
+            .into_iter()
+            .map(|start| NewInstance {
+                instance_id: start
+                    .instance_id
+                    .unwrap_or_else(|| crate::client::new_instance_id(now)),
+                version: registry
+                    .get_orchestration(&start.name)
+                    .map(|o| o.version.to_owned())
+                    .unwrap_or_default(),
+                name: start.name,
+                input: start.input,
+                tags: Default::default(),
+                parent: None,
+                scheduled_start_at: None,
+                now_ms: now,
+            })
+            .collect();
+        let op = WriteOp::EntityBatch(EntityCommit {
+            entity_id: id.clone(),
+            fence,
+            state: outcome.state,
+            consumed,
+            signals: outcome.signals,
+            starts,
+            now_ms: now,
+        });
+        self.in_flight.insert(id.clone());
+        self.round.push(RoundTurn {
+            instance_id: id,
+            op,
+            executor: None,
+            consumed: messages,
             eager: Vec::new(),
             start: None,
         });

@@ -95,6 +95,8 @@ pub(crate) struct Counters {
     pub(crate) activities: AtomicU64,
     pub(crate) dispatcher_rounds: AtomicU64,
     pub(crate) commit_micros: AtomicU64,
+    pub(crate) entity_batches: AtomicU64,
+    pub(crate) entity_operations: AtomicU64,
 }
 
 /// A snapshot of the runtime's counters.
@@ -112,6 +114,10 @@ pub struct RuntimeStats {
     pub dispatcher_rounds: u64,
     /// Time spent inside store commits, in microseconds.
     pub commit_micros: u64,
+    /// Entity batches run (each commits once).
+    pub entity_batches: u64,
+    /// Entity operations run in them (operations / batches is the batching factor).
+    pub entity_operations: u64,
 }
 
 #[cfg(test)]

@@ -466,6 +466,8 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             activities: c.activities.load(Ordering::Relaxed),
             dispatcher_rounds: c.dispatcher_rounds.load(Ordering::Relaxed),
             commit_micros: c.commit_micros.load(Ordering::Relaxed),
+            entity_batches: c.entity_batches.load(Ordering::Relaxed),
+            entity_operations: c.entity_operations.load(Ordering::Relaxed),
         }
     }
 

@@ -13,7 +13,7 @@
 //! The checks cover the queues (order, cursors, consumption), turns (history, status), timers,
 //! activities, every management verb and its refusals, queries (filters, paging, counts), purge,
 //! leases and fencing (driven by a [`ManualClock`]), competing consumers (two runtimes on one
-//! store) and a restart after a holder vanished with work leased. Time never passes by sleeping:
+//! store), a restart after a holder vanished with work leased, and entity batches. Time never passes by sleeping:
 //! the clock is moved.
 
 use std::{
@@ -31,8 +31,8 @@ use crate::{
     runtime::{Clock, ManualClock, Runtime, RuntimeOptions},
     samples::{self, Approval, ApprovalRequest, HelloN, HelloSequence, HumanInteraction},
     store::{
-        Accept, Holder, InstanceQuery, MessageRef, NewInstance, OpError, QueuedMessage, Store,
-        StoreAdmin, TurnCommit, WriteOp,
+        Accept, EntityCommit, Holder, InstanceQuery, MessageRef, NewInstance, OpError,
+        QueuedMessage, Store, StoreAdmin, TurnCommit, WriteOp,
     },
 };
 
@@ -58,6 +58,7 @@ macro_rules! store_conformance {
             purge_removes_an_instance_and_everything_it_owns,
             competing_runtimes_run_every_instance_exactly_once,
             a_vanished_holders_work_is_taken_over_once_its_leases_run_out,
+            entity_batches_commit_state_and_signals_under_the_lease,
         );
     };
     (@tests $harness:expr; $($check:ident),* $(,)?) => {
@@ -970,4 +971,125 @@ pub async fn a_vanished_holders_work_is_taken_over_once_its_leases_run_out<H: Ha
         assert_ran_once(&id, &store.history(&id).await.unwrap(), 2);
     }
     survivor.runtime.shutdown().await;
+}
+
+fn signal(entity_id: &str, input: &str, at: Option<TimestampMs>) -> WriteOp {
+    WriteOp::Signal {
+        entity_id: entity_id.into(),
+        operation: "add".into(),
+        input: input.into(),
+        at,
+    }
+}
+
+/// Signals queue for an entity in order (a scheduled one as a timer); a batch commits the
+/// entity's state, consumes what it ran, queues the signals it sent and starts what it started,
+/// under the entity's lease; an absent state removes the entity.
+pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>(harness: &H) {
+    let store = harness.store().await;
+    let (a, b) = (holder("a"), holder("b"));
+    commit_ok(
+        &store,
+        &a,
+        T0,
+        &[
+            signal("@counter@x", "1", None),
+            signal("@counter@x", "2", None),
+            signal("@counter@x", "3", Some(T0 + 1_000)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        store.get_entity("@counter@x").await.unwrap(),
+        None,
+        "no state yet"
+    );
+    let queued = store.fetch_messages(&a, 0, T0, LEASE_MS, 10).await.unwrap();
+    let inputs: Vec<&str> = queued
+        .items
+        .iter()
+        .map(|m| match &m.message {
+            Message::EntityOperation { input, .. } => input.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(inputs, ["1", "2"], "in order; the scheduled one waits");
+    assert_eq!(store.next_timer_at(T0).await.unwrap(), Some(T0 + 1_000));
+    let batch = |by_fence: u64, state: Option<&str>, consumed: Vec<MessageRef>| {
+        WriteOp::EntityBatch(EntityCommit {
+            entity_id: "@counter@x".into(),
+            fence: by_fence,
+            state: state.map(str::to_owned),
+            consumed,
+            signals: vec![crate::entity::OutgoingSignal {
+                target: crate::entity::EntityId::parse("@counter@y").unwrap(),
+                request: crate::entity::OperationRequest {
+                    operation: "add".into(),
+                    input: "9".into(),
+                },
+                at: None,
+            }],
+            starts: vec![new_instance("started-by-x", T0)],
+            now_ms: T0,
+        })
+    };
+    let fence = queued.items[0].lease.fence;
+    let consumed: Vec<MessageRef> = queued.items.iter().map(|m| m.at).collect();
+    // Another holder cannot commit the entity's batch while a holds its lease.
+    let (refused, _) = store
+        .commit(
+            &b,
+            T0,
+            LEASE_MS,
+            &[batch(fence, Some(r#"{"value":3}"#), consumed.clone())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, [Err(OpError::LeaseLost("@counter@x".into()))]);
+    commit_ok(
+        &store,
+        &a,
+        T0,
+        &[batch(fence, Some(r#"{"value":3}"#), consumed)],
+    )
+    .await;
+    let record = store.get_entity("@counter@x").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            record.name.as_str(),
+            record.key.as_str(),
+            record.state.as_str()
+        ),
+        ("counter", "x", r#"{"value":3}"#)
+    );
+    assert_eq!(record.last_modified, T0);
+    assert_eq!(record.backlog, 1, "the scheduled signal");
+    let next = store
+        .fetch_messages(&a, queued.scanned_to, T0, LEASE_MS, 10)
+        .await
+        .unwrap();
+    let targets: Vec<&str> = next.items.iter().map(|m| m.instance_id.as_str()).collect();
+    assert_eq!(
+        targets,
+        ["@counter@y", "started-by-x"],
+        "the signal and the start"
+    );
+    // The scheduled signal comes due; a batch that deletes the state removes the entity.
+    let due = store
+        .fetch_due_timers(&a, T0 + 1_000, LEASE_MS, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    let delete = WriteOp::EntityBatch(EntityCommit {
+        entity_id: "@counter@x".into(),
+        fence: due[0].lease.fence,
+        state: None,
+        consumed: vec![due[0].at],
+        signals: Vec::new(),
+        starts: Vec::new(),
+        now_ms: T0 + 1_000,
+    });
+    commit_ok(&store, &a, T0 + 1_000, &[delete]).await;
+    assert_eq!(store.get_entity("@counter@x").await.unwrap(), None);
+    assert_eq!(store.load_entity("@counter@x").await.unwrap(), None);
 }

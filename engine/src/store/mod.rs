@@ -138,6 +138,37 @@ pub struct LoadedInstance {
     pub history: Vec<HistoryEvent>,
 }
 
+/// An entity as stored: its last committed state and its backlog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    /// `@name@key`.
+    pub entity_id: String,
+    pub name: String,
+    pub key: String,
+    pub state: Json,
+    /// When an operation last changed it.
+    pub last_modified: TimestampMs,
+    /// Operations queued for it, due now or later.
+    pub backlog: u64,
+}
+
+/// An entity batch's outcome, ready to persist (see `engine_core::entity`).
+#[derive(Debug, Clone)]
+pub struct EntityCommit {
+    /// `@name@key`, checked.
+    pub entity_id: String,
+    /// The fence of the lease the operations were fetched under.
+    pub fence: u64,
+    /// The state after the batch; `None`: the entity is absent (its row goes).
+    pub state: Option<Json>,
+    pub consumed: Vec<MessageRef>,
+    /// Signals the batch's successful operations sent.
+    pub signals: Vec<crate::entity::OutgoingSignal>,
+    /// Orchestrations they started.
+    pub starts: Vec<NewInstance>,
+    pub now_ms: TimestampMs,
+}
+
 /// The stored summary of one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRecord {
@@ -243,6 +274,17 @@ pub enum WriteOp {
     },
     /// Create an instance; refused with `Conflict` if the id belongs to a live instance.
     Start(NewInstance),
+    /// Queue an operation for an entity (`@name@key`, checked), now or not before `at`. Never
+    /// refused: the first operation brings an entity into being.
+    Signal {
+        entity_id: String,
+        operation: String,
+        input: Json,
+        at: Option<TimestampMs>,
+    },
+    /// Commit an entity batch under the entity's lease: its state, the messages it consumed,
+    /// the signals and starts it sent.
+    EntityBatch(EntityCommit),
     /// Create an instance whose first turn the committing runtime has run in memory: its
     /// [`WriteOp::Turn`] follows in the same batch, so no Start message is queued. Refused like
     /// `Start`, and a refusal refuses that turn too. Only a runtime that holds the id's lease
@@ -400,6 +442,11 @@ pub trait Store: Send + Sync + 'static {
         now_ms: TimestampMs,
         lease_ms: i64,
     ) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+    /// An entity's committed state, or `None` if it is absent.
+    fn load_entity(
+        &self,
+        entity_id: &str,
+    ) -> impl Future<Output = Result<Option<Json>, StoreError>> + Send;
     /// The status and history of an instance, or `None` if it does not exist.
     fn load(
         &self,
@@ -491,6 +538,11 @@ pub struct InstancePage {
 
 /// Administration: reads and purges for the management client.
 pub trait StoreAdmin: Send + Sync + 'static {
+    /// An entity with its state and backlog, or `None` if it is absent.
+    fn get_entity(
+        &self,
+        entity_id: &str,
+    ) -> impl Future<Output = Result<Option<EntityRecord>, StoreError>> + Send;
     fn get(
         &self,
         instance_id: &str,

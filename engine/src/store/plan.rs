@@ -23,8 +23,8 @@ use crate::{
     },
     rewind::plan_rewind,
     store::{
-        Accept, CommitEffects, Holder, LeaseRecord, MessageRef, NewInstance, OpError, StoreError,
-        TurnCommit, WriteOp,
+        Accept, CommitEffects, EntityCommit, Holder, LeaseRecord, MessageRef, NewInstance, OpError,
+        StoreError, TurnCommit, WriteOp,
     },
 };
 
@@ -161,6 +161,12 @@ pub enum Step<'a> {
         history_len: u32,
         now_ms: TimestampMs,
     },
+    /// Writes an entity's state (`None`: the entity is absent, its row goes).
+    SetEntity {
+        entity_id: &'a str,
+        state: Option<&'a str>,
+        now_ms: TimestampMs,
+    },
 }
 
 /// What a batch does.
@@ -268,6 +274,10 @@ fn named_instances(ops: &[WriteOp]) -> Vec<&str> {
     for op in ops {
         match op {
             WriteOp::Start(new) | WriteOp::StartRun(new) => ids.push(&new.instance_id),
+            WriteOp::EntityBatch(batch) => {
+                ids.extend(batch.starts.iter().map(|new| new.instance_id.as_str()))
+            }
+            WriteOp::Signal { .. } => {}
             WriteOp::Deliver { instance_id, .. }
             | WriteOp::Purge { instance_id }
             | WriteOp::Rewind { instance_id, .. } => ids.push(instance_id),
@@ -290,6 +300,7 @@ fn leased_work(ops: &[WriteOp]) -> (Vec<&str>, Vec<i64>) {
     for op in ops {
         match op {
             WriteOp::Turn(turn) => instances.push(turn.instance_id.as_str()),
+            WriteOp::EntityBatch(batch) => instances.push(batch.entity_id.as_str()),
             WriteOp::Discard { instance_id, .. } => instances.push(instance_id.as_str()),
             WriteOp::Complete { activity_id, .. } => activities.push(*activity_id),
             _ => {}
@@ -382,6 +393,34 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 Ok(())
             }
             WriteOp::Start(new) => self.start(Cow::Borrowed(new), true).await?,
+            WriteOp::Signal {
+                entity_id,
+                operation,
+                input,
+                at,
+            } => {
+                self.signal(
+                    Cow::Borrowed(entity_id),
+                    Message::EntityOperation {
+                        operation: operation.clone(),
+                        input: input.clone(),
+                    },
+                    *at,
+                );
+                Ok(())
+            }
+            WriteOp::EntityBatch(batch) => {
+                if !holds(
+                    self.leases.get(&batch.entity_id),
+                    self.holder,
+                    batch.fence,
+                    self.now_ms,
+                ) {
+                    return Ok(Err(OpError::LeaseLost(batch.entity_id.clone())));
+                }
+                self.entity_batch(batch).await?;
+                Ok(())
+            }
             WriteOp::StartRun(new) => {
                 let started = self.start(Cow::Borrowed(new), false).await?;
                 if started.is_err() {
@@ -436,6 +475,52 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 }
             },
         })
+    }
+
+    /// Queues an operation for an entity, or schedules it for `at` (rule 6: never before).
+    fn signal(&mut self, entity_id: Cow<'a, str>, message: Message, at: Option<TimestampMs>) {
+        match at.filter(|at| *at > self.now_ms) {
+            Some(fire_at_ms) => self.plan.steps.push(Step::ScheduleTimer {
+                instance_id: entity_id,
+                fire_at_ms,
+                message: Cow::Owned(message),
+            }),
+            None => self.enqueue(entity_id, Cow::Owned(message)),
+        }
+    }
+
+    /// An entity batch: its consumed messages go, its state is written, its signals are queued
+    /// and its starts are started (refused ones are dropped: nothing goes back to an entity).
+    async fn entity_batch(&mut self, batch: &'a EntityCommit) -> Result<(), StoreError> {
+        self.plan.steps.extend(
+            batch
+                .consumed
+                .iter()
+                .copied()
+                .filter(MessageRef::is_stored)
+                .map(Step::Consume),
+        );
+        self.plan.steps.push(Step::SetEntity {
+            entity_id: &batch.entity_id,
+            state: batch.state.as_deref(),
+            now_ms: batch.now_ms,
+        });
+        for signal in &batch.signals {
+            self.signal(
+                Cow::Owned(signal.target.to_string()),
+                Message::EntityOperation {
+                    operation: signal.request.operation.clone(),
+                    input: signal.request.input.clone(),
+                },
+                signal.at,
+            );
+        }
+        for new in &batch.starts {
+            if let Err(e) = self.start(Cow::Borrowed(new), true).await? {
+                tracing::debug!(entity = %batch.entity_id, error = %e, "an entity's start was refused");
+            }
+        }
+        Ok(())
     }
 
     /// An instance's status as this batch sees it.

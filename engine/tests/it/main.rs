@@ -3,6 +3,7 @@
 
 mod conformance;
 mod eager;
+mod entities;
 mod fixtures;
 mod isolation;
 mod replay;

@@ -197,6 +197,14 @@ impl Hot {
         })
     }
 
+    pub(super) fn load_entity(&mut self, entity_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT state FROM entities WHERE entity_id = ?")?
+            .query_row([entity_id], |r| r.get(0))
+            .optional()?)
+    }
+
     pub(super) fn load(&mut self, instance_id: &str) -> Result<Option<LoadedInstance>, StoreError> {
         let status: Option<String> = self
             .conn
@@ -443,6 +451,8 @@ struct Pending<'p> {
     ended: Vec<&'p str>,
     /// The same, for lookups.
     ending: HashSet<&'p str>,
+    /// Entity states to write (`None`: delete the row), the last per entity.
+    entities: Vec<(&'p str, Option<&'p str>, TimestampMs)>,
 }
 
 impl<'p> Pending<'p> {
@@ -541,6 +551,32 @@ impl<'p> Pending<'p> {
             });
             out.push(q);
         }
+        let (put, gone): (Vec<_>, Vec<_>) = pending.entities.iter().partition(|e| e.1.is_some());
+        for chunk in put.chunks(CHUNK / 5) {
+            let mut q = Statement::new(
+                "INSERT INTO entities (entity_id, name, key, state, last_modified) ",
+            );
+            q.values(chunk, |args, (id, state, now)| {
+                let (name, key) = id
+                    .strip_prefix('@')
+                    .and_then(|rest| rest.split_once('@'))
+                    .unwrap_or(("", id));
+                args.extend::<[Arg<'p>; 5]>([
+                    (*id).into(),
+                    name.into(),
+                    key.into(),
+                    (*state).into(),
+                    (*now).into(),
+                ]);
+            });
+            q.push(
+                " ON CONFLICT (entity_id) DO UPDATE SET state = excluded.state, \
+                 last_modified = excluded.last_modified",
+            );
+            out.push(q);
+        }
+        let gone: Vec<&str> = gone.iter().map(|e| e.0).collect();
+        delete_in(out, "entities", "entity_id", &gone);
         delete_in(out, "messages", "id", &pending.delete_messages);
         delete_in(out, "timers", "id", &pending.delete_timers);
         delete_in(out, "activities", "id", &pending.delete_activities);
@@ -637,6 +673,14 @@ fn statements<'p>(plan: &'p Plan<'p>) -> Vec<Statement<'p>> {
                     .push((instance_id, *scheduled_id, name, input));
             }
             Step::Consume(r) => pending.consume(*r),
+            Step::SetEntity {
+                entity_id,
+                state,
+                now_ms,
+            } => {
+                pending.entities.retain(|e| e.0 != *entity_id);
+                pending.entities.push((entity_id, *state, *now_ms));
+            }
             Step::EndExecution(instance_id) => {
                 pending.ended.push(instance_id);
                 pending.ending.insert(instance_id);

@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 use crate::{
     history::{HistoryEvent, RuntimeStatus, TimestampMs},
     store::{
-        ActivityItem, CommitEffects, CompletionBucket, Fetched, Holder, InstancePage,
+        ActivityItem, CommitEffects, CompletionBucket, EntityRecord, Fetched, Holder, InstancePage,
         InstanceQuery, InstanceRecord, LoadedInstance, OpError, QueuedMessage, RunawayLimits,
         Store, StoreAdmin, StoreError, WorkWaker, WriteOp,
     },
@@ -233,6 +233,10 @@ impl Store for SqliteStore {
             .renew_activities(holder, ids, now_ms, lease_ms))
     }
 
+    async fn load_entity(&self, entity_id: &str) -> Result<Option<String>, StoreError> {
+        self.hot.lock().await.load_entity(entity_id)
+    }
+
     async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>, StoreError> {
         self.hot.lock().await.load(instance_id)
     }
@@ -280,6 +284,10 @@ impl Store for SqliteStore {
 }
 
 impl StoreAdmin for SqliteStore {
+    async fn get_entity(&self, entity_id: &str) -> Result<Option<EntityRecord>, StoreError> {
+        self.readers.get_entity(entity_id)
+    }
+
     async fn get(&self, instance_id: &str) -> Result<Option<InstanceRecord>, StoreError> {
         self.readers.get(instance_id)
     }

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use super::{parse, sql::Statement, status_of};
 use crate::store::{
-    InstancePage, InstanceQuery, InstanceRecord, RunawayLimits, SortBy, StoreError,
+    EntityRecord, InstancePage, InstanceQuery, InstanceRecord, RunawayLimits, SortBy, StoreError,
 };
 
 /// Idle connections kept; more are opened when reads overlap, and closed after.
@@ -86,6 +86,30 @@ impl Readers {
             .query_row([instance_id], record)
             .optional()?
             .transpose()
+        })
+    }
+
+    pub(super) fn get_entity(&self, entity_id: &str) -> Result<Option<EntityRecord>, StoreError> {
+        self.with(|conn| {
+            let record = conn
+                .prepare_cached(
+                    "SELECT entity_id, name, key, state, last_modified, \
+                     (SELECT COUNT(*) FROM messages WHERE instance_id = ?1) \
+                     + (SELECT COUNT(*) FROM timers WHERE instance_id = ?1) \
+                     FROM entities WHERE entity_id = ?1",
+                )?
+                .query_row([entity_id], |r| {
+                    Ok(EntityRecord {
+                        entity_id: r.get(0)?,
+                        name: r.get(1)?,
+                        key: r.get(2)?,
+                        state: r.get(3)?,
+                        last_modified: r.get(4)?,
+                        backlog: r.get(5)?,
+                    })
+                })
+                .optional()?;
+            Ok(record)
         })
     }
 

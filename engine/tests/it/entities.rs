@@ -1,0 +1,297 @@
+//! Durable entities on the runtime: ordering, batching, rollback, deletion, scheduled signals,
+//! starts from an operation, and the client's refusals (entities.md rules 1–13).
+
+use std::time::Duration;
+
+use engine::{
+    ClientError, Clock, Failure, Runtime, RuntimeOptions, RuntimeStatus,
+    entity::{Entity, EntityBuilder, EntityContext, EntityKey, Operation},
+    samples::{Add, Counter, HelloSequence, Reset},
+    store::Store,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{clocked_runtime, open};
+
+/// Who sent what, in the order the entity ran it.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Ledger {
+    entries: Vec<(u32, u32)>,
+}
+impl Entity for Ledger {
+    const NAME: &'static str = "Ledger";
+}
+
+#[derive(Serialize, Deserialize)]
+struct Append {
+    sender: u32,
+    seq: u32,
+}
+impl Operation for Append {
+    type Entity = Ledger;
+    const NAME: &'static str = "append";
+    type Output = ();
+    fn apply(self, state: &mut Ledger, _: &mut EntityContext) -> Result<(), Failure> {
+        state.entries.push((self.sender, self.seq));
+        Ok(())
+    }
+}
+
+/// Starts a greeting with a fixed id.
+#[derive(Serialize, Deserialize)]
+struct Greet(String);
+impl Operation for Greet {
+    type Entity = Ledger;
+    const NAME: &'static str = "greet";
+    type Output = ();
+    fn apply(self, _: &mut Ledger, ctx: &mut EntityContext) -> Result<(), Failure> {
+        ctx.start_orchestration::<HelloSequence>(&vec!["entity".to_owned()], Some(self.0))
+    }
+}
+
+fn registry() -> engine::Registry {
+    let mut registry = engine::samples::registry();
+    registry.entity(
+        EntityBuilder::<Ledger>::default()
+            .operation::<Append>()
+            .operation::<Greet>(),
+    );
+    registry
+}
+
+fn counter(key: &str) -> EntityKey<Counter> {
+    EntityKey::new(key).unwrap()
+}
+
+/// Waits until `read` returns `Some`.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(read: impl Fn() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = read().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn value(client: &engine::Client<engine::SqliteStore>, key: &str) -> Option<i64> {
+    let record = client.get_entity(&format!("@counter@{key}")).await.ok()?;
+    Some(
+        serde_json::from_str::<Counter>(&record.state)
+            .unwrap()
+            .value,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signals_apply_in_send_order_per_sender_in_few_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(
+        open(dir.path()).await,
+        registry(),
+        RuntimeOptions::default(),
+    );
+    let client = rt.client();
+    let ledger: EntityKey<Ledger> = EntityKey::new("main").unwrap();
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..10u32 {
+        let (client, ledger) = (client.clone(), ledger.clone());
+        senders.spawn(async move {
+            for seq in 0..50u32 {
+                client
+                    .signal_entity(&ledger, &Append { sender, seq }, None)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = senders.join_next().await {
+        done.unwrap();
+    }
+    let entries = until(|| async {
+        let record = client.get_entity("@ledger@main").await.ok()?;
+        let ledger: Ledger = serde_json::from_str(&record.state).unwrap();
+        (ledger.entries.len() == 500).then_some(ledger.entries)
+    })
+    .await;
+    for sender in 0..10 {
+        let seqs: Vec<u32> = entries
+            .iter()
+            .filter(|(s, _)| *s == sender)
+            .map(|(_, q)| *q)
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..50).collect::<Vec<_>>(),
+            "sender {sender} in send order"
+        );
+    }
+    let stats = rt.stats();
+    println!(
+        "500 signals from 10 senders: {} entity batches, {} operations, {} commits",
+        stats.entity_batches, stats.entity_operations, stats.commits
+    );
+    assert_eq!(stats.entity_operations, 500);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_operations_run_as_one_batch_with_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    // Queue 1,000 signals before any runtime runs, then let one take them all.
+    let holder = engine::store::Holder("loader".into());
+    let ops: Vec<_> = (0..1_000)
+        .map(|_| engine::store::WriteOp::Signal {
+            entity_id: "@counter@batch".into(),
+            operation: "add".into(),
+            input: "1".into(),
+            at: None,
+        })
+        .collect();
+    store.commit(&holder, 1, 1, &ops).await.unwrap();
+    let rt = Runtime::start(store, registry(), RuntimeOptions::default());
+    let client = rt.client();
+    let total = until(|| async { value(&client, "batch").await.filter(|v| *v == 1_000) }).await;
+    assert_eq!(total, 1_000);
+    let stats = rt.stats();
+    println!(
+        "1000 queued signals: {} entity batch(es), {} commits",
+        stats.entity_batches, stats.commits
+    );
+    assert_eq!(stats.entity_operations, 1_000);
+    assert!(stats.entity_batches <= 2, "{stats:?}");
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_operation_is_undone_alone_and_a_reset_leaves_the_entity_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(
+        open(dir.path()).await,
+        registry(),
+        RuntimeOptions::default(),
+    );
+    let client = rt.client();
+    let key = counter("c");
+    for add in [5, i64::MAX, 2] {
+        client.signal_entity(&key, &Add(add), None).await.unwrap();
+    }
+    assert_eq!(
+        until(|| async { value(&client, "c").await.filter(|v| *v == 7) }).await,
+        7,
+        "the overflowing add was undone, the one after it ran"
+    );
+    client.signal_entity(&key, &Reset, None).await.unwrap();
+    until(|| async {
+        matches!(
+            client.get_entity("@Counter@c").await,
+            Err(ClientError::EntityNotFound(_))
+        )
+        .then_some(())
+    })
+    .await;
+    client.signal_entity(&key, &Add(1), None).await.unwrap();
+    assert_eq!(
+        until(|| async { value(&client, "c").await }).await,
+        1,
+        "from the initial state again"
+    );
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_signal_waits_for_its_time_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, client, store, clock) = clocked_runtime(dir.path(), registry()).await;
+    let at = clock.now_ms() + 60_000;
+    client
+        .signal_entity(&counter("later"), &Add(4), Some(at))
+        .await
+        .unwrap();
+    let record = client.get_entity("@counter@later").await;
+    assert!(
+        matches!(record, Err(ClientError::EntityNotFound(_))),
+        "{record:?}"
+    );
+    assert_eq!(store.next_timer_at(clock.now_ms()).await.unwrap(), Some(at));
+    clock.advance_to(at);
+    assert_eq!(until(|| async { value(&client, "later").await }).await, 4);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_starts_an_orchestration_when_its_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(
+        open(dir.path()).await,
+        registry(),
+        RuntimeOptions::default(),
+    );
+    let client = rt.client();
+    client
+        .signal_entity(
+            &EntityKey::<Ledger>::new("starter").unwrap(),
+            &Greet("from-entity".into()),
+            None,
+        )
+        .await
+        .unwrap();
+    let done = until(|| async {
+        client
+            .wait_for_completion("from-entity", Duration::from_millis(50))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(done.status, RuntimeStatus::Completed);
+    assert_eq!(done.output.as_deref(), Some(r#"["Hello, entity!"]"#));
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_entity_ids_names_operations_and_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(
+        open(dir.path()).await,
+        registry(),
+        RuntimeOptions::default(),
+    );
+    let client = rt.client();
+    let refused = |r: Result<(), ClientError>| match r {
+        Err(ClientError::Invalid { what, reason }) => format!("{what}: {reason}"),
+        other => panic!("{other:?}"),
+    };
+    for (id, op, input) in [
+        ("counter@a", "add", "1"),
+        ("@counter@", "add", "1"),
+        ("@nosuch@a", "add", "1"),
+        ("@counter@a", "subtract", "1"),
+        ("@counter@a", "add", "{not json"),
+    ] {
+        let message = refused(client.signal_entity_raw(id, op, input, None).await);
+        println!("{id} {op} {input}: {message}");
+    }
+    let large = format!("\"{}\"", "x".repeat(300 * 1024));
+    assert!(matches!(
+        client
+            .signal_entity_raw("@counter@a", "add", &large, None)
+            .await,
+        Err(ClientError::PayloadTooLarge { .. })
+    ));
+    let start = client
+        .start::<HelloSequence>(
+            &vec![],
+            engine::StartOptions {
+                instance_id: Some("@counter@a".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(start, Err(ClientError::Invalid { .. })),
+        "{start:?}"
+    );
+    rt.shutdown().await;
+}
