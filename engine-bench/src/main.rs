@@ -4,8 +4,12 @@
 //! engine-bench fsync     [--db FILE]                   4 KiB write+fsync probe (median)
 //! engine-bench burst     [--n 10000] [--steps 5] [--sync full|normal] [--db FILE] [--journal true|false]
 //! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal] [--journal true|false]
+//! engine-bench signals   [--n 10000] [--entities 1] [--sync full|normal]
 //! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison turn|activity]
 //! ```
+//!
+//! `signals` sends N `add 1` signals to a set of counter entities at once and times them from
+//! the first signal to the last committed batch; the gate is every counter's exact total.
 //!
 //! Throughput comes from stored timestamps (completed / (last completion − first creation));
 //! open-loop latency is completion time minus the client's start time. Every run checks its
@@ -35,6 +39,8 @@ use engine::{
     OrchestrationContext, Registry, Runtime, RuntimeOptions, RuntimeStatus, SqliteStore,
     StartOptions,
     db::{ConnectOptions, Durability},
+    entity::EntityKey,
+    samples::{Add, Counter},
     store::{InstanceQuery, StoreAdmin},
 };
 
@@ -139,6 +145,15 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Sends N signals to ENTITIES counters at once; operations per second until all committed.
+    Signals {
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        #[arg(long, default_value_t = 1)]
+        entities: usize,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Crash-test worker: starts the crash-* instances not yet started and waits for all.
     Worker {
         #[arg(long)]
@@ -202,6 +217,7 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Fsync { store } => fsync_probe(&store),
         Command::Burst { n, steps, store } => rt.block_on(burst(n, steps, &store)),
+        Command::Signals { n, entities, store } => rt.block_on(signals(n, entities, &store)),
         Command::OpenLoop {
             rate,
             seconds,
@@ -447,6 +463,83 @@ async fn burst(n: usize, steps: u32, args: &StoreArgs) -> Result<()> {
             .unwrap_or_default(),
         n as f64 / span,
         span,
+        elapsed,
+        cpu1 - cpu0,
+        rss,
+        load_average()
+    );
+    rt.shutdown().await;
+    Ok(())
+}
+
+/// Clients signalling at once in `signals`, each waiting for its signal's commit.
+const SIGNAL_SENDERS: usize = 500;
+
+async fn signals(n: usize, entities: usize, args: &StoreArgs) -> Result<()> {
+    let entities = entities.max(1);
+    let (path, _dir) = fresh_db(args, "signals")?;
+    let store = open_store(&path, durability(args)).await?;
+    let rt = Runtime::start(
+        store.clone(),
+        engine::samples::registry(),
+        options(args, &path),
+    );
+    let client = rt.client();
+    let keys: Vec<EntityKey<Counter>> = (0..entities)
+        .map(|i| EntityKey::new(&format!("c{i:05}")))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let (cpu0, _) = resources();
+    let wall = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    // As many concurrent clients as a busy server has requests in flight.
+    let per_sender = n.div_ceil(SIGNAL_SENDERS).max(1);
+    for first in (0..n).step_by(per_sender) {
+        let (client, keys) = (client.clone(), keys.clone());
+        senders.spawn(async move {
+            for i in first..(first + per_sender).min(n) {
+                client
+                    .signal_entity(&keys[i % keys.len()], &Add(1), None)
+                    .await?;
+            }
+            Ok::<_, ClientError>(())
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r??;
+    }
+    let sent = wall.elapsed().as_secs_f64();
+    // Committed when every counter holds its exact share (the gate).
+    let expected = |i: usize| (n / entities + usize::from(i < n % entities)) as i64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for (i, key) in keys.iter().enumerate() {
+        loop {
+            let value = client.entity_state(key).await?.map_or(0, |c| c.value);
+            if value == expected(i) {
+                break;
+            }
+            anyhow::ensure!(
+                value < expected(i) && Instant::now() < deadline,
+                "{}: {value}, expected {}",
+                key.id(),
+                expected(i)
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let elapsed = wall.elapsed().as_secs_f64();
+    let (cpu1, rss) = resources();
+    let stats = rt.stats();
+    println!(
+        "runtime: {} commits, {} entity batches ({:.1} operations each)",
+        stats.commits,
+        stats.entity_batches,
+        stats.entity_operations as f64 / stats.entity_batches.max(1) as f64
+    );
+    println!(
+        "signals N={n} to {entities} counter(s): {:.0} operations/s ({:.2} s to all committed; \
+         sent in {sent:.2} s), gates: every counter exact; CPU {:.1} s, max RSS {:.0} MiB, load {}",
+        n as f64 / elapsed,
         elapsed,
         cpu1 - cpu0,
         rss,

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::Serialize;
 
 use crate::{
-    entity::{EntityId, EntityKey, Operation},
+    entity::{Entity, EntityId, EntityKey, Operation},
     history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
     runtime::{Runtime, Shared, WriteOutcome},
     store::{
@@ -338,6 +338,20 @@ impl<S: Store + StoreAdmin> Client<S> {
             .get_entity(&id)
             .await?
             .ok_or(ClientError::EntityNotFound(id))
+    }
+
+    /// An entity's last committed state, typed; `None` while it is absent.
+    pub async fn entity_state<E: Entity>(
+        &self,
+        key: &EntityKey<E>,
+    ) -> Result<Option<E>, ClientError> {
+        match self.get_entity(&key.id().to_string()).await {
+            Ok(record) => serde_json::from_str(&record.state)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("the state of {}: {e}", key.id())).into()),
+            Err(ClientError::EntityNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Typed start: `client.start::<HelloChain>(&input, options)`.
