@@ -33,18 +33,37 @@ pub use futures_util::future::{
 };
 
 use crate::{
+    entity::{EntityKey, Operation},
     executor::Action,
-    history::{EventKind, Failure, HistoryEvent, Json, Message, ParentInstance, TimestampMs},
+    history::{
+        EntityCaller, EventKind, Failure, HistoryEvent, Json, Message, ParentInstance, TimestampMs,
+    },
     registry::{Activity, Event, Orchestration, decode, encode},
 };
 
 /// What a scheduling call asked for, compared with history on replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Scheduled {
-    Activity { name: String },
+    Activity {
+        name: String,
+    },
     Timer,
-    SubOrchestration { name: String, instance_id: String },
-    EventSent { instance_id: String, name: String },
+    SubOrchestration {
+        name: String,
+        instance_id: String,
+    },
+    EventSent {
+        instance_id: String,
+        name: String,
+    },
+    EntitySignal {
+        entity_id: String,
+        operation: String,
+    },
+    EntityCall {
+        entity_id: String,
+        operation: String,
+    },
 }
 
 impl Scheduled {
@@ -65,6 +84,22 @@ impl Scheduled {
                 instance_id: instance_id.clone(),
                 name: name.clone(),
             },
+            EventKind::EntitySignalled {
+                entity_id,
+                operation,
+                ..
+            } => Scheduled::EntitySignal {
+                entity_id: entity_id.clone(),
+                operation: operation.clone(),
+            },
+            EventKind::EntityCalled {
+                entity_id,
+                operation,
+                ..
+            } => Scheduled::EntityCall {
+                entity_id: entity_id.clone(),
+                operation: operation.clone(),
+            },
             _ => return None,
         })
     }
@@ -81,6 +116,14 @@ impl fmt::Display for Scheduled {
             Scheduled::EventSent { instance_id, name } => {
                 write!(f, "event {name:?} sent to {instance_id}")
             }
+            Scheduled::EntitySignal {
+                entity_id,
+                operation,
+            } => write!(f, "signal {operation:?} to {entity_id}"),
+            Scheduled::EntityCall {
+                entity_id,
+                operation,
+            } => write!(f, "call {operation:?} on {entity_id}"),
         }
     }
 }
@@ -521,6 +564,85 @@ impl OrchestrationContext {
                 Err(failure) => Err(failure.caused(
                     "SubOrchestrationFailed",
                     format!("sub-orchestration {} failed", O::NAME),
+                )),
+            }
+        }
+    }
+
+    /// Signals an entity (one-way, recorded as `EntitySignalled`): the operation is queued for
+    /// it when this turn commits.
+    pub fn signal_entity<O: Operation>(
+        &self,
+        key: &EntityKey<O::Entity>,
+        operation: &O,
+    ) -> Result<(), Failure> {
+        let entity_id = key.id().to_string();
+        let input = encode(operation, &format!("the input of operation {}", O::NAME))?;
+        let future = self.schedule(
+            Scheduled::EntitySignal {
+                entity_id: entity_id.clone(),
+                operation: O::NAME.to_owned(),
+            },
+            EventKind::EntitySignalled {
+                entity_id: entity_id.clone(),
+                operation: O::NAME.to_owned(),
+                input: input.clone(),
+            },
+            |_| Action::SendMessage {
+                instance_id: entity_id,
+                message: Message::EntityOperation {
+                    operation: O::NAME.to_owned(),
+                    input,
+                    caller: None,
+                },
+            },
+        );
+        // Nothing completes a signal.
+        self.state.borrow_mut().open.remove(&future.id);
+        Ok(())
+    }
+
+    /// Calls an entity: the operation is queued for it when this turn commits, runs in its
+    /// turn among the entity's other operations, and its result (or failure) comes back. A call
+    /// has no timeout (entities.md rule 11).
+    pub fn call_entity<O: Operation>(
+        &self,
+        key: &EntityKey<O::Entity>,
+        operation: &O,
+    ) -> impl Future<Output = Result<O::Output, Failure>> + 'static + use<O> {
+        let entity_id = key.id().to_string();
+        let caller = self.instance_id().to_owned();
+        let encoded = encode(operation, &format!("the input of operation {}", O::NAME));
+        let scheduled = encoded.clone().map(|input| {
+            self.schedule(
+                Scheduled::EntityCall {
+                    entity_id: entity_id.clone(),
+                    operation: O::NAME.to_owned(),
+                },
+                EventKind::EntityCalled {
+                    entity_id: entity_id.clone(),
+                    operation: O::NAME.to_owned(),
+                    input: input.clone(),
+                },
+                |scheduled_id| Action::SendMessage {
+                    instance_id: entity_id.clone(),
+                    message: Message::EntityOperation {
+                        operation: O::NAME.to_owned(),
+                        input,
+                        caller: Some(EntityCaller {
+                            instance_id: caller,
+                            scheduled_id,
+                        }),
+                    },
+                },
+            )
+        });
+        async move {
+            match scheduled?.await {
+                Ok(json) => decode(&json, &format!("the result of operation {}", O::NAME)),
+                Err(failure) => Err(failure.caused(
+                    "EntityOperationFailed",
+                    format!("operation {} on {entity_id} failed", O::NAME),
                 )),
             }
         }

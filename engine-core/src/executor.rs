@@ -382,6 +382,19 @@ impl Executor {
                 scheduled_id,
                 failure,
             },
+            Message::EntityResponse {
+                scheduled_id,
+                result,
+            } if open(&scheduled_id) => match result {
+                Ok(result) => EventKind::EntityCallCompleted {
+                    scheduled_id,
+                    result,
+                },
+                Err(failure) => EventKind::EntityCallFailed {
+                    scheduled_id,
+                    failure,
+                },
+            },
             Message::EventRaised { name, input } => EventKind::EventRaised { name, input },
             Message::Terminate { reason, .. } => EventKind::ExecutionTerminated { reason },
             Message::Suspend { reason } if self.status == RuntimeStatus::Running => {
@@ -434,7 +447,9 @@ impl Executor {
             EventKind::TaskScheduled { .. }
             | EventKind::TimerCreated { .. }
             | EventKind::SubOrchestrationInstanceCreated { .. }
-            | EventKind::EventSent { .. } => {
+            | EventKind::EventSent { .. }
+            | EventKind::EntitySignalled { .. }
+            | EventKind::EntityCalled { .. } => {
                 // Matched against the code's calls through `State::recorded`.
             }
             EventKind::TaskCompleted {
@@ -444,12 +459,20 @@ impl Executor {
             | EventKind::SubOrchestrationInstanceCompleted {
                 scheduled_id,
                 result,
+            }
+            | EventKind::EntityCallCompleted {
+                scheduled_id,
+                result,
             } => self.deliver(*scheduled_id, Ok(result.clone())),
             EventKind::TaskFailed {
                 scheduled_id,
                 failure,
             }
             | EventKind::SubOrchestrationInstanceFailed {
+                scheduled_id,
+                failure,
+            }
+            | EventKind::EntityCallFailed {
                 scheduled_id,
                 failure,
             } => self.deliver(*scheduled_id, Err(failure.clone())),

@@ -152,6 +152,26 @@ pub enum EventKind {
         name: String,
         input: Json,
     },
+    /// A signal to an entity (one-way).
+    EntitySignalled {
+        entity_id: String,
+        operation: String,
+        input: Json,
+    },
+    /// A call to an entity; its response completes this event's id.
+    EntityCalled {
+        entity_id: String,
+        operation: String,
+        input: Json,
+    },
+    EntityCallCompleted {
+        scheduled_id: u32,
+        result: Json,
+    },
+    EntityCallFailed {
+        scheduled_id: u32,
+        failure: Failure,
+    },
     SubOrchestrationInstanceCreated {
         name: String,
         instance_id: String,
@@ -199,6 +219,10 @@ impl EventKind {
             EventKind::TimerFired { .. } => "TimerFired",
             EventKind::EventRaised { .. } => "EventRaised",
             EventKind::EventSent { .. } => "EventSent",
+            EventKind::EntitySignalled { .. } => "EntitySignalled",
+            EventKind::EntityCalled { .. } => "EntityCalled",
+            EventKind::EntityCallCompleted { .. } => "EntityCallCompleted",
+            EventKind::EntityCallFailed { .. } => "EntityCallFailed",
             EventKind::SubOrchestrationInstanceCreated { .. } => "SubOrchestrationInstanceCreated",
             EventKind::SubOrchestrationInstanceCompleted { .. } => {
                 "SubOrchestrationInstanceCompleted"
@@ -266,11 +290,26 @@ pub enum Message {
     Resume {
         reason: String,
     },
-    /// An operation for an entity, signalled: nothing goes back to its sender.
+    /// An operation for an entity. A signal has no caller; a call's result goes back to its
+    /// caller as [`Message::EntityResponse`].
     EntityOperation {
         operation: String,
         input: Json,
+        #[serde(default)]
+        caller: Option<EntityCaller>,
     },
+    /// An entity's answer to a call.
+    EntityResponse {
+        scheduled_id: u32,
+        result: Result<Json, Failure>,
+    },
+}
+
+/// Who called an entity: the orchestration and the `EntityCalled` event its result completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityCaller {
+    pub instance_id: String,
+    pub scheduled_id: u32,
 }
 
 /// An instance's runtime status (DTFx names).

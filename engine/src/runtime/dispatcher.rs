@@ -975,16 +975,23 @@ impl<S: Store + Clone> Dispatcher<S> {
                 return;
             }
         };
-        let requests: Vec<OperationRequest> = messages
+        let (requests, callers): (Vec<OperationRequest>, Vec<_>) = messages
             .iter()
             .filter_map(|m| match &m.message {
-                Message::EntityOperation { operation, input } => Some(OperationRequest {
-                    operation: operation.clone(),
-                    input: input.clone(),
-                }),
+                Message::EntityOperation {
+                    operation,
+                    input,
+                    caller,
+                } => Some((
+                    OperationRequest {
+                        operation: operation.clone(),
+                        input: input.clone(),
+                    },
+                    caller.clone(),
+                )),
                 _ => None,
             })
-            .collect();
+            .unzip();
         if let Some(journal) = &self.journal {
             journal.begin(&id);
         }
@@ -997,6 +1004,21 @@ impl<S: Store + Clone> Dispatcher<S> {
                 tracing::info!(entity = %id, operation = %request.operation, error = %failure, "an entity operation failed; its changes were undone");
             }
         }
+        // A call's result goes back to its caller (rule 9); a signal's only to the log.
+        let responses = callers
+            .into_iter()
+            .zip(&outcome.results)
+            .filter_map(|(caller, result)| {
+                let caller = caller?;
+                Some((
+                    caller.instance_id,
+                    Message::EntityResponse {
+                        scheduled_id: caller.scheduled_id,
+                        result: result.clone(),
+                    },
+                ))
+            })
+            .collect();
         let stats = &self.shared.stats;
         stats.entity_batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -1029,6 +1051,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             consumed,
             signals: outcome.signals,
             starts,
+            responses,
             now_ms: now,
         });
         self.in_flight.insert(id.clone());

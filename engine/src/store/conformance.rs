@@ -1030,6 +1030,7 @@ pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>
                 at: None,
             }],
             starts: vec![new_instance("started-by-x", T0)],
+            responses: Vec::new(),
             now_ms: T0,
         })
     };
@@ -1087,6 +1088,7 @@ pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>
         consumed: vec![due[0].at],
         signals: Vec::new(),
         starts: Vec::new(),
+        responses: Vec::new(),
         now_ms: T0 + 1_000,
     });
     commit_ok(&store, &a, T0 + 1_000, &[delete]).await;

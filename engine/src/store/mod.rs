@@ -166,6 +166,8 @@ pub struct EntityCommit {
     pub signals: Vec<crate::entity::OutgoingSignal>,
     /// Orchestrations they started.
     pub starts: Vec<NewInstance>,
+    /// Answers to the calls among them: (caller instance, `Message::EntityResponse`).
+    pub responses: Vec<(String, Message)>,
     pub now_ms: TimestampMs,
 }
 

@@ -404,6 +404,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                     Message::EntityOperation {
                         operation: operation.clone(),
                         input: input.clone(),
+                        caller: None,
                     },
                     *at,
                 );
@@ -511,9 +512,13 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 Message::EntityOperation {
                     operation: signal.request.operation.clone(),
                     input: signal.request.input.clone(),
+                    caller: None,
                 },
                 signal.at,
             );
+        }
+        for (instance_id, message) in &batch.responses {
+            self.enqueue(Cow::Borrowed(instance_id), Cow::Borrowed(message));
         }
         for new in &batch.starts {
             if let Err(e) = self.start(Cow::Borrowed(new), true).await? {

@@ -295,3 +295,76 @@ async fn bad_entity_ids_names_operations_and_inputs_are_refused() {
     );
     rt.shutdown().await;
 }
+
+/// Signals one counter, calls another twice, and reports a call that fails.
+struct Tally;
+impl engine::Orchestration for Tally {
+    const NAME: &'static str = "Tally";
+    type Input = i64;
+    type Output = (i64, String);
+    async fn run(ctx: engine::OrchestrationContext, amount: i64) -> Result<(i64, String), Failure> {
+        ctx.signal_entity(&counter("signalled"), &Add(amount))?;
+        let tally = counter("tally");
+        let first = ctx.call_entity(&tally, &Add(amount)).await?;
+        let second = ctx.call_entity(&tally, &Add(amount)).await?;
+        let refused = ctx
+            .call_entity(&tally, &Add(i64::MAX))
+            .await
+            .expect_err("the counter would overflow");
+        let cause = refused.cause.map(|c| c.error_type).unwrap_or_default();
+        Ok((first + second, format!("{} <- {cause}", refused.error_type)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestration_calls_entities_for_results_and_signals_them_one_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = registry();
+    registry.orchestration::<Tally>();
+    let rt = Runtime::start(open(dir.path()).await, registry, RuntimeOptions::default());
+    let client = rt.client();
+    client
+        .start::<Tally>(
+            &5,
+            engine::StartOptions {
+                instance_id: Some("tally".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let done = client
+        .wait_for_completion("tally", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed, "{done:?}");
+    assert_eq!(
+        done.output.as_deref(),
+        Some(r#"[15,"EntityOperationFailed <- Overflow"]"#),
+        "5, then 10; the overflowing call failed and was undone"
+    );
+    assert_eq!(
+        client.entity_state(&counter("tally")).await.unwrap(),
+        Some(Counter { value: 10 })
+    );
+    assert_eq!(
+        until(|| async { client.entity_state(&counter("signalled")).await.unwrap() }).await,
+        Counter { value: 5 }
+    );
+    let history = client.history("tally").await.unwrap();
+    let kinds: Vec<&str> = history.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "EntityCalled").count(), 3);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "EntityCallCompleted")
+            .count(),
+        2
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "EntityCallFailed").count(),
+        1
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "EntitySignalled").count(), 1);
+    rt.shutdown().await;
+}
