@@ -94,10 +94,12 @@ test('overview counts link to the instance list filtered by status', async ({ pa
 
 test('start page checks the JSON before submitting and starts a sample', async ({ page }) => {
   await page.goto('/start');
-  await page.getByTestId('start-name').selectOption('HelloSequence');
+  // A choice made before hydration is not seen by the page's state (noted as a page bug).
+  await hydrated(page);
   const input = page.getByTestId('start-input');
   const submit = page.getByTestId('start-submit');
   await expect(submit).toBeEnabled();
+  await page.getByTestId('start-name').selectOption('HelloSequence');
   await input.fill('["Ada", ');
   await expect(page.getByTestId('start-input-problem')).toContainText('not valid JSON');
   await expect(submit).toBeDisabled();
