@@ -71,6 +71,10 @@ fn op_result(outcome: WriteOutcome) -> Result<(), ClientError> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(OpError::NotFound(id))) => Err(ClientError::NotFound(id)),
         Ok(Err(OpError::Conflict(id))) => Err(ClientError::Conflict(id)),
+        Ok(Err(e @ OpError::EntityAddress(_))) => Err(ClientError::Invalid {
+            what: "instance id",
+            reason: e.to_string(),
+        }),
         // The client's ops (start, deliver, purge, rewind) take no lease; a refusal would be a
         // bug, reported as a storage problem.
         Ok(Err(e @ OpError::LeaseLost(_))) => Err(ClientError::Storage(Arc::new(

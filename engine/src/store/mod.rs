@@ -327,6 +327,9 @@ pub enum OpError {
     /// op was applied, and the current holder's work stands.
     #[error("the lease on {0} was lost: it expired or another runtime took it over")]
     LeaseLost(String),
+    /// An instance id that starts with `@`: such ids address entities.
+    #[error("instance id {0} starts with '@', which addresses an entity (@name@key)")]
+    EntityAddress(String),
 }
 
 /// A storage failure (the whole batch did not commit).

@@ -573,6 +573,10 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
         new: Cow<'a, NewInstance>,
         queue: bool,
     ) -> Result<Result<(), OpError>, StoreError> {
+        if new.instance_id.starts_with('@') {
+            // A sub-orchestration or an entity's start: refused like a taken id.
+            return Ok(Err(OpError::EntityAddress(new.instance_id.clone())));
+        }
         let existing = self.status(&new.instance_id).await?;
         let instance_id: Cow<'a, str> = match &new {
             Cow::Borrowed(b) => Cow::Borrowed(b.instance_id.as_str()),

@@ -368,3 +368,49 @@ async fn an_orchestration_calls_entities_for_results_and_signals_them_one_way() 
     assert_eq!(kinds.iter().filter(|k| **k == "EntitySignalled").count(), 1);
     rt.shutdown().await;
 }
+
+/// Tries to start a child under an entity's address.
+struct Sneaky;
+impl engine::Orchestration for Sneaky {
+    const NAME: &'static str = "Sneaky";
+    type Input = ();
+    type Output = String;
+    async fn run(ctx: engine::OrchestrationContext, _: ()) -> Result<String, Failure> {
+        let refused = ctx
+            .call_sub_orchestration::<HelloSequence>(&vec![], Some("@counter@x"))
+            .await
+            .expect_err("an entity's address is no instance id");
+        Ok(refused
+            .cause
+            .map(|c| format!("{}: {}", c.error_type, c.message))
+            .unwrap_or(refused.message))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_cannot_start_under_an_entitys_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = registry();
+    registry.orchestration::<Sneaky>();
+    let rt = Runtime::start(open(dir.path()).await, registry, RuntimeOptions::default());
+    let client = rt.client();
+    let id = client
+        .start::<Sneaky>(&(), engine::StartOptions::default())
+        .await
+        .unwrap();
+    let done = client
+        .wait_for_completion(&id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed, "{done:?}");
+    let output = done.output.unwrap();
+    assert!(
+        output.contains("StartFailed") && output.contains("'@'"),
+        "{output}"
+    );
+    assert!(matches!(
+        client.get_entity("@counter@x").await,
+        Err(ClientError::EntityNotFound(_))
+    ));
+    rt.shutdown().await;
+}
