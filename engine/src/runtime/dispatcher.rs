@@ -929,15 +929,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             // The instance is gone: its chain with it.
             self.abandon(&id, chain);
         }
-        self.in_flight.insert(id.clone());
-        self.round.push(RoundTurn {
-            instance_id: id,
-            op,
-            executor,
-            consumed,
-            eager: Vec::new(),
-            start: None,
-        });
+        self.round_push(id, op, executor, consumed);
     }
 
     /// Runs the operations queued for an entity as one batch, from its committed state, and
@@ -952,19 +944,12 @@ impl<S: Store + Clone> Dispatcher<S> {
         });
         let Some((entity, entry)) = known else {
             tracing::warn!(entity = %id, "dropping operations for an entity type this runtime does not know");
-            self.in_flight.insert(id.clone());
-            self.round.push(RoundTurn {
-                op: WriteOp::Discard {
-                    instance_id: id.clone(),
-                    fence,
-                    consumed,
-                },
-                instance_id: id,
-                executor: None,
-                consumed: messages,
-                eager: Vec::new(),
-                start: None,
-            });
+            let op = WriteOp::Discard {
+                instance_id: id.clone(),
+                fence,
+                consumed,
+            };
+            self.round_push(id, op, None, messages);
             return;
         };
         let state = match self.shared.store.load_entity(&id).await {
@@ -1054,15 +1039,7 @@ impl<S: Store + Clone> Dispatcher<S> {
             responses,
             now_ms: now,
         });
-        self.in_flight.insert(id.clone());
-        self.round.push(RoundTurn {
-            instance_id: id,
-            op,
-            executor: None,
-            consumed: messages,
-            eager: Vec::new(),
-            start: None,
-        });
+        self.round_push(id, op, None, messages);
     }
 
     /// Fails a quarantined instance without running its code: appends `ExecutionFailed` to its
@@ -1087,7 +1064,6 @@ impl<S: Store + Clone> Dispatcher<S> {
                 return;
             }
         };
-        self.in_flight.insert(id.clone());
         let fence = self.fence(&id);
         let refs: Vec<MessageRef> = messages.iter().map(|m| m.at).collect();
         let op = match loaded {
@@ -1115,11 +1091,23 @@ impl<S: Store + Clone> Dispatcher<S> {
                 consumed: refs,
             },
         };
+        self.round_push(id, op, None, messages);
+    }
+
+    /// Puts a turn's op in this round's commit (no eager rows, no start with it).
+    fn round_push(
+        &mut self,
+        id: String,
+        op: WriteOp,
+        executor: Option<Executor>,
+        consumed: Vec<QueuedMessage>,
+    ) {
+        self.in_flight.insert(id.clone());
         self.round.push(RoundTurn {
             instance_id: id,
             op,
-            executor: None,
-            consumed: messages,
+            executor,
+            consumed,
             eager: Vec::new(),
             start: None,
         });

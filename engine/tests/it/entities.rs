@@ -59,6 +59,21 @@ fn registry() -> engine::Registry {
     registry
 }
 
+/// A runtime with `registry` on a fresh database (the directory lives as long as the first
+/// value).
+async fn started(
+    registry: engine::Registry,
+) -> (
+    tempfile::TempDir,
+    Runtime<engine::SqliteStore>,
+    engine::Client<engine::SqliteStore>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(open(dir.path()).await, registry, RuntimeOptions::default());
+    let client = rt.client();
+    (dir, rt, client)
+}
+
 fn counter(key: &str) -> EntityKey<Counter> {
     EntityKey::new(key).unwrap()
 }
@@ -86,13 +101,7 @@ async fn value(client: &engine::Client<engine::SqliteStore>, key: &str) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_signals_apply_in_send_order_per_sender_in_few_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(
-        open(dir.path()).await,
-        registry(),
-        RuntimeOptions::default(),
-    );
-    let client = rt.client();
+    let (_dir, rt, client) = started(registry()).await;
     let ledger: EntityKey<Ledger> = EntityKey::new("main").unwrap();
     let mut senders = tokio::task::JoinSet::new();
     for sender in 0..10u32 {
@@ -167,13 +176,7 @@ async fn queued_operations_run_as_one_batch_with_one_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_operation_is_undone_alone_and_a_reset_leaves_the_entity_absent() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(
-        open(dir.path()).await,
-        registry(),
-        RuntimeOptions::default(),
-    );
-    let client = rt.client();
+    let (_dir, rt, client) = started(registry()).await;
     let key = counter("c");
     for add in [5, i64::MAX, 2] {
         client.signal_entity(&key, &Add(add), None).await.unwrap();
@@ -223,13 +226,7 @@ async fn a_scheduled_signal_waits_for_its_time_on_the_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_starts_an_orchestration_when_its_batch_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(
-        open(dir.path()).await,
-        registry(),
-        RuntimeOptions::default(),
-    );
-    let client = rt.client();
+    let (_dir, rt, client) = started(registry()).await;
     client
         .signal_entity(
             &EntityKey::<Ledger>::new("starter").unwrap(),
@@ -252,13 +249,7 @@ async fn an_operation_starts_an_orchestration_when_its_batch_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_entity_ids_names_operations_and_inputs_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(
-        open(dir.path()).await,
-        registry(),
-        RuntimeOptions::default(),
-    );
-    let client = rt.client();
+    let (_dir, rt, client) = started(registry()).await;
     let refused = |r: Result<(), ClientError>| match r {
         Err(ClientError::Invalid { what, reason }) => format!("{what}: {reason}"),
         other => panic!("{other:?}"),
@@ -318,11 +309,9 @@ impl engine::Orchestration for Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orchestration_calls_entities_for_results_and_signals_them_one_way() {
-    let dir = tempfile::tempdir().unwrap();
     let mut registry = registry();
     registry.orchestration::<Tally>();
-    let rt = Runtime::start(open(dir.path()).await, registry, RuntimeOptions::default());
-    let client = rt.client();
+    let (_dir, rt, client) = started(registry).await;
     client
         .start::<Tally>(
             &5,
@@ -389,11 +378,9 @@ impl engine::Orchestration for Sneaky {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_cannot_start_under_an_entitys_address() {
-    let dir = tempfile::tempdir().unwrap();
     let mut registry = registry();
     registry.orchestration::<Sneaky>();
-    let rt = Runtime::start(open(dir.path()).await, registry, RuntimeOptions::default());
-    let client = rt.client();
+    let (_dir, rt, client) = started(registry).await;
     let id = client
         .start::<Sneaky>(&(), engine::StartOptions::default())
         .await
