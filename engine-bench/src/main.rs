@@ -5,6 +5,7 @@
 //! engine-bench burst     [--n 10000] [--steps 5] [--sync full|normal] [--db FILE] [--journal true|false]
 //! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal] [--journal true|false]
 //! engine-bench signals   [--n 10000] [--entities 1] [--sync full|normal]
+//! engine-bench entity-query [--entities 100000]           query by name and key prefix (median)
 //! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison turn|activity]
 //! ```
 //!
@@ -154,6 +155,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Creates ENTITIES counters, then times a query by name and key prefix (median of 21).
+    EntityQuery {
+        #[arg(long, default_value_t = 100_000)]
+        entities: usize,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Crash-test worker: starts the crash-* instances not yet started and waits for all.
     Worker {
         #[arg(long)]
@@ -218,6 +226,7 @@ fn run(command: Command) -> Result<()> {
         Command::Fsync { store } => fsync_probe(&store),
         Command::Burst { n, steps, store } => rt.block_on(burst(n, steps, &store)),
         Command::Signals { n, entities, store } => rt.block_on(signals(n, entities, &store)),
+        Command::EntityQuery { entities, store } => rt.block_on(entity_query(entities, &store)),
         Command::OpenLoop {
             rate,
             seconds,
@@ -543,6 +552,80 @@ async fn signals(n: usize, entities: usize, args: &StoreArgs) -> Result<()> {
         elapsed,
         cpu1 - cpu0,
         rss,
+        load_average()
+    );
+    rt.shutdown().await;
+    Ok(())
+}
+
+async fn entity_query(entities: usize, args: &StoreArgs) -> Result<()> {
+    let (path, _dir) = fresh_db(args, "entity-query")?;
+    let store = open_store(&path, durability(args)).await?;
+    let rt = Runtime::start(
+        store.clone(),
+        engine::samples::registry(),
+        options(args, &path),
+    );
+    let client = rt.client();
+    let mut senders = tokio::task::JoinSet::new();
+    let per_sender = entities.div_ceil(SIGNAL_SENDERS).max(1);
+    for first in (0..entities).step_by(per_sender) {
+        let client = client.clone();
+        senders.spawn(async move {
+            for i in first..(first + per_sender).min(entities) {
+                let key =
+                    EntityKey::<Counter>::new(&format!("k{i:06}")).map_err(anyhow::Error::msg)?;
+                client.signal_entity(&key, &Add(1), None).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r??;
+    }
+    let last =
+        EntityKey::<Counter>::new(&format!("k{:06}", entities - 1)).map_err(anyhow::Error::msg)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while client.entity_state(&last).await?.is_none() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the entities were not all created"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Keys k012340…k012349: a prefix matching 10 of the 100,000.
+    let query = engine::store::EntityQuery {
+        name: Some("counter".into()),
+        key_prefix: Some("k01234".into()),
+        page_size: 100,
+        ..Default::default()
+    };
+    let mut times = Vec::new();
+    let mut found = 0;
+    for _ in 0..21 {
+        let started = Instant::now();
+        let page = store.query_entities(&query).await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        found = page.entities.len();
+    }
+    times.sort_by(f64::total_cmp);
+    let all = engine::store::EntityQuery {
+        name: Some("counter".into()),
+        page_size: 100,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let first_page = store.query_entities(&all).await?;
+    let first_ms = started.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        found == 10 && first_page.entities.len() == 100,
+        "wrong matches: {found}"
+    );
+    println!(
+        "entity query over {entities} entities: name + key prefix (10 matches) median {:.2} ms, \
+         max {:.2} ms (21 runs); first page of 100 by name {first_ms:.2} ms; load {}",
+        times[times.len() / 2],
+        times[times.len() - 1],
         load_average()
     );
     rt.shutdown().await;

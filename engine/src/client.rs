@@ -15,8 +15,9 @@ use crate::{
     history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
     runtime::{Runtime, Shared, WriteOutcome},
     store::{
-        Accept, CompletionBucket, EntityRecord, InstancePage, InstanceQuery, InstanceRecord,
-        NewInstance, OpError, RunawayLimits, Store, StoreAdmin, StoreError, WriteOp,
+        Accept, CompletionBucket, EntityPage, EntityQuery, EntityRecord, InstancePage,
+        InstanceQuery, InstanceRecord, NewInstance, OpError, RunawayLimits, Store, StoreAdmin,
+        StoreError, WriteOp,
     },
 };
 
@@ -342,6 +343,50 @@ impl<S: Store + StoreAdmin> Client<S> {
             .get_entity(&id)
             .await?
             .ok_or(ClientError::EntityNotFound(id))
+    }
+
+    /// A page of the entities that have state, in id order (entities.md rule 19). Refuses a
+    /// name that no entity could have, a key prefix without a name or longer than a key, a
+    /// reversed time range and a cursor that is not an entity id.
+    pub async fn query_entities(&self, query: &EntityQuery) -> Result<EntityPage, ClientError> {
+        let mut query = query.clone();
+        if let Some(name) = &query.name {
+            let id = EntityId::new(name, "k").map_err(|reason| ClientError::Invalid {
+                what: "entity name",
+                reason,
+            })?;
+            query.name = Some(id.name().to_owned());
+        }
+        if let Some(prefix) = &query.key_prefix {
+            if query.name.is_none() {
+                return Err(ClientError::Invalid {
+                    what: "key prefix",
+                    reason: "filters keys of one entity type: give the name too".into(),
+                });
+            }
+            if prefix.len() > crate::entity::MAX_ENTITY_KEY || prefix.chars().any(char::is_control)
+            {
+                return Err(ClientError::Invalid {
+                    what: "key prefix",
+                    reason: "is longer than a key or has control characters".into(),
+                });
+            }
+        }
+        if let (Some(from), Some(to)) = (query.modified_from, query.modified_to)
+            && from > to
+        {
+            return Err(ClientError::Invalid {
+                what: "modified range",
+                reason: "the start is after the end".into(),
+            });
+        }
+        if let Some(cursor) = &query.cursor {
+            EntityId::parse(cursor).map_err(|_| ClientError::Invalid {
+                what: "cursor",
+                reason: "not a cursor returned by a previous page".into(),
+            })?;
+        }
+        Ok(self.shared.store.query_entities(&query).await?)
     }
 
     /// An entity's last committed state, typed; `None` while it is absent.

@@ -541,6 +541,30 @@ pub struct InstancePage {
     pub next_cursor: Option<String>,
 }
 
+/// Filters for [`StoreAdmin::query_entities`] (entities.md rule 19), in id order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityQuery {
+    /// The entity type, exactly (lower case).
+    pub name: Option<String>,
+    /// Keys starting with this (with `name` only).
+    pub key_prefix: Option<String>,
+    /// Last modified at or after / before these times.
+    pub modified_from: Option<TimestampMs>,
+    pub modified_to: Option<TimestampMs>,
+    /// At most 1,000; 0 means the default, 100.
+    pub page_size: u32,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of entities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityPage {
+    pub entities: Vec<EntityRecord>,
+    /// Present when more may follow.
+    pub next_cursor: Option<String>,
+}
+
 /// Administration: reads and purges for the management client.
 pub trait StoreAdmin: Send + Sync + 'static {
     /// An entity with its state and backlog, or `None` if it is absent.
@@ -560,6 +584,11 @@ pub trait StoreAdmin: Send + Sync + 'static {
         &self,
         query: &InstanceQuery,
     ) -> impl Future<Output = Result<InstancePage, StoreError>> + Send;
+    /// A page of the entities that have state, in id order.
+    fn query_entities(
+        &self,
+        query: &EntityQuery,
+    ) -> impl Future<Output = Result<EntityPage, StoreError>> + Send;
     fn status_counts(
         &self,
     ) -> impl Future<Output = Result<BTreeMap<RuntimeStatus, i64>, StoreError>> + Send;

@@ -401,3 +401,89 @@ async fn a_child_cannot_start_under_an_entitys_address() {
     ));
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_are_queried_by_name_key_prefix_and_time_in_pages() {
+    let (_dir, rt, client) = started(registry()).await;
+    for key in ["eu-1", "eu-2", "eu-3", "us-1"] {
+        client
+            .signal_entity(&counter(key), &Add(1), None)
+            .await
+            .unwrap();
+    }
+    client
+        .signal_entity(
+            &EntityKey::<Ledger>::new("eu-9").unwrap(),
+            &Append { sender: 0, seq: 0 },
+            None,
+        )
+        .await
+        .unwrap();
+    until(|| async { client.entity_state(&counter("us-1")).await.unwrap() }).await;
+    until(|| async {
+        client
+            .entity_state(&EntityKey::<Ledger>::new("eu-9").unwrap())
+            .await
+            .unwrap()
+    })
+    .await;
+    let query = |name: Option<&str>, prefix: Option<&str>, page_size, cursor: Option<String>| {
+        engine::store::EntityQuery {
+            name: name.map(str::to_owned),
+            key_prefix: prefix.map(str::to_owned),
+            page_size,
+            cursor,
+            ..Default::default()
+        }
+    };
+    let ids = |page: &engine::store::EntityPage| {
+        page.entities
+            .iter()
+            .map(|e| e.entity_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let eu = client
+        .query_entities(&query(Some("Counter"), Some("eu-"), 2, None))
+        .await
+        .unwrap();
+    assert_eq!(ids(&eu), ["@counter@eu-1", "@counter@eu-2"]);
+    let rest = client
+        .query_entities(&query(
+            Some("counter"),
+            Some("eu-"),
+            2,
+            eu.next_cursor.clone(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest), ["@counter@eu-3"]);
+    assert_eq!(rest.next_cursor, None);
+    assert_eq!(rest.entities[0].state, r#"{"value":1}"#);
+    let all = client
+        .query_entities(&query(None, None, 0, None))
+        .await
+        .unwrap();
+    assert_eq!(all.entities.len(), 5, "{:?}", ids(&all));
+    let later = client
+        .query_entities(&engine::store::EntityQuery {
+            modified_from: Some(i64::MAX / 2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(later.entities.is_empty());
+    for bad in [
+        query(Some("no such!"), None, 0, None),
+        query(None, Some("eu-"), 0, None),
+        query(Some("counter"), None, 0, Some("garbage".into())),
+    ] {
+        assert!(
+            matches!(
+                client.query_entities(&bad).await,
+                Err(ClientError::Invalid { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    rt.shutdown().await;
+}

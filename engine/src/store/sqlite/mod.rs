@@ -24,9 +24,9 @@ use tokio::sync::Mutex;
 use crate::{
     history::{HistoryEvent, RuntimeStatus, TimestampMs},
     store::{
-        ActivityItem, CommitEffects, CompletionBucket, EntityRecord, Fetched, Holder, InstancePage,
-        InstanceQuery, InstanceRecord, LoadedInstance, OpError, QueuedMessage, RunawayLimits,
-        Store, StoreAdmin, StoreError, WorkWaker, WriteOp,
+        ActivityItem, CommitEffects, CompletionBucket, EntityPage, EntityQuery, EntityRecord,
+        Fetched, Holder, InstancePage, InstanceQuery, InstanceRecord, LoadedInstance, OpError,
+        QueuedMessage, RunawayLimits, Store, StoreAdmin, StoreError, WorkWaker, WriteOp,
     },
 };
 
@@ -303,6 +303,10 @@ impl StoreAdmin for SqliteStore {
 
     async fn query(&self, query: &InstanceQuery) -> Result<InstancePage, StoreError> {
         self.readers.query(query).await
+    }
+
+    async fn query_entities(&self, query: &EntityQuery) -> Result<EntityPage, StoreError> {
+        self.readers.query_entities(query).await
     }
 
     async fn status_counts(&self) -> Result<BTreeMap<RuntimeStatus, i64>, StoreError> {

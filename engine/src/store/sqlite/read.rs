@@ -13,7 +13,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use super::{parse, sql::Statement, status_of};
 use crate::store::{
-    EntityRecord, InstancePage, InstanceQuery, InstanceRecord, RunawayLimits, SortBy, StoreError,
+    EntityPage, EntityQuery, EntityRecord, InstancePage, InstanceQuery, InstanceRecord,
+    RunawayLimits, SortBy, StoreError,
 };
 
 /// Idle connections kept; more are opened when reads overlap, and closed after.
@@ -91,26 +92,21 @@ impl Readers {
 
     pub(super) fn get_entity(&self, entity_id: &str) -> Result<Option<EntityRecord>, StoreError> {
         self.with(|conn| {
-            let record = conn
-                .prepare_cached(
-                    "SELECT entity_id, name, key, state, last_modified, \
-                     (SELECT COUNT(*) FROM messages WHERE instance_id = ?1) \
-                     + (SELECT COUNT(*) FROM timers WHERE instance_id = ?1) \
-                     FROM entities WHERE entity_id = ?1",
-                )?
-                .query_row([entity_id], |r| {
-                    Ok(EntityRecord {
-                        entity_id: r.get(0)?,
-                        name: r.get(1)?,
-                        key: r.get(2)?,
-                        state: r.get(3)?,
-                        last_modified: r.get(4)?,
-                        backlog: r.get(5)?,
-                    })
-                })
-                .optional()?;
-            Ok(record)
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {ENTITY_COLUMNS} FROM entities e WHERE entity_id = ?"
+                ))?
+                .query_row([entity_id], entity)
+                .optional()?)
         })
+    }
+
+    pub(super) async fn query_entities(
+        &self,
+        query: &EntityQuery,
+    ) -> Result<EntityPage, StoreError> {
+        let query = query.clone();
+        self.off_thread(move |conn| entity_page(conn, &query)).await
     }
 
     pub(super) async fn query(&self, query: &InstanceQuery) -> Result<InstancePage, StoreError> {
@@ -161,6 +157,75 @@ impl Readers {
         })
         .await
     }
+}
+
+/// An entity row and its backlog (queued and scheduled operations), as [`entity`] reads it.
+const ENTITY_COLUMNS: &str = "e.entity_id, e.name, e.key, e.state, e.last_modified, \
+     (SELECT COUNT(*) FROM messages m WHERE m.instance_id = e.entity_id) \
+     + (SELECT COUNT(*) FROM timers t WHERE t.instance_id = e.entity_id)";
+
+fn entity(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntityRecord> {
+    Ok(EntityRecord {
+        entity_id: r.get(0)?,
+        name: r.get(1)?,
+        key: r.get(2)?,
+        state: r.get(3)?,
+        last_modified: r.get(4)?,
+        backlog: r.get(5)?,
+    })
+}
+
+/// One page of [`EntityQuery`]'s matches, in (name, key) order along `entities_by_name`.
+fn entity_page(conn: &Connection, query: &EntityQuery) -> Result<EntityPage, StoreError> {
+    let page_size = match query.page_size {
+        0 => 100,
+        n => n.min(1000),
+    };
+    let mut q = Statement::new(&format!(
+        "SELECT {ENTITY_COLUMNS} FROM entities e WHERE 1 = 1"
+    ));
+    if let Some(name) = &query.name {
+        q.push(" AND e.name = ").bind(name.as_str());
+        if let Some(prefix) = &query.key_prefix {
+            // A range on the index, not LIKE: no escaping.
+            q.push(" AND e.key >= ")
+                .bind(prefix.as_str())
+                .push(" AND e.key < ")
+                .bind(format!("{prefix}\u{10FFFF}"));
+        }
+    }
+    if let Some(from) = query.modified_from {
+        q.push(" AND e.last_modified >= ").bind(from);
+    }
+    if let Some(to) = query.modified_to {
+        q.push(" AND e.last_modified < ").bind(to);
+    }
+    if let Some(cursor) = &query.cursor {
+        let after = crate::entity::EntityId::parse(cursor)
+            .map_err(|_| StoreError::Corrupt(format!("invalid cursor {cursor:?}")))?;
+        q.push(" AND (e.name, e.key) > (")
+            .bind(after.name().to_owned())
+            .push(", ")
+            .bind(after.key().to_owned())
+            .push(")");
+    }
+    q.push(" ORDER BY e.name, e.key LIMIT ")
+        .bind(i64::from(page_size) + 1);
+    let mut statement = conn.prepare_cached(&q.sql)?;
+    let mut entities = statement
+        .query_map(params_from_iter(&q.args), entity)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = (entities.len() > page_size as usize).then(|| {
+        entities.truncate(page_size as usize);
+        entities
+            .last()
+            .map(|last| last.entity_id.clone())
+            .unwrap_or_default()
+    });
+    Ok(EntityPage {
+        entities,
+        next_cursor,
+    })
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
