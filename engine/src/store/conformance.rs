@@ -984,7 +984,8 @@ fn signal(entity_id: &str, input: &str, at: Option<TimestampMs>) -> WriteOp {
 
 /// Signals queue for an entity in order (a scheduled one as a timer); a batch commits the
 /// entity's state, consumes what it ran, queues the signals it sent and starts what it started,
-/// under the entity's lease; an absent state removes the entity.
+/// under the entity's lease; queries find entities with state by name and key prefix; an absent
+/// state removes the entity.
 pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>(harness: &H) {
     let store = harness.store().await;
     let (a, b) = (holder("a"), holder("b"));
@@ -1065,6 +1066,16 @@ pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>
     );
     assert_eq!(record.last_modified, T0);
     assert_eq!(record.backlog, 1, "the scheduled signal");
+    let query = |name: &str, prefix: &str| crate::store::EntityQuery {
+        name: Some(name.into()),
+        key_prefix: Some(prefix.into()),
+        ..Default::default()
+    };
+    let found = store.query_entities(&query("counter", "x")).await.unwrap();
+    assert_eq!(found.entities, [record.clone()]);
+    assert_eq!(found.next_cursor, None);
+    let none = store.query_entities(&query("counter", "y")).await.unwrap();
+    assert!(none.entities.is_empty(), "y has queued work but no state");
     let next = store
         .fetch_messages(&a, queued.scanned_to, T0, LEASE_MS, 10)
         .await
