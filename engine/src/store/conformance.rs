@@ -1072,7 +1072,7 @@ pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>
         ..Default::default()
     };
     let found = store.query_entities(&query("counter", "x")).await.unwrap();
-    assert_eq!(found.entities, [record.clone()]);
+    assert_eq!(found.entities, std::slice::from_ref(&record));
     assert_eq!(found.next_cursor, None);
     let none = store.query_entities(&query("counter", "y")).await.unwrap();
     assert!(none.entities.is_empty(), "y has queued work but no state");
