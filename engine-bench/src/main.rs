@@ -484,6 +484,32 @@ async fn burst(n: usize, steps: u32, args: &StoreArgs) -> Result<()> {
 /// Clients signalling at once in `signals`, each waiting for its signal's commit.
 const SIGNAL_SENDERS: usize = 500;
 
+/// Sends `n` signals `add 1`, round-robin over `keys`, from [`SIGNAL_SENDERS`] clients at once
+/// (as many as a busy server has requests in flight), each waiting for its signal's commit.
+async fn add_one(
+    client: &Client<SqliteStore>,
+    keys: &[EntityKey<Counter>],
+    n: usize,
+) -> Result<()> {
+    let mut senders = tokio::task::JoinSet::new();
+    let per_sender = n.div_ceil(SIGNAL_SENDERS).max(1);
+    for first in (0..n).step_by(per_sender) {
+        let (client, keys) = (client.clone(), keys.to_vec());
+        senders.spawn(async move {
+            for i in first..(first + per_sender).min(n) {
+                client
+                    .signal_entity(&keys[i % keys.len()], &Add(1), None)
+                    .await?;
+            }
+            Ok::<_, ClientError>(())
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
 async fn signals(n: usize, entities: usize, args: &StoreArgs) -> Result<()> {
     let entities = entities.max(1);
     let (path, _dir) = fresh_db(args, "signals")?;
@@ -500,23 +526,7 @@ async fn signals(n: usize, entities: usize, args: &StoreArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     let (cpu0, _) = resources();
     let wall = Instant::now();
-    let mut senders = tokio::task::JoinSet::new();
-    // As many concurrent clients as a busy server has requests in flight.
-    let per_sender = n.div_ceil(SIGNAL_SENDERS).max(1);
-    for first in (0..n).step_by(per_sender) {
-        let (client, keys) = (client.clone(), keys.clone());
-        senders.spawn(async move {
-            for i in first..(first + per_sender).min(n) {
-                client
-                    .signal_entity(&keys[i % keys.len()], &Add(1), None)
-                    .await?;
-            }
-            Ok::<_, ClientError>(())
-        });
-    }
-    while let Some(r) = senders.join_next().await {
-        r??;
-    }
+    add_one(&client, &keys, n).await?;
     let sent = wall.elapsed().as_secs_f64();
     // Committed when every counter holds its exact share (the gate).
     let expected = |i: usize| (n / entities + usize::from(i < n % entities)) as i64;
@@ -567,26 +577,14 @@ async fn entity_query(entities: usize, args: &StoreArgs) -> Result<()> {
         options(args, &path),
     );
     let client = rt.client();
-    let mut senders = tokio::task::JoinSet::new();
-    let per_sender = entities.div_ceil(SIGNAL_SENDERS).max(1);
-    for first in (0..entities).step_by(per_sender) {
-        let client = client.clone();
-        senders.spawn(async move {
-            for i in first..(first + per_sender).min(entities) {
-                let key =
-                    EntityKey::<Counter>::new(&format!("k{i:06}")).map_err(anyhow::Error::msg)?;
-                client.signal_entity(&key, &Add(1), None).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        });
-    }
-    while let Some(r) = senders.join_next().await {
-        r??;
-    }
-    let last =
-        EntityKey::<Counter>::new(&format!("k{:06}", entities - 1)).map_err(anyhow::Error::msg)?;
+    let keys: Vec<EntityKey<Counter>> = (0..entities)
+        .map(|i| EntityKey::new(&format!("k{i:06}")))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    add_one(&client, &keys, entities).await?;
+    let last = &keys[entities - 1];
     let deadline = Instant::now() + Duration::from_secs(600);
-    while client.entity_state(&last).await?.is_none() {
+    while client.entity_state(last).await?.is_none() {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the entities were not all created"

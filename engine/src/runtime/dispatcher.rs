@@ -252,32 +252,21 @@ impl Chain {
         self.turns += 1;
     }
 
-    /// The chain's commit: its turns as one, without the schedules of activities whose
-    /// results it consumed (they never need a row).
-    fn op(&mut self) -> WriteOp {
-        let mut commit = std::mem::replace(
-            &mut self.commit,
-            TurnCommit {
-                instance_id: String::new(),
-                fence: 0,
-                previous_status: RuntimeStatus::Pending,
-                history_start: 0,
-                new_events: Vec::new(),
-                status: RuntimeStatus::Pending,
-                output: None,
-                failure: None,
-                custom_status: None,
-                waiting: None,
-                consumed: Vec::new(),
-                actions: Vec::new(),
-                now_ms: 0,
-            },
-        );
-        let done = &self.done;
+    /// The chain's commit (its turns as one, without the schedules of activities whose results
+    /// it consumed: they never need a row), the messages it consumed, and the eager activities
+    /// still running, whose rows the commit writes.
+    fn into_commit(self) -> (WriteOp, Vec<QueuedMessage>, Vec<(i64, u32)>) {
+        let Chain {
+            mut commit,
+            consumed,
+            running,
+            done,
+            ..
+        } = self;
         commit.actions.retain(|a| {
             !matches!(a, Action::ScheduleActivity { scheduled_id, .. } if done.contains(scheduled_id))
         });
-        if commit.new_events.is_empty() && commit.actions.is_empty() {
+        let op = if commit.new_events.is_empty() && commit.actions.is_empty() {
             WriteOp::Discard {
                 instance_id: commit.instance_id,
                 fence: commit.fence,
@@ -285,7 +274,8 @@ impl Chain {
             }
         } else {
             WriteOp::Turn(commit)
-        }
+        };
+        (op, consumed, running)
     }
 }
 
@@ -735,15 +725,15 @@ impl<S: Store + Clone> Dispatcher<S> {
             self.chains.insert(id, chain);
             return;
         }
-        let op = chain.op();
+        let (op, consumed, eager) = chain.into_commit();
         self.in_flight.insert(id.clone());
         let start = self.starting.remove(&id);
         self.round.push(RoundTurn {
             instance_id: id,
             op,
             executor: Some(executor),
-            consumed: chain.consumed,
-            eager: chain.running,
+            consumed,
+            eager,
             start,
         });
     }
@@ -938,8 +928,9 @@ impl<S: Store + Clone> Dispatcher<S> {
         let fence = self.fence(&id);
         let now = self.shared.clock.now_ms();
         let consumed: Vec<MessageRef> = messages.iter().map(|m| m.at).collect();
+        let shared = self.shared.clone();
         let known = EntityId::parse(&id).ok().and_then(|entity| {
-            let entry = self.shared.registry.get_entity(entity.name())?.clone();
+            let entry = shared.registry.get_entity(entity.name())?;
             Some((entity, entry))
         });
         let Some((entity, entry)) = known else {
