@@ -289,10 +289,14 @@ type BatchFn = Arc<
     dyn Fn(&EntityId, Option<&str>, &[OperationRequest], TimestampMs) -> BatchOutcome + Send + Sync,
 >;
 
+type CheckFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// A registered entity type, type-erased.
 #[derive(Clone)]
 pub struct EntityEntry {
     operations: Vec<&'static str>,
+    /// Whether an input decodes as each operation's type, by operation name.
+    checks: Arc<HashMap<&'static str, CheckFn>>,
     run: BatchFn,
 }
 
@@ -308,6 +312,18 @@ impl EntityEntry {
     /// The operation names, sorted.
     pub fn operations(&self) -> &[&'static str] {
         &self.operations
+    }
+
+    /// Refuses an operation this type does not have, or an input that does not decode as the
+    /// operation's type (a wrong type, a number out of range), with a message for the sender.
+    pub fn check(&self, operation: &str, input: &str) -> Result<(), String> {
+        match self.checks.get(operation) {
+            Some(check) => check(input),
+            None => Err(format!(
+                "no operation {operation:?}; there are {}",
+                self.operations.join(", ")
+            )),
+        }
     }
 
     /// Runs `requests` in order against `state` (the committed JSON, `None` when absent) at
@@ -326,12 +342,14 @@ impl EntityEntry {
 /// The operations of one entity type, gathered for [`crate::registry::Registry::entity`].
 pub struct EntityBuilder<E: Entity> {
     operations: HashMap<&'static str, OperationFn<E>>,
+    checks: HashMap<&'static str, CheckFn>,
 }
 
 impl<E: Entity> Default for EntityBuilder<E> {
     fn default() -> Self {
         EntityBuilder {
             operations: HashMap::new(),
+            checks: HashMap::new(),
         }
     }
 }
@@ -347,6 +365,14 @@ impl<E: Entity> EntityBuilder<E> {
                 encode(&output, "the operation's result")
             }),
         );
+        self.checks.insert(
+            O::NAME,
+            Arc::new(|input| {
+                serde_json::from_str::<O>(input)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+        );
         self
     }
 
@@ -356,6 +382,7 @@ impl<E: Entity> EntityBuilder<E> {
         let operations = self.operations;
         EntityEntry {
             operations: names,
+            checks: Arc::new(self.checks),
             run: Arc::new(move |id, state, requests, now_ms| {
                 run_batch::<E>(&operations, id, state, requests, now_ms)
             }),
@@ -641,5 +668,17 @@ mod tests {
         );
         assert_eq!(outcome.state.as_deref(), Some("not json"), "left as it was");
         assert_eq!(entry.operations(), ["add", "boom", "note", "reset"]);
+        assert_eq!(entry.check("add", "-3"), Ok(()));
+        assert!(
+            entry.check("add", "18446744073709551615").is_err(),
+            "beyond i64"
+        );
+        assert!(entry.check("add", "\"ten\"").is_err());
+        assert!(
+            entry
+                .check("subtract", "1")
+                .unwrap_err()
+                .contains("add, boom")
+        );
     }
 }

@@ -325,6 +325,14 @@ impl<S: Store + StoreAdmin> Client<S> {
             });
         }
         self.check_payload("input", input)?;
+        // A wrongly typed input (a string for a number, a number out of range) is the sender's
+        // mistake: refused here rather than failing the operation later, out of sight.
+        entry
+            .check(operation, input)
+            .map_err(|reason| ClientError::Invalid {
+                what: "input",
+                reason,
+            })?;
         let op = WriteOp::Signal {
             entity_id: id.to_string(),
             operation: operation.to_owned(),

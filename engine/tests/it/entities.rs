@@ -260,6 +260,8 @@ async fn bad_entity_ids_names_operations_and_inputs_are_refused() {
         ("@nosuch@a", "add", "1"),
         ("@counter@a", "subtract", "1"),
         ("@counter@a", "add", "{not json"),
+        ("@counter@a", "add", "18446744073709551615"),
+        ("@counter@a", "add", "\"ten\""),
     ] {
         let message = refused(client.signal_entity_raw(id, op, input, None).await);
         println!("{id} {op} {input}: {message}");
