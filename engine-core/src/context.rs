@@ -33,10 +33,11 @@ pub use futures_util::future::{
 };
 
 use crate::{
-    entity::{EntityKey, Operation},
+    entity::{EntityId, EntityKey, Operation},
     executor::Action,
     history::{
-        EntityCaller, EventKind, Failure, HistoryEvent, Json, Message, ParentInstance, TimestampMs,
+        EntityCaller, EventKind, Failure, HistoryEvent, Json, LockOwner, Message, ParentInstance,
+        TimestampMs,
     },
     registry::{Activity, Event, Orchestration, decode, encode},
 };
@@ -63,6 +64,12 @@ pub(crate) enum Scheduled {
     EntityCall {
         entity_id: String,
         operation: String,
+    },
+    Lock {
+        entity_ids: Vec<String>,
+    },
+    Unlock {
+        section: u32,
     },
 }
 
@@ -100,6 +107,12 @@ impl Scheduled {
                 entity_id: entity_id.clone(),
                 operation: operation.clone(),
             },
+            EventKind::EntityLockRequested { entity_ids } => Scheduled::Lock {
+                entity_ids: entity_ids.clone(),
+            },
+            EventKind::EntityLocksReleased { scheduled_id } => Scheduled::Unlock {
+                section: *scheduled_id,
+            },
             _ => return None,
         })
     }
@@ -124,6 +137,8 @@ impl fmt::Display for Scheduled {
                 entity_id,
                 operation,
             } => write!(f, "call {operation:?} on {entity_id}"),
+            Scheduled::Lock { entity_ids } => write!(f, "a lock on {}", entity_ids.join(", ")),
+            Scheduled::Unlock { section } => write!(f, "the release of section {section}"),
         }
     }
 }
@@ -157,7 +172,27 @@ pub(crate) struct State {
     pub custom_status_changed: bool,
     pub continue_as_new: Option<Json>,
     pub nondeterminism: Option<Failure>,
+    /// The critical section the code is in (asked for or granted), if any.
+    pub section: Option<Section>,
     guid_counter: u64,
+}
+
+/// An open critical section (entities.md rule 16).
+#[derive(Debug, Clone)]
+pub(crate) struct Section {
+    /// The `EntityLockRequested` event's id.
+    pub id: u32,
+    /// Sorted, distinct.
+    pub entity_ids: Vec<String>,
+    /// Each entity's grant epoch, once every lock is held.
+    pub epochs: Option<Vec<u64>>,
+    /// Pending calls to locked entities: scheduled id → entity (one per entity).
+    pub calls: BTreeMap<u32, String>,
+}
+
+/// A violation of the locking rules: the call it comes from fails with it (rule 16).
+fn violation(rule: &str) -> Failure {
+    Failure::new("LockingRulesViolation", rule)
 }
 
 impl State {
@@ -186,6 +221,16 @@ impl State {
         event: EventKind,
         action: impl FnOnce(u32) -> Action,
     ) -> u32 {
+        self.schedule_many(what, event, |id| vec![action(id)])
+    }
+
+    /// [`State::schedule`] for a call that sends several messages at once.
+    fn schedule_many(
+        &mut self,
+        what: Scheduled,
+        event: EventKind,
+        actions: impl FnOnce(u32) -> Vec<Action>,
+    ) -> u32 {
         if let Some((id, recorded)) = self.recorded.pop_front() {
             if recorded != what {
                 self.flag_nondeterminism(format!(
@@ -200,7 +245,8 @@ impl State {
             ));
         }
         let id = self.push_event(event);
-        self.actions.push(action(id));
+        let actions = actions(id);
+        self.actions.extend(actions);
         id
     }
 
@@ -211,6 +257,9 @@ impl State {
         }
         self.timers.remove(&id);
         self.children.remove(&id);
+        if let Some(section) = &mut self.section {
+            section.calls.remove(&id);
+        }
         self.results.insert(id, result);
         if let Some(waker) = self.wakers.remove(&id) {
             waker.wake();
@@ -509,7 +558,10 @@ impl OrchestrationContext {
         input: &O::Input,
         instance_id: Option<&str>,
     ) -> impl Future<Output = Result<O::Output, Failure>> + 'static + use<O> {
-        let encoded = encode(input, &format!("the input of {}", O::NAME));
+        let encoded = encode(input, &format!("the input of {}", O::NAME)).and_then(|input| {
+            self.outside_section("start a sub-orchestration")?;
+            Ok(input)
+        });
         let scheduled = encoded.map(|input| {
             let child_id = match instance_id {
                 Some(id) => id.to_owned(),
@@ -578,6 +630,13 @@ impl OrchestrationContext {
     ) -> Result<(), Failure> {
         let entity_id = key.id().to_string();
         let input = encode(operation, &format!("the input of operation {}", O::NAME))?;
+        if let Some(section) = &self.state.borrow().section
+            && section.entity_ids.contains(&entity_id)
+        {
+            return Err(violation(&format!(
+                "inside a critical section an orchestration calls the entities it locked; it may not signal {entity_id}"
+            )));
+        }
         let future = self.schedule(
             Scheduled::EntitySignal {
                 entity_id: entity_id.clone(),
@@ -612,9 +671,10 @@ impl OrchestrationContext {
     ) -> impl Future<Output = Result<O::Output, Failure>> + 'static + use<O> {
         let entity_id = key.id().to_string();
         let caller = self.instance_id().to_owned();
-        let encoded = encode(operation, &format!("the input of operation {}", O::NAME));
-        let scheduled = encoded.clone().map(|input| {
-            self.schedule(
+        let encoded = encode(operation, &format!("the input of operation {}", O::NAME))
+            .and_then(|input| Ok((input, self.section_epoch(&entity_id)?)));
+        let scheduled = encoded.map(|(input, epoch)| {
+            let future = self.schedule(
                 Scheduled::EntityCall {
                     entity_id: entity_id.clone(),
                     operation: O::NAME.to_owned(),
@@ -632,10 +692,17 @@ impl OrchestrationContext {
                         caller: Some(EntityCaller {
                             instance_id: caller,
                             scheduled_id,
+                            epoch,
                         }),
                     },
                 },
-            )
+            );
+            if epoch.is_some()
+                && let Some(section) = &mut self.state.borrow_mut().section
+            {
+                section.calls.insert(future.id, entity_id.clone());
+            }
+            future
         });
         async move {
             match scheduled?.await {
@@ -646,6 +713,106 @@ impl OrchestrationContext {
                 )),
             }
         }
+    }
+
+    /// Enters a critical section on `entities` (entities.md rules 14 to 17): resolves once every
+    /// one is locked for this orchestration. The locks are taken one entity at a time in sorted
+    /// order (duplicates dropped), so sections over overlapping sets never deadlock.
+    ///
+    /// Inside, the orchestration may call the locked entities (one pending call per entity, in
+    /// parallel across entities), signal other entities, and run activities, timers and event
+    /// waits; it may not lock again, start sub-orchestrations, call an entity it did not lock or
+    /// signal one it did: those fail with `LockingRulesViolation`. [`CriticalSection::release`]
+    /// leaves the section; so does the end of the execution (completed, failed, terminated or
+    /// continued as new), whatever the code did.
+    pub fn lock_entities(
+        &self,
+        entities: &[&EntityId],
+    ) -> impl Future<Output = Result<CriticalSection, Failure>> + 'static + use<> {
+        let mut entity_ids: Vec<String> = entities.iter().map(|e| e.to_string()).collect();
+        entity_ids.sort_unstable();
+        entity_ids.dedup();
+        let checked = if entity_ids.is_empty() {
+            Err(violation("a critical section needs at least one entity"))
+        } else {
+            self.outside_section("lock again")
+        };
+        let scheduled = checked.map(|()| {
+            let owner = |section| LockOwner {
+                instance_id: self.info.instance_id.clone(),
+                generation: self.info.generation,
+                section,
+            };
+            let future = self.schedule(
+                Scheduled::Lock {
+                    entity_ids: entity_ids.clone(),
+                },
+                EventKind::EntityLockRequested {
+                    entity_ids: entity_ids.clone(),
+                },
+                |section| Action::SendMessage {
+                    instance_id: entity_ids[0].clone(),
+                    message: Message::EntityLock {
+                        owner: owner(section),
+                        entity_ids: entity_ids.clone(),
+                        position: 0,
+                        epochs: Vec::new(),
+                    },
+                },
+            );
+            self.state.borrow_mut().section = Some(Section {
+                id: future.id,
+                entity_ids: entity_ids.clone(),
+                epochs: None,
+                calls: BTreeMap::new(),
+            });
+            (owner(future.id), future)
+        });
+        let state = self.state.clone();
+        async move {
+            let (owner, granted) = scheduled?;
+            granted.await?;
+            Ok(CriticalSection {
+                state,
+                owner,
+                entity_ids,
+            })
+        }
+    }
+
+    /// `Ok` outside a critical section; inside, the violation of doing `what` there.
+    fn outside_section(&self, what: &str) -> Result<(), Failure> {
+        match &self.state.borrow().section {
+            None => Ok(()),
+            Some(_) => Err(violation(&format!(
+                "an orchestration inside a critical section may not {what}"
+            ))),
+        }
+    }
+
+    /// The lock epoch a call to `entity_id` carries: `None` outside a section; inside, the
+    /// entity's grant, or the rule the call would break.
+    fn section_epoch(&self, entity_id: &str) -> Result<Option<u64>, Failure> {
+        let s = self.state.borrow();
+        let Some(section) = &s.section else {
+            return Ok(None);
+        };
+        let Some(epochs) = &section.epochs else {
+            return Err(violation(
+                "an orchestration may not call an entity before its lock request is granted",
+            ));
+        };
+        let Some(position) = section.entity_ids.iter().position(|e| e == entity_id) else {
+            return Err(violation(&format!(
+                "inside a critical section an orchestration may call only the entities it locked, not {entity_id}"
+            )));
+        };
+        if section.calls.values().any(|e| e == entity_id) {
+            return Err(violation(&format!(
+                "a call to {entity_id} is pending: one call per locked entity at a time"
+            )));
+        }
+        Ok(epochs.get(position).copied())
     }
 
     /// Raises event `name` on another instance (one-way, recorded as `EventSent`).
@@ -689,6 +856,58 @@ impl OrchestrationContext {
         let json = serde_json::to_string(input).unwrap_or_else(|_| "null".into());
         self.state.borrow_mut().continue_as_new = Some(json);
         std::future::pending()
+    }
+}
+
+/// A critical section this orchestration holds: the locks on its entities
+/// ([`OrchestrationContext::lock_entities`]).
+pub struct CriticalSection {
+    state: Rc<RefCell<State>>,
+    owner: LockOwner,
+    entity_ids: Vec<String>,
+}
+
+impl fmt::Debug for CriticalSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CriticalSection")
+            .field("owner", &self.owner)
+            .field("entity_ids", &self.entity_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CriticalSection {
+    /// The locked entities, sorted.
+    pub fn entity_ids(&self) -> &[String] {
+        &self.entity_ids
+    }
+
+    /// Leaves the section: every entity is told to unlock when this turn commits (recorded as
+    /// `EntityLocksReleased`). Nothing the section did is undone.
+    pub fn release(self) {
+        let mut s = self.state.borrow_mut();
+        if s.section.as_ref().map(|x| x.id) != Some(self.owner.section) {
+            return;
+        }
+        s.section = None;
+        let unlocks = crate::lock::unlocks(&self.owner, &self.entity_ids);
+        s.schedule_many(
+            Scheduled::Unlock {
+                section: self.owner.section,
+            },
+            EventKind::EntityLocksReleased {
+                scheduled_id: self.owner.section,
+            },
+            |_| {
+                unlocks
+                    .into_iter()
+                    .map(|(instance_id, message)| Action::SendMessage {
+                        instance_id,
+                        message,
+                    })
+                    .collect()
+            },
+        );
     }
 }
 

@@ -37,7 +37,9 @@ use std::{
 
 use crate::{
     context::{ExecutionInfo, OrchestrationContext, Scheduled, State},
-    history::{EventKind, Failure, HistoryEvent, Json, Message, RuntimeStatus, TimestampMs},
+    history::{
+        EventKind, Failure, HistoryEvent, Json, LockOwner, Message, RuntimeStatus, TimestampMs,
+    },
     registry::{OrchestrationFuture, Registry},
     rewind::superseded_by_rewinds,
 };
@@ -249,6 +251,12 @@ impl Executor {
         let mut second_pass = false;
         while let Some(index) = queue.pop_front() {
             let message = &messages[index];
+            if let Some(unlocks) = self.stale_grant(message) {
+                // Locks granted to a section this execution no longer waits for: given back.
+                consumed.push(index);
+                self.state.borrow_mut().actions.extend(unlocks);
+                continue;
+            }
             if self.status == RuntimeStatus::ContinuedAsNew
                 && matches!(message, Message::EventRaised { .. })
             {
@@ -302,6 +310,7 @@ impl Executor {
             }
         }
         consumed.sort_unstable();
+        self.release_at_end();
 
         let mut s = self.state.borrow_mut();
         if !changed && s.new_events.len() == 1 && !s.custom_status_changed {
@@ -338,6 +347,46 @@ impl Executor {
             failure: self.failure.clone(),
             custom_status,
             waiting,
+        }
+    }
+
+    /// For a lock grant this execution does not wait for (it ended, continued as new, or left
+    /// that section), the unlocks that give the locks back.
+    fn stale_grant(&self, message: &Message) -> Option<Vec<Action>> {
+        let Message::EntityLockGranted {
+            owner, entity_ids, ..
+        } = message
+        else {
+            return None;
+        };
+        let s = self.state.borrow();
+        let awaited = !self.status.is_terminal()
+            && self.status != RuntimeStatus::ContinuedAsNew
+            && self.info.as_ref().map(|i| i.generation) == Some(owner.generation)
+            && s.section
+                .as_ref()
+                .is_some_and(|x| x.id == owner.section && x.epochs.is_none());
+        (!awaited).then(|| unlock_actions(owner, entity_ids))
+    }
+
+    /// When the execution has ended (or continued as new) inside a critical section, its locks
+    /// go (entities.md rule 17).
+    fn release_at_end(&mut self) {
+        if !(self.status.is_terminal() || self.status == RuntimeStatus::ContinuedAsNew) {
+            return;
+        }
+        let Some(info) = self.info.clone() else {
+            return;
+        };
+        let mut s = self.state.borrow_mut();
+        if let Some(section) = s.section.take() {
+            let owner = LockOwner {
+                instance_id: info.instance_id.clone(),
+                generation: info.generation,
+                section: section.id,
+            };
+            s.actions
+                .extend(unlock_actions(&owner, &section.entity_ids));
         }
     }
 
@@ -395,6 +444,12 @@ impl Executor {
                     failure,
                 },
             },
+            Message::EntityLockGranted { owner, epochs, .. } if open(&owner.section) => {
+                EventKind::EntityLockGranted {
+                    scheduled_id: owner.section,
+                    epochs,
+                }
+            }
             Message::EventRaised { name, input } => EventKind::EventRaised { name, input },
             Message::Terminate { reason, .. } => EventKind::ExecutionTerminated { reason },
             Message::Suspend { reason } if self.status == RuntimeStatus::Running => {
@@ -449,7 +504,9 @@ impl Executor {
             | EventKind::SubOrchestrationInstanceCreated { .. }
             | EventKind::EventSent { .. }
             | EventKind::EntitySignalled { .. }
-            | EventKind::EntityCalled { .. } => {
+            | EventKind::EntityCalled { .. }
+            | EventKind::EntityLockRequested { .. }
+            | EventKind::EntityLocksReleased { .. } => {
                 // Matched against the code's calls through `State::recorded`.
             }
             EventKind::TaskCompleted {
@@ -477,6 +534,17 @@ impl Executor {
                 failure,
             } => self.deliver(*scheduled_id, Err(failure.clone())),
             EventKind::TimerFired { timer_id } => self.deliver(*timer_id, Ok("null".into())),
+            EventKind::EntityLockGranted {
+                scheduled_id,
+                epochs,
+            } => {
+                if let Some(section) = &mut self.state.borrow_mut().section
+                    && section.id == *scheduled_id
+                {
+                    section.epochs = Some(epochs.clone());
+                }
+                self.deliver(*scheduled_id, Ok("null".into()));
+            }
             EventKind::EventRaised { name, input } => {
                 self.state.borrow_mut().raise(name, input.clone());
                 self.poll();
@@ -667,6 +735,17 @@ impl Executor {
     }
 }
 
+/// The messages that release `owner`'s locks on `entity_ids`.
+fn unlock_actions(owner: &LockOwner, entity_ids: &[String]) -> Vec<Action> {
+    crate::lock::unlocks(owner, entity_ids)
+        .into_iter()
+        .map(|(instance_id, message)| Action::SendMessage {
+            instance_id,
+            message,
+        })
+        .collect()
+}
+
 /// The text of a panic's payload (`panic!` with a literal or a formatted message).
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -684,6 +763,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// left to the store, which drops them with the instance's terminal status. An instance that
 /// never started (empty history) is started by `start`, its queued `Start` message, first.
 pub fn failing_turn(
+    instance_id: &str,
     history: &[HistoryEvent],
     start: Option<&Message>,
     failure: Failure,
@@ -717,7 +797,7 @@ pub fn failing_turn(
             EventKind::ExecutionStarted { parent, .. } => parent.clone(),
             _ => None,
         });
-    let actions = parent
+    let mut actions: Vec<Action> = parent
         .map(|p| Action::SendMessage {
             instance_id: p.instance_id,
             message: Message::SubOrchestrationFailed {
@@ -727,6 +807,10 @@ pub fn failing_turn(
         })
         .into_iter()
         .collect();
+    // Its locks go with it (entities.md rule 18).
+    if let Some((owner, entity_ids)) = crate::lock::open_section(history, instance_id) {
+        actions.extend(unlock_actions(&owner, &entity_ids));
+    }
     TurnResult {
         new_events,
         actions,

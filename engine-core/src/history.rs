@@ -172,6 +172,20 @@ pub enum EventKind {
         scheduled_id: u32,
         failure: Failure,
     },
+    /// A critical section asked for: the locks on `entity_ids` (sorted, distinct), taken one
+    /// entity at a time in that order (entities.md rule 14). Its grant completes this event's id.
+    EntityLockRequested {
+        entity_ids: Vec<String>,
+    },
+    /// Every lock of section `scheduled_id` is held; `epochs[i]` is `entity_ids[i]`'s grant.
+    EntityLockGranted {
+        scheduled_id: u32,
+        epochs: Vec<u64>,
+    },
+    /// The section `scheduled_id` was left: its entities were told to unlock.
+    EntityLocksReleased {
+        scheduled_id: u32,
+    },
     SubOrchestrationInstanceCreated {
         name: String,
         instance_id: String,
@@ -223,6 +237,9 @@ impl EventKind {
             EventKind::EntityCalled { .. } => "EntityCalled",
             EventKind::EntityCallCompleted { .. } => "EntityCallCompleted",
             EventKind::EntityCallFailed { .. } => "EntityCallFailed",
+            EventKind::EntityLockRequested { .. } => "EntityLockRequested",
+            EventKind::EntityLockGranted { .. } => "EntityLockGranted",
+            EventKind::EntityLocksReleased { .. } => "EntityLocksReleased",
             EventKind::SubOrchestrationInstanceCreated { .. } => "SubOrchestrationInstanceCreated",
             EventKind::SubOrchestrationInstanceCompleted { .. } => {
                 "SubOrchestrationInstanceCompleted"
@@ -303,6 +320,37 @@ pub enum Message {
         scheduled_id: u32,
         result: Result<Json, Failure>,
     },
+    /// A lock request on its way along `entity_ids` (sorted): for `entity_ids[position]`, which
+    /// grants it when it is free, appends its epoch and forwards it to the next (rule 14).
+    EntityLock {
+        owner: LockOwner,
+        entity_ids: Vec<String>,
+        position: u32,
+        #[serde(default)]
+        epochs: Vec<u64>,
+    },
+    /// To the orchestration: every lock of its section `owner.section` is held.
+    EntityLockGranted {
+        owner: LockOwner,
+        entity_ids: Vec<String>,
+        epochs: Vec<u64>,
+    },
+    /// To an entity: `owner` leaves its section. Ignored unless `owner` holds the lock (rule 15).
+    EntityUnlock {
+        owner: LockOwner,
+    },
+    /// To an entity, from an operator: release the lock `holder` holds, whoever it is, and bump
+    /// the epoch so the old holder's later calls fail with `LockLost` (rule 18). Ignored when
+    /// `holder` no longer holds it.
+    EntityForceUnlock {
+        holder: LockOwner,
+        reason: String,
+    },
+    /// To an entity, from an operator: remove it at once if it is still unlocked with nothing
+    /// queued behind it (the purge verb); ignored otherwise.
+    EntityPurge {
+        reason: String,
+    },
 }
 
 /// Who called an entity: the orchestration and the `EntityCalled` event its result completes.
@@ -310,6 +358,20 @@ pub enum Message {
 pub struct EntityCaller {
     pub instance_id: String,
     pub scheduled_id: u32,
+    /// Set for a call from inside a critical section: the epoch of the caller's lock on the
+    /// entity, which must still be the entity's (rule 18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// One critical section of one execution: who holds, or asks for, a set of entity locks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LockOwner {
+    pub instance_id: String,
+    /// The execution (continue-as-new count) the section belongs to.
+    pub generation: u32,
+    /// The `EntityLockRequested` event's id.
+    pub section: u32,
 }
 
 /// An instance's runtime status (DTFx names).

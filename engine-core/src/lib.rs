@@ -12,6 +12,7 @@ pub mod context;
 pub mod entity;
 pub mod executor;
 pub mod history;
+pub mod lock;
 pub mod millis;
 pub mod registry;
 pub mod rewind;

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::{
     entity::{Entity, EntityId, EntityKey, Operation},
-    history::{HistoryEvent, Message, ParentInstance, RuntimeStatus, TimestampMs},
+    history::{HistoryEvent, LockOwner, Message, ParentInstance, RuntimeStatus, TimestampMs},
+    lock::EntityScheduler,
     runtime::{Runtime, Shared, WriteOutcome},
     store::{
         Accept, CompletionBucket, EntityPage, EntityQuery, EntityRecord, InstancePage,
@@ -54,6 +55,9 @@ pub enum ClientError {
         size: usize,
         limit: usize,
     },
+    /// An entity verb its state does not allow (entities.md, management verbs).
+    #[error("entity {entity_id}: {reason}")]
+    EntityConflict { entity_id: String, reason: String },
     #[error("timed out waiting for instance {0}")]
     Timeout(String),
     #[error("{0}")]
@@ -116,6 +120,31 @@ pub fn validate_name(what: &'static str, value: &str) -> Result<(), ClientError>
     Err(ClientError::Invalid {
         what,
         reason: reason.into(),
+    })
+}
+
+/// What [`Client::clean_entity_storage`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CleanedStorage {
+    /// Orphaned locks released (their holder was not live).
+    pub locks_released: u64,
+}
+
+/// Longest reason an operator may give, in bytes.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Checks an operator's reason: bounded, no control characters but newlines.
+pub fn validate_reason(reason: &str) -> Result<(), ClientError> {
+    let why = if reason.len() > MAX_REASON_LEN {
+        "is longer than 1,024 bytes"
+    } else if reason.chars().any(|c| c.is_control() && c != '\n') {
+        "must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ClientError::Invalid {
+        what: "reason",
+        reason: why.into(),
     })
 }
 
@@ -333,13 +362,156 @@ impl<S: Store + StoreAdmin> Client<S> {
                 what: "input",
                 reason,
             })?;
+        self.send_to_entity(
+            id.to_string(),
+            Message::EntityOperation {
+                operation: operation.to_owned(),
+                input: input.to_owned(),
+                caller: None,
+            },
+            at,
+        )
+        .await
+    }
+
+    async fn send_to_entity(
+        &self,
+        entity_id: String,
+        message: Message,
+        at: Option<TimestampMs>,
+    ) -> Result<(), ClientError> {
         let op = WriteOp::Signal {
-            entity_id: id.to_string(),
-            operation: operation.to_owned(),
-            input: input.to_owned(),
+            entity_id,
+            message,
             at,
         };
         op_result(self.shared.write(op).await)
+    }
+
+    /// Purges an entity (an operator's verb, entities.md): refused while it is locked or has
+    /// messages queued (`EntityConflict`). The removal runs as the entity's next batch, so an
+    /// operation that arrives first brings it back instead.
+    pub async fn purge_entity(&self, entity_id: &str, reason: &str) -> Result<(), ClientError> {
+        let record = self.get_entity(entity_id).await?;
+        validate_reason(reason)?;
+        if let Some(holder) = &record.locked_by {
+            return Err(ClientError::EntityConflict {
+                entity_id: record.entity_id,
+                reason: format!("it is locked by {holder}; release the lock first"),
+            });
+        }
+        if record.backlog > 0 {
+            return Err(ClientError::EntityConflict {
+                entity_id: record.entity_id,
+                reason: format!("{} messages are queued for it", record.backlog),
+            });
+        }
+        let message = Message::EntityPurge {
+            reason: reason.to_owned(),
+        };
+        self.send_to_entity(record.entity_id, message, None).await
+    }
+
+    /// Releases an entity's lock (an operator's verb, entities.md rule 18): refused when it is
+    /// not locked, or when the holder is still live (Pending, Running, Suspended) unless
+    /// `force`. The holder's later calls fail with `LockLost`. Returns the holder released.
+    pub async fn release_entity_lock(
+        &self,
+        entity_id: &str,
+        force: bool,
+        reason: &str,
+    ) -> Result<String, ClientError> {
+        let id = parse_entity_id(entity_id)?.to_string();
+        validate_reason(reason)?;
+        let holder = self.lock_holder(&id).await?;
+        let Some(holder) = holder else {
+            return Err(ClientError::EntityConflict {
+                entity_id: id,
+                reason: "it is not locked".into(),
+            });
+        };
+        if !force && let Some(status) = self.live_status(&holder.instance_id).await? {
+            return Err(ClientError::EntityConflict {
+                entity_id: id,
+                reason: format!(
+                    "its holder {} is {status}; release it with force, or end the holder",
+                    holder.instance_id
+                ),
+            });
+        }
+        let instance_id = holder.instance_id.clone();
+        let message = Message::EntityForceUnlock {
+            holder,
+            reason: reason.to_owned(),
+        };
+        self.send_to_entity(id, message, None).await?;
+        Ok(instance_id)
+    }
+
+    /// Clean entity storage (entities.md rule 20): releases the locks whose holder is neither
+    /// Pending, Running nor Suspended (failed, terminated, purged, gone); live holders' locks
+    /// are never touched. Pages through every locked entity; returns what it did. Part (a) of the
+    /// rule, removing empty entities, has nothing to do here: a row without state, lock or
+    /// waiting messages is deleted by the batch that empties it (rule 13).
+    pub async fn clean_entity_storage(&self) -> Result<CleanedStorage, ClientError> {
+        let mut cleaned = CleanedStorage::default();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .shared
+                .store
+                .query_entities(&EntityQuery {
+                    include_transient: true,
+                    without_state: true,
+                    locked_only: true,
+                    page_size: 1000,
+                    cursor: cursor.take(),
+                    ..EntityQuery::default()
+                })
+                .await?;
+            for record in &page.entities {
+                let Some(holder) = self.lock_holder(&record.entity_id).await? else {
+                    continue;
+                };
+                if self.live_status(&holder.instance_id).await?.is_some() {
+                    continue;
+                }
+                let message = Message::EntityForceUnlock {
+                    holder,
+                    reason: "clean storage: the holder is no longer live".into(),
+                };
+                self.send_to_entity(record.entity_id.clone(), message, None)
+                    .await?;
+                cleaned.locks_released += 1;
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(cleaned)
+    }
+
+    /// The current lock holder of an entity, from its stored scheduler.
+    async fn lock_holder(&self, entity_id: &str) -> Result<Option<LockOwner>, ClientError> {
+        let stored = self.shared.store.load_entity(entity_id).await?;
+        let scheduler = stored
+            .and_then(|s| s.scheduler)
+            .map(|json| serde_json::from_str::<EntityScheduler>(&json))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("the lock of {entity_id}: {e}")))?;
+        Ok(scheduler.and_then(|s| s.lock).map(|l| l.owner))
+    }
+
+    /// The status of an instance if it is live (Pending, Running or Suspended).
+    async fn live_status(&self, instance_id: &str) -> Result<Option<RuntimeStatus>, ClientError> {
+        Ok(self
+            .shared
+            .store
+            .get(instance_id)
+            .await?
+            .map(|r| r.status)
+            .filter(|s| !s.is_terminal() && *s != RuntimeStatus::ContinuedAsNew))
     }
 
     /// An entity's last committed state (entities.md rule 3: never a value in the middle of an
@@ -403,8 +575,10 @@ impl<S: Store + StoreAdmin> Client<S> {
         key: &EntityKey<E>,
     ) -> Result<Option<E>, ClientError> {
         match self.get_entity(&key.id().to_string()).await {
-            Ok(record) => serde_json::from_str(&record.state)
-                .map(Some)
+            Ok(record) => record
+                .state
+                .map(|state| serde_json::from_str(&state))
+                .transpose()
                 .map_err(|e| StoreError::Corrupt(format!("the state of {}: {e}", key.id())).into()),
             Err(ClientError::EntityNotFound(_)) => Ok(None),
             Err(e) => Err(e),

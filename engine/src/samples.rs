@@ -11,6 +11,8 @@
 //!   `Escalate`.
 //! - [`Counter`]: an entity, the aggregator pattern (many signals, one state): [`Add`] and
 //!   [`Reset`].
+//! - [`Account`] and [`Transfer`]: bank accounts as entities, and a transfer that locks both
+//!   accounts (a critical section), checks the balance, and moves the money with two calls.
 //!
 //! Each validates its input ([`Orchestration::validate`](crate::Orchestration::validate)): sizes
 //! and waits are bounded ([`MAX_NAMES`], [`MAX_HELLO_STEPS`], [`MAX_FAN_OUT`], [`MAX_WAIT`]), so a
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ActivityContext, Event, Failure, OrchestrationContext, Registry, activity,
-    entity::{Entity, EntityBuilder, EntityContext, Operation},
+    entity::{Entity, EntityBuilder, EntityContext, EntityKey, Operation},
     history::TimestampMs,
     orchestration, try_when_all,
 };
@@ -281,6 +283,7 @@ pub fn registry() -> Registry {
         .orchestration::<FanOutFanIn>()
         .orchestration::<Monitor>()
         .orchestration::<HumanInteraction>()
+        .orchestration::<Transfer>()
         .activity(SayHello)
         .activity(Square)
         .activity(CheckJob)
@@ -289,6 +292,12 @@ pub fn registry() -> Registry {
             EntityBuilder::<Counter>::default()
                 .operation::<Add>()
                 .operation::<Reset>(),
+        )
+        .entity(
+            EntityBuilder::<Account>::default()
+                .operation::<Deposit>()
+                .operation::<Withdraw>()
+                .operation::<Balance>(),
         );
     r
 }
@@ -332,4 +341,120 @@ impl Operation for Reset {
         ctx.delete_state();
         Ok(())
     }
+}
+
+/// A bank account. Its balance never goes below zero.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub balance: u64,
+}
+
+impl Entity for Account {
+    const NAME: &'static str = "Account";
+}
+
+/// Puts money in; returns the new balance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deposit(pub u64);
+
+impl Operation for Deposit {
+    type Entity = Account;
+    const NAME: &'static str = "deposit";
+    type Output = u64;
+    fn apply(self, state: &mut Account, _: &mut EntityContext) -> Result<u64, Failure> {
+        state.balance = state
+            .balance
+            .checked_add(self.0)
+            .ok_or_else(|| Failure::new("Overflow", "the balance would overflow"))?;
+        Ok(state.balance)
+    }
+}
+
+/// Takes money out; fails (and changes nothing) when the balance is short. Returns the new
+/// balance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Withdraw(pub u64);
+
+impl Operation for Withdraw {
+    type Entity = Account;
+    const NAME: &'static str = "withdraw";
+    type Output = u64;
+    fn apply(self, state: &mut Account, _: &mut EntityContext) -> Result<u64, Failure> {
+        state.balance = state.balance.checked_sub(self.0).ok_or_else(|| {
+            Failure::new(
+                "InsufficientFunds",
+                format!("the balance is {}, short of {}", state.balance, self.0),
+            )
+        })?;
+        Ok(state.balance)
+    }
+}
+
+/// Reads the balance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Balance;
+
+impl Operation for Balance {
+    type Entity = Account;
+    const NAME: &'static str = "balance";
+    type Output = u64;
+    fn apply(self, state: &mut Account, _: &mut EntityContext) -> Result<u64, Failure> {
+        Ok(state.balance)
+    }
+}
+
+/// A transfer between two accounts: `{"from": "alice", "to": "bob", "amount": 10}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferRequest {
+    pub from: String,
+    pub to: String,
+    pub amount: u64,
+}
+
+/// What a transfer did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferOutcome {
+    /// Moved; the balances after it.
+    Done { from_balance: u64, to_balance: u64 },
+    /// Not moved: the source held less than the amount.
+    Refused { balance: u64 },
+}
+
+/// Moves money between two accounts under a lock on both, so no other transfer sees the money
+/// in neither or both: checks the balance, then withdraws and deposits in parallel.
+#[orchestration(validate = valid_transfer)]
+pub async fn transfer(
+    ctx: OrchestrationContext,
+    input: TransferRequest,
+) -> Result<TransferOutcome, Failure> {
+    let key = |k: &str| EntityKey::<Account>::new(k).map_err(|e| Failure::new("InvalidInput", e));
+    let (from, to) = (key(&input.from)?, key(&input.to)?);
+    let section = ctx.lock_entities(&[from.id(), to.id()]).await?;
+    let balance = ctx.call_entity(&from, &Balance).await?;
+    if balance < input.amount {
+        section.release();
+        return Ok(TransferOutcome::Refused { balance });
+    }
+    let (from_balance, to_balance) = futures_util::future::try_join(
+        ctx.call_entity(&from, &Withdraw(input.amount)),
+        ctx.call_entity(&to, &Deposit(input.amount)),
+    )
+    .await?;
+    section.release();
+    Ok(TransferOutcome::Done {
+        from_balance,
+        to_balance,
+    })
+}
+
+fn valid_transfer(input: &TransferRequest) -> Result<(), String> {
+    EntityKey::<Account>::new(&input.from).map_err(|e| format!("from: {e}"))?;
+    EntityKey::<Account>::new(&input.to).map_err(|e| format!("to: {e}"))?;
+    if input.from == input.to {
+        return Err("from and to must be different accounts".into());
+    }
+    if input.amount == 0 {
+        return Err("amount must be positive".into());
+    }
+    Ok(())
 }

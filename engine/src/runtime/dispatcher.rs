@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     entity::{EntityId, OperationRequest},
+    lock::EntityScheduler,
     executor::{Action, Executor, TurnResult, failing_turn, panic_message},
     history::{Failure, Message, RuntimeStatus, TimestampMs},
     store::{
@@ -943,35 +944,33 @@ impl<S: Store + Clone> Dispatcher<S> {
             self.round_push(id, op, None, messages);
             return;
         };
-        let state = match self.shared.store.load_entity(&id).await {
-            Ok(state) => state,
+        let stored = match self.shared.store.load_entity(&id).await {
+            Ok(stored) => stored.unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(entity = %id, error = %e, "loading an entity failed; will retry");
                 self.requeue(messages);
                 return;
             }
         };
-        let (requests, callers): (Vec<OperationRequest>, Vec<_>) = messages
-            .iter()
-            .filter_map(|m| match &m.message {
-                Message::EntityOperation {
-                    operation,
-                    input,
-                    caller,
-                } => Some((
-                    OperationRequest {
-                        operation: operation.clone(),
-                        input: input.clone(),
-                    },
-                    caller.clone(),
-                )),
-                _ => None,
-            })
-            .unzip();
+        let mut scheduler: EntityScheduler = match stored.scheduler.as_deref().map(serde_json::from_str).transpose() {
+            Ok(scheduler) => scheduler.unwrap_or_default(),
+            Err(e) => {
+                // Only this entity suffers: it starts unlocked with nothing waiting.
+                tracing::error!(entity = %id, error = %e, "an entity's stored lock state is unreadable; it was reset");
+                EntityScheduler::default()
+            }
+        };
+        let arrived = messages.iter().map(|m| m.message.clone()).collect();
+        let admitted = scheduler.admit(&id, arrived, now);
+        if admitted.dropped > 0 {
+            tracing::warn!(entity = %id, dropped = admitted.dropped, "signals dropped: too many operations wait behind the entity's lock");
+        }
+        let (requests, callers): (Vec<OperationRequest>, Vec<_>) =
+            admitted.operations.into_iter().unzip();
         if let Some(journal) = &self.journal {
             journal.begin(&id);
         }
-        let outcome = entry.run_batch(&entity, state.as_deref(), &requests, now);
+        let outcome = entry.run_batch(&entity, stored.state.as_deref(), &requests, now);
         if let Some(journal) = &self.journal {
             journal.clear();
         }
@@ -981,20 +980,17 @@ impl<S: Store + Clone> Dispatcher<S> {
             }
         }
         // A call's result goes back to its caller (rule 9); a signal's only to the log.
-        let responses = callers
-            .into_iter()
-            .zip(&outcome.results)
-            .filter_map(|(caller, result)| {
-                let caller = caller?;
-                Some((
-                    caller.instance_id,
-                    Message::EntityResponse {
-                        scheduled_id: caller.scheduled_id,
-                        result: result.clone(),
-                    },
-                ))
-            })
-            .collect();
+        let mut sends = admitted.sends;
+        sends.extend(callers.into_iter().zip(&outcome.results).filter_map(|(caller, result)| {
+            let caller = caller?;
+            Some((
+                caller.instance_id,
+                Message::EntityResponse {
+                    scheduled_id: caller.scheduled_id,
+                    result: result.clone(),
+                },
+            ))
+        }));
         let stats = &self.shared.stats;
         stats.entity_batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -1023,11 +1019,16 @@ impl<S: Store + Clone> Dispatcher<S> {
         let op = WriteOp::EntityBatch(EntityCommit {
             entity_id: id.clone(),
             fence,
-            state: outcome.state,
+            // An accepted purge removes it once the operations before it ran (rule 13).
+            state: if admitted.purge { None } else { outcome.state },
+            scheduler: (!scheduler.is_idle())
+                .then(|| serde_json::to_string(&scheduler).unwrap_or_default()),
+            locked_by: scheduler.holder().map(str::to_owned),
+            deferred: scheduler.deferred.len() as u64,
             consumed,
             signals: outcome.signals,
             starts,
-            responses,
+            sends,
             now_ms: now,
         });
         self.round_push(id, op, None, messages);
@@ -1064,7 +1065,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                     .map(|m| &m.message)
                     .find(|m| matches!(m, Message::Start { .. }));
                 let now = self.shared.clock.now_ms();
-                let result = failing_turn(&loaded.history, start, failure, now);
+                let result = failing_turn(&id, &loaded.history, start, failure, now);
                 WriteOp::Turn(turn_commit(
                     &id,
                     fence,

@@ -145,11 +145,15 @@ pub struct EntityRecord {
     pub entity_id: String,
     pub name: String,
     pub key: String,
-    pub state: Json,
-    /// When an operation last changed it.
+    /// `None`: it has no state (a transient entity: locked, or with messages waiting), or the
+    /// query asked for rows without state.
+    pub state: Option<Json>,
+    /// When a batch last changed it.
     pub last_modified: TimestampMs,
-    /// Operations queued for it, due now or later.
+    /// Messages queued for it: due now, scheduled for later, and waiting behind its lock.
     pub backlog: u64,
+    /// The instance holding its lock (entities.md rules 14 to 18).
+    pub locked_by: Option<String>,
 }
 
 /// An entity batch's outcome, ready to persist (see `engine_core::entity`).
@@ -159,16 +163,30 @@ pub struct EntityCommit {
     pub entity_id: String,
     /// The fence of the lease the operations were fetched under.
     pub fence: u64,
-    /// The state after the batch; `None`: the entity is absent (its row goes).
+    /// The state after the batch; `None`: it has none (the row goes unless `scheduler` is set).
     pub state: Option<Json>,
+    /// The lock and the messages waiting behind it ([`crate::lock::EntityScheduler`], as JSON);
+    /// `None` when it is idle.
+    pub scheduler: Option<Json>,
+    /// The lock's holder and the number of messages waiting, as the scheduler says.
+    pub locked_by: Option<String>,
+    pub deferred: u64,
     pub consumed: Vec<MessageRef>,
     /// Signals the batch's successful operations sent.
     pub signals: Vec<crate::entity::OutgoingSignal>,
     /// Orchestrations they started.
     pub starts: Vec<NewInstance>,
-    /// Answers to the calls among them: (caller instance, `Message::EntityResponse`).
-    pub responses: Vec<(String, Message)>,
+    /// Messages to instances and entities: answers to calls (`Message::EntityResponse`), lock
+    /// grants and forwards.
+    pub sends: Vec<(String, Message)>,
     pub now_ms: TimestampMs,
+}
+
+/// An entity as its batch loads it: state and scheduler, as stored (JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredEntity {
+    pub state: Option<Json>,
+    pub scheduler: Option<Json>,
 }
 
 /// The stored summary of one instance.
@@ -276,12 +294,12 @@ pub enum WriteOp {
     },
     /// Create an instance; refused with `Conflict` if the id belongs to a live instance.
     Start(NewInstance),
-    /// Queue an operation for an entity (`@name@key`, checked), now or not before `at`. Never
+    /// Queue a message for an entity (`@name@key`, checked), now or not before `at`: an
+    /// operation ([`Message::EntityOperation`]) or an operator's forced unlock or purge. Never
     /// refused: the first operation brings an entity into being.
     Signal {
         entity_id: String,
-        operation: String,
-        input: Json,
+        message: Message,
         at: Option<TimestampMs>,
     },
     /// Commit an entity batch under the entity's lease: its state, the messages it consumed,
@@ -447,11 +465,11 @@ pub trait Store: Send + Sync + 'static {
         now_ms: TimestampMs,
         lease_ms: i64,
     ) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
-    /// An entity's committed state, or `None` if it is absent.
+    /// An entity's committed state and scheduler, or `None` if it has no row.
     fn load_entity(
         &self,
         entity_id: &str,
-    ) -> impl Future<Output = Result<Option<Json>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<StoredEntity>, StoreError>> + Send;
     /// The status and history of an instance, or `None` if it does not exist.
     fn load(
         &self,
@@ -555,6 +573,18 @@ pub struct EntityQuery {
     pub page_size: u32,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Leave the state out of the rows (rule 19: included by default).
+    #[serde(default)]
+    pub without_state: bool,
+    /// Also entities without state that are locked or have messages waiting (default no).
+    #[serde(default)]
+    pub include_transient: bool,
+    /// Only locked entities.
+    #[serde(default)]
+    pub locked_only: bool,
+    /// Count every match (not only this page) into [`EntityPage::total`].
+    #[serde(default)]
+    pub count: bool,
 }
 
 /// One page of entities.
@@ -563,6 +593,8 @@ pub struct EntityPage {
     pub entities: Vec<EntityRecord>,
     /// Present when more may follow.
     pub next_cursor: Option<String>,
+    /// Every match, when the query asked for the count.
+    pub total: Option<u64>,
 }
 
 /// Administration: reads and purges for the management client.

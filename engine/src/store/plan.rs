@@ -161,12 +161,9 @@ pub enum Step<'a> {
         history_len: u32,
         now_ms: TimestampMs,
     },
-    /// Writes an entity's state (`None`: the entity is absent, its row goes).
-    SetEntity {
-        entity_id: &'a str,
-        state: Option<&'a str>,
-        now_ms: TimestampMs,
-    },
+    /// Writes an entity's row after a batch; the row goes when it has neither state nor
+    /// scheduler (rule 13).
+    SetEntity(&'a EntityCommit),
 }
 
 /// What a batch does.
@@ -395,19 +392,10 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
             WriteOp::Start(new) => self.start(Cow::Borrowed(new), true).await?,
             WriteOp::Signal {
                 entity_id,
-                operation,
-                input,
+                message,
                 at,
             } => {
-                self.signal(
-                    Cow::Borrowed(entity_id),
-                    Message::EntityOperation {
-                        operation: operation.clone(),
-                        input: input.clone(),
-                        caller: None,
-                    },
-                    *at,
-                );
+                self.signal(Cow::Borrowed(entity_id), message.clone(), *at);
                 Ok(())
             }
             WriteOp::EntityBatch(batch) => {
@@ -501,11 +489,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 .filter(MessageRef::is_stored)
                 .map(Step::Consume),
         );
-        self.plan.steps.push(Step::SetEntity {
-            entity_id: &batch.entity_id,
-            state: batch.state.as_deref(),
-            now_ms: batch.now_ms,
-        });
+        self.plan.steps.push(Step::SetEntity(batch));
         for signal in &batch.signals {
             self.signal(
                 Cow::Owned(signal.target.to_string()),
@@ -517,7 +501,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                 signal.at,
             );
         }
-        for (instance_id, message) in &batch.responses {
+        for (instance_id, message) in &batch.sends {
             self.enqueue(Cow::Borrowed(instance_id), Cow::Borrowed(message));
         }
         for new in &batch.starts {

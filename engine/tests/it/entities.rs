@@ -93,7 +93,7 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(read: impl Fn() ->
 async fn value(client: &engine::Client<engine::SqliteStore>, key: &str) -> Option<i64> {
     let record = client.get_entity(&format!("@counter@{key}")).await.ok()?;
     Some(
-        serde_json::from_str::<Counter>(&record.state)
+        serde_json::from_str::<Counter>(&record.state?)
             .unwrap()
             .value,
     )
@@ -120,7 +120,7 @@ async fn concurrent_signals_apply_in_send_order_per_sender_in_few_commits() {
     }
     let entries = until(|| async {
         let record = client.get_entity("@ledger@main").await.ok()?;
-        let ledger: Ledger = serde_json::from_str(&record.state).unwrap();
+        let ledger: Ledger = serde_json::from_str(&record.state?).unwrap();
         (ledger.entries.len() == 500).then_some(ledger.entries)
     })
     .await;
@@ -154,8 +154,11 @@ async fn queued_operations_run_as_one_batch_with_one_commit() {
     let ops: Vec<_> = (0..1_000)
         .map(|_| engine::store::WriteOp::Signal {
             entity_id: "@counter@batch".into(),
-            operation: "add".into(),
-            input: "1".into(),
+            message: engine::Message::EntityOperation {
+                operation: "add".into(),
+                input: "1".into(),
+                caller: None,
+            },
             at: None,
         })
         .collect();
@@ -460,7 +463,7 @@ async fn entities_are_queried_by_name_key_prefix_and_time_in_pages() {
         .unwrap();
     assert_eq!(ids(&rest), ["@counter@eu-3"]);
     assert_eq!(rest.next_cursor, None);
-    assert_eq!(rest.entities[0].state, r#"{"value":1}"#);
+    assert_eq!(rest.entities[0].state.as_deref(), Some(r#"{"value":1}"#));
     let all = client
         .query_entities(&query(None, None, 0, None))
         .await

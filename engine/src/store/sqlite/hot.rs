@@ -26,8 +26,8 @@ use super::{
 use crate::{
     history::{HistoryEvent, RuntimeStatus, TimestampMs},
     store::{
-        ActivityItem, CommitEffects, Fetched, Holder, LeaseRecord, LoadedInstance, MessageRef,
-        NewInstance, OpError, QueuedMessage, StoreError, TurnCommit, WriteOp,
+        ActivityItem, CommitEffects, EntityCommit, Fetched, Holder, LeaseRecord, LoadedInstance, MessageRef,
+        NewInstance, OpError, QueuedMessage, StoreError, StoredEntity, TurnCommit, WriteOp,
         plan::{self, Identity, Plan, PlanReads, Step},
     },
 };
@@ -197,11 +197,19 @@ impl Hot {
         })
     }
 
-    pub(super) fn load_entity(&mut self, entity_id: &str) -> Result<Option<String>, StoreError> {
+    pub(super) fn load_entity(
+        &mut self,
+        entity_id: &str,
+    ) -> Result<Option<StoredEntity>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT state FROM entities WHERE entity_id = ?")?
-            .query_row([entity_id], |r| r.get(0))
+            .prepare_cached("SELECT state, scheduler FROM entities WHERE entity_id = ?")?
+            .query_row([entity_id], |r| {
+                Ok(StoredEntity {
+                    state: r.get(0)?,
+                    scheduler: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 
@@ -451,8 +459,8 @@ struct Pending<'p> {
     ended: Vec<&'p str>,
     /// The same, for lookups.
     ending: HashSet<&'p str>,
-    /// Entity states to write (`None`: delete the row), the last per entity.
-    entities: Vec<(&'p str, Option<&'p str>, TimestampMs)>,
+    /// Entity rows to write (neither state nor scheduler: delete the row), the last per entity.
+    entities: Vec<&'p EntityCommit>,
 }
 
 impl<'p> Pending<'p> {
@@ -551,31 +559,40 @@ impl<'p> Pending<'p> {
             });
             out.push(q);
         }
-        let (put, gone): (Vec<_>, Vec<_>) = pending.entities.iter().partition(|e| e.1.is_some());
-        for chunk in put.chunks(CHUNK / 5) {
+        let (put, gone): (Vec<_>, Vec<_>) = pending
+            .entities
+            .iter()
+            .partition(|e| e.state.is_some() || e.scheduler.is_some());
+        for chunk in put.chunks(CHUNK / 8) {
             let mut q = Statement::new(
-                "INSERT INTO entities (entity_id, name, key, state, last_modified) ",
+                "INSERT INTO entities (entity_id, name, key, state, last_modified, scheduler, \
+                 locked_by, deferred) ",
             );
-            q.values(chunk, |args, (id, state, now)| {
+            q.values(chunk, |args, e: &&EntityCommit| {
+                let id = e.entity_id.as_str();
                 let (name, key) = id
                     .strip_prefix('@')
                     .and_then(|rest| rest.split_once('@'))
                     .unwrap_or(("", id));
-                args.extend::<[Arg<'p>; 5]>([
-                    (*id).into(),
+                args.extend::<[Arg<'p>; 8]>([
+                    id.into(),
                     name.into(),
                     key.into(),
-                    (*state).into(),
-                    (*now).into(),
+                    e.state.as_deref().into(),
+                    e.now_ms.into(),
+                    e.scheduler.as_deref().into(),
+                    e.locked_by.as_deref().into(),
+                    (e.deferred as i64).into(),
                 ]);
             });
             q.push(
                 " ON CONFLICT (entity_id) DO UPDATE SET state = excluded.state, \
-                 last_modified = excluded.last_modified",
+                 last_modified = excluded.last_modified, scheduler = excluded.scheduler, \
+                 locked_by = excluded.locked_by, deferred = excluded.deferred",
             );
             out.push(q);
         }
-        let gone: Vec<&str> = gone.iter().map(|e| e.0).collect();
+        let gone: Vec<&str> = gone.iter().map(|e| e.entity_id.as_str()).collect();
         delete_in(out, "entities", "entity_id", &gone);
         delete_in(out, "messages", "id", &pending.delete_messages);
         delete_in(out, "timers", "id", &pending.delete_timers);
@@ -673,13 +690,9 @@ fn statements<'p>(plan: &'p Plan<'p>) -> Vec<Statement<'p>> {
                     .push((instance_id, *scheduled_id, name, input));
             }
             Step::Consume(r) => pending.consume(*r),
-            Step::SetEntity {
-                entity_id,
-                state,
-                now_ms,
-            } => {
-                pending.entities.retain(|e| e.0 != *entity_id);
-                pending.entities.push((entity_id, *state, *now_ms));
+            Step::SetEntity(batch) => {
+                pending.entities.retain(|e| e.entity_id != batch.entity_id);
+                pending.entities.push(batch);
             }
             Step::EndExecution(instance_id) => {
                 pending.ended.push(instance_id);

@@ -26,7 +26,7 @@ use crate::{
     store::{
         ActivityItem, CommitEffects, CompletionBucket, EntityPage, EntityQuery, EntityRecord,
         Fetched, Holder, InstancePage, InstanceQuery, InstanceRecord, LoadedInstance, OpError,
-        QueuedMessage, RunawayLimits, Store, StoreAdmin, StoreError, WorkWaker, WriteOp,
+        QueuedMessage, RunawayLimits, Store, StoreAdmin, StoreError, StoredEntity, WorkWaker, WriteOp,
     },
 };
 
@@ -233,7 +233,7 @@ impl Store for SqliteStore {
             .renew_activities(holder, ids, now_ms, lease_ms))
     }
 
-    async fn load_entity(&self, entity_id: &str) -> Result<Option<String>, StoreError> {
+    async fn load_entity(&self, entity_id: &str) -> Result<Option<StoredEntity>, StoreError> {
         self.hot.lock().await.load_entity(entity_id)
     }
 

@@ -94,7 +94,8 @@ impl Readers {
         self.with(|conn| {
             Ok(conn
                 .prepare_cached(&format!(
-                    "SELECT {ENTITY_COLUMNS} FROM entities e WHERE entity_id = ?"
+                    "SELECT {} FROM entities e WHERE entity_id = ?",
+                    entity_columns(true)
                 ))?
                 .query_row([entity_id], entity)
                 .optional()?)
@@ -159,10 +160,17 @@ impl Readers {
     }
 }
 
-/// An entity row and its backlog (queued and scheduled operations), as [`entity`] reads it.
-const ENTITY_COLUMNS: &str = "e.entity_id, e.name, e.key, e.state, e.last_modified, \
+/// An entity row and its backlog (queued, scheduled and waiting messages), as [`entity`] reads
+/// it; `{state}` is `e.state` or `NULL`.
+const ENTITY_COLUMNS: &str = "e.entity_id, e.name, e.key, {state}, e.last_modified, \
      (SELECT COUNT(*) FROM messages m WHERE m.instance_id = e.entity_id) \
-     + (SELECT COUNT(*) FROM timers t WHERE t.instance_id = e.entity_id)";
+     + (SELECT COUNT(*) FROM timers t WHERE t.instance_id = e.entity_id) + e.deferred, \
+     e.locked_by";
+
+/// [`ENTITY_COLUMNS`] with or without the state.
+fn entity_columns(with_state: bool) -> String {
+    ENTITY_COLUMNS.replace("{state}", if with_state { "e.state" } else { "NULL" })
+}
 
 fn entity(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntityRecord> {
     Ok(EntityRecord {
@@ -172,34 +180,57 @@ fn entity(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntityRecord> {
         state: r.get(3)?,
         last_modified: r.get(4)?,
         backlog: r.get(5)?,
+        locked_by: r.get(6)?,
     })
 }
 
-/// One page of [`EntityQuery`]'s matches, in (name, key) order along `entities_by_name`.
+/// One page of [`EntityQuery`]'s matches, in (name, key) order along `entities_by_name`, and
+/// their count when asked.
 fn entity_page(conn: &Connection, query: &EntityQuery) -> Result<EntityPage, StoreError> {
     let page_size = match query.page_size {
         0 => 100,
         n => n.min(1000),
     };
-    let mut q = Statement::new(&format!(
-        "SELECT {ENTITY_COLUMNS} FROM entities e WHERE 1 = 1"
-    ));
-    if let Some(name) = &query.name {
-        q.push(" AND e.name = ").bind(name.as_str());
-        if let Some(prefix) = &query.key_prefix {
-            // A range on the index, not LIKE: no escaping.
-            q.push(" AND e.key >= ")
-                .bind(prefix.as_str())
-                .push(" AND e.key < ")
-                .bind(format!("{prefix}\u{10FFFF}"));
+    let filter = |q: &mut Statement<'_>| -> Result<(), StoreError> {
+        if let Some(name) = &query.name {
+            q.push(" AND e.name = ").bind(name.clone());
+            if let Some(prefix) = &query.key_prefix {
+                // A range on the index, not LIKE: no escaping.
+                q.push(" AND e.key >= ")
+                    .bind(prefix.clone())
+                    .push(" AND e.key < ")
+                    .bind(format!("{prefix}\u{10FFFF}"));
+            }
         }
-    }
-    if let Some(from) = query.modified_from {
-        q.push(" AND e.last_modified >= ").bind(from);
-    }
-    if let Some(to) = query.modified_to {
-        q.push(" AND e.last_modified < ").bind(to);
-    }
+        if let Some(from) = query.modified_from {
+            q.push(" AND e.last_modified >= ").bind(from);
+        }
+        if let Some(to) = query.modified_to {
+            q.push(" AND e.last_modified < ").bind(to);
+        }
+        if !query.include_transient {
+            q.push(" AND e.state IS NOT NULL");
+        }
+        if query.locked_only {
+            q.push(" AND e.locked_by IS NOT NULL");
+        }
+        Ok(())
+    };
+    let total = if query.count {
+        let mut q = Statement::new("SELECT COUNT(*) FROM entities e WHERE 1 = 1");
+        filter(&mut q)?;
+        let total: i64 = conn
+            .prepare_cached(&q.sql)?
+            .query_row(params_from_iter(&q.args), |r| r.get(0))?;
+        Some(total as u64)
+    } else {
+        None
+    };
+    let mut q = Statement::new(&format!(
+        "SELECT {} FROM entities e WHERE 1 = 1",
+        entity_columns(!query.without_state)
+    ));
+    filter(&mut q)?;
     if let Some(cursor) = &query.cursor {
         let after = crate::entity::EntityId::parse(cursor)
             .map_err(|_| StoreError::Corrupt(format!("invalid cursor {cursor:?}")))?;
@@ -225,6 +256,7 @@ fn entity_page(conn: &Connection, query: &EntityQuery) -> Result<EntityPage, Sto
     Ok(EntityPage {
         entities,
         next_cursor,
+        total,
     })
 }
 
