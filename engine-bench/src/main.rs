@@ -6,11 +6,15 @@
 //! engine-bench open-loop [--rate 100] [--seconds 10] [--steps 3] [--sync full|normal] [--journal true|false]
 //! engine-bench signals   [--n 10000] [--entities 1] [--sync full|normal]
 //! engine-bench entity-query [--entities 100000]           query by name and key prefix (median)
+//! engine-bench transfers [--n 1000] [--accounts 10] [--sync full|normal]   transfers under locks
 //! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison turn|activity]
 //! ```
 //!
 //! `signals` sends N `add 1` signals to a set of counter entities at once and times them from
 //! the first signal to the last committed batch; the gate is every counter's exact total.
+//! `transfers` starts N sample transfers at once among ACCOUNTS accounts, each locking its two
+//! accounts, and times them from the first start to the last completion; the gates are every
+//! transfer Completed, the total conserved and no account left locked.
 //!
 //! Throughput comes from stored timestamps (completed / (last completion − first creation));
 //! open-loop latency is completion time minus the client's start time. Every run checks its
@@ -162,6 +166,15 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Starts N transfers under locks among ACCOUNTS accounts at once; transfers per second.
+    Transfers {
+        #[arg(long, default_value_t = 1_000)]
+        n: usize,
+        #[arg(long, default_value_t = 10)]
+        accounts: u64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Crash-test worker: starts the crash-* instances not yet started and waits for all.
     Worker {
         #[arg(long)]
@@ -227,6 +240,9 @@ fn run(command: Command) -> Result<()> {
         Command::Burst { n, steps, store } => rt.block_on(burst(n, steps, &store)),
         Command::Signals { n, entities, store } => rt.block_on(signals(n, entities, &store)),
         Command::EntityQuery { entities, store } => rt.block_on(entity_query(entities, &store)),
+        Command::Transfers { n, accounts, store } => {
+            rt.block_on(transfers(n, accounts, &store))
+        }
         Command::OpenLoop {
             rate,
             seconds,
@@ -624,6 +640,114 @@ async fn entity_query(entities: usize, args: &StoreArgs) -> Result<()> {
          max {:.2} ms (21 runs); first page of 100 by name {first_ms:.2} ms; load {}",
         times[times.len() / 2],
         times[times.len() - 1],
+        load_average()
+    );
+    rt.shutdown().await;
+    Ok(())
+}
+
+async fn transfers(n: usize, accounts: u64, args: &StoreArgs) -> Result<()> {
+    use engine::samples::{Account, Deposit, Transfer, TransferOutcome, TransferRequest};
+    const OPENING: u64 = 1_000_000;
+    anyhow::ensure!(accounts >= 2, "a transfer needs two accounts");
+    let (path, _dir) = fresh_db(args, "transfers")?;
+    let store = open_store(&path, durability(args)).await?;
+    let rt = Runtime::start(
+        store.clone(),
+        engine::samples::registry(),
+        options(args, &path),
+    );
+    let client = rt.client();
+    let key = |i: u64| EntityKey::<Account>::new(&format!("a{i:03}")).map_err(anyhow::Error::msg);
+    for i in 0..accounts {
+        client.signal_entity(&key(i)?, &Deposit(OPENING), None).await?;
+    }
+    // Pairs from a fixed pseudo-random sequence, in both directions.
+    let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+    let mut next = move |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    let requests: Vec<TransferRequest> = (0..n)
+        .map(|_| {
+            let from = next(accounts);
+            let to = (from + 1 + next(accounts - 1)) % accounts;
+            TransferRequest {
+                from: format!("a{from:03}"),
+                to: format!("a{to:03}"),
+                amount: 1 + next(100),
+            }
+        })
+        .collect();
+    let (cpu0, _) = resources();
+    let wall = Instant::now();
+    let mut starters = tokio::task::JoinSet::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        let client = client.clone();
+        starters.spawn(async move {
+            let options = engine::StartOptions {
+                instance_id: Some(format!("transfer-{i:05}")),
+                ..Default::default()
+            };
+            client.start::<Transfer>(&request, options).await
+        });
+    }
+    while let Some(r) = starters.join_next().await {
+        r??;
+    }
+    let mut moved = 0;
+    for i in 0..n {
+        let done = client
+            .wait_for_completion(&format!("transfer-{i:05}"), Duration::from_secs(600))
+            .await?;
+        anyhow::ensure!(
+            done.status == RuntimeStatus::Completed,
+            "transfer-{i:05} is {}: {:?}",
+            done.status,
+            done.failure
+        );
+        if let Some(TransferOutcome::Done { .. }) =
+            done.output.as_deref().and_then(|o| serde_json::from_str(o).ok())
+        {
+            moved += 1;
+        }
+    }
+    let elapsed = wall.elapsed().as_secs_f64();
+    let (cpu1, rss) = resources();
+    // Gates: the total is conserved and, once the last unlocks ran, nothing is locked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let total = loop {
+        let mut total = 0;
+        let mut locked = 0;
+        for i in 0..accounts {
+            let record = client.get_entity(&key(i)?.id().to_string()).await?;
+            locked += usize::from(record.locked_by.is_some());
+            let state: Account = serde_json::from_str(record.state.as_deref().unwrap_or("{}"))?;
+            total += state.balance;
+        }
+        if locked == 0 {
+            break total;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{locked} accounts stay locked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    anyhow::ensure!(total == accounts * OPENING, "money not conserved: {total}");
+    let stats = rt.stats();
+    println!(
+        "runtime: {} commits, {} turns, {} entity batches ({:.1} operations each)",
+        stats.commits,
+        stats.turns,
+        stats.entity_batches,
+        stats.entity_operations as f64 / stats.entity_batches.max(1) as f64
+    );
+    println!(
+        "transfers N={n} among {accounts} accounts under locks: {:.0} transfers/s ({elapsed:.2} s \
+         to all completed; {moved} moved money), gates: all Completed, total conserved, none \
+         locked; CPU {:.1} s, max RSS {rss:.0} MiB, load {}",
+        n as f64 / elapsed,
+        cpu1 - cpu0,
         load_average()
     );
     rt.shutdown().await;

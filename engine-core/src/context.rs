@@ -628,6 +628,18 @@ impl OrchestrationContext {
         key: &EntityKey<O::Entity>,
         operation: &O,
     ) -> Result<(), Failure> {
+        self.signal_entity_at(key, operation, None)
+    }
+
+    /// Signals an entity for a later time: the operation is queued when this turn commits and
+    /// runs no earlier than `at` (entities.md rule 6; `None` or a past time: now). Durable like
+    /// a timer; unordered relative to the entity's other messages.
+    pub fn signal_entity_at<O: Operation>(
+        &self,
+        key: &EntityKey<O::Entity>,
+        operation: &O,
+        at: Option<TimestampMs>,
+    ) -> Result<(), Failure> {
         let entity_id = key.id().to_string();
         let input = encode(operation, &format!("the input of operation {}", O::NAME))?;
         if let Some(section) = &self.state.borrow().section
@@ -646,14 +658,25 @@ impl OrchestrationContext {
                 entity_id: entity_id.clone(),
                 operation: O::NAME.to_owned(),
                 input: input.clone(),
+                at,
             },
-            |_| Action::SendMessage {
-                instance_id: entity_id,
-                message: Message::EntityOperation {
+            |_| {
+                let message = Message::EntityOperation {
                     operation: O::NAME.to_owned(),
                     input,
                     caller: None,
-                },
+                };
+                match at {
+                    Some(at) => Action::SendMessageAt {
+                        instance_id: entity_id,
+                        message,
+                        at,
+                    },
+                    None => Action::SendMessage {
+                        instance_id: entity_id,
+                        message,
+                    },
+                }
             },
         );
         // Nothing completes a signal.

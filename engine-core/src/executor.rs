@@ -67,6 +67,12 @@ pub enum Action {
         instance_id: String,
         message: Message,
     },
+    /// Deliver a message no earlier than `at` (a scheduled entity signal).
+    SendMessageAt {
+        instance_id: String,
+        message: Message,
+        at: TimestampMs,
+    },
     /// Replace this instance's history with a new execution that begins with `start`, followed by
     /// the `carry_over` messages (events raised but not yet consumed).
     ContinueAsNew {

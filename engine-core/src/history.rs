@@ -152,11 +152,13 @@ pub enum EventKind {
         name: String,
         input: Json,
     },
-    /// A signal to an entity (one-way).
+    /// A signal to an entity (one-way), for later when `at` is set.
     EntitySignalled {
         entity_id: String,
         operation: String,
         input: Json,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<TimestampMs>,
     },
     /// A call to an entity; its response completes this event's id.
     EntityCalled {

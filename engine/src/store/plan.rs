@@ -629,6 +629,11 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                     instance_id,
                     message,
                 } => self.enqueue(Cow::Borrowed(instance_id), Cow::Borrowed(message)),
+                Action::SendMessageAt {
+                    instance_id,
+                    message,
+                    at,
+                } => self.signal(Cow::Borrowed(instance_id), message.clone(), Some(*at)),
                 Action::StartSubOrchestration {
                     scheduled_id,
                     instance_id,

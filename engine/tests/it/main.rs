@@ -6,6 +6,7 @@ mod eager;
 mod entities;
 mod fixtures;
 mod isolation;
+mod locks;
 mod replay;
 mod replay_props;
 mod runtime;
