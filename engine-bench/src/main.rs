@@ -240,9 +240,7 @@ fn run(command: Command) -> Result<()> {
         Command::Burst { n, steps, store } => rt.block_on(burst(n, steps, &store)),
         Command::Signals { n, entities, store } => rt.block_on(signals(n, entities, &store)),
         Command::EntityQuery { entities, store } => rt.block_on(entity_query(entities, &store)),
-        Command::Transfers { n, accounts, store } => {
-            rt.block_on(transfers(n, accounts, &store))
-        }
+        Command::Transfers { n, accounts, store } => rt.block_on(transfers(n, accounts, &store)),
         Command::OpenLoop {
             rate,
             seconds,
@@ -660,7 +658,9 @@ async fn transfers(n: usize, accounts: u64, args: &StoreArgs) -> Result<()> {
     let client = rt.client();
     let key = |i: u64| EntityKey::<Account>::new(&format!("a{i:03}")).map_err(anyhow::Error::msg);
     for i in 0..accounts {
-        client.signal_entity(&key(i)?, &Deposit(OPENING), None).await?;
+        client
+            .signal_entity(&key(i)?, &Deposit(OPENING), None)
+            .await?;
     }
     // Pairs from a fixed pseudo-random sequence, in both directions.
     let mut seed = 0x2545_F491_4F6C_DD1D_u64;
@@ -708,8 +708,10 @@ async fn transfers(n: usize, accounts: u64, args: &StoreArgs) -> Result<()> {
             done.status,
             done.failure
         );
-        if let Some(TransferOutcome::Done { .. }) =
-            done.output.as_deref().and_then(|o| serde_json::from_str(o).ok())
+        if let Some(TransferOutcome::Done { .. }) = done
+            .output
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok())
         {
             moved += 1;
         }

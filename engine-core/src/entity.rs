@@ -273,6 +273,34 @@ impl EntityContext {
     }
 }
 
+/// Most operations an entity remembers in [`RecentOperation`]s.
+pub const RECENT_OPERATIONS: usize = 20;
+
+/// One operation an entity ran, for its detail page: kept for the last [`RECENT_OPERATIONS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentOperation {
+    pub operation: String,
+    /// When its batch ran (ms since the epoch).
+    pub at: TimestampMs,
+    /// The calling orchestration (`None`: a signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// The failure's type when it failed (and was undone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// `earlier` followed by `batch`, cut to the last [`RECENT_OPERATIONS`].
+pub fn remember(
+    mut earlier: Vec<RecentOperation>,
+    batch: Vec<RecentOperation>,
+) -> Vec<RecentOperation> {
+    earlier.extend(batch);
+    let excess = earlier.len().saturating_sub(RECENT_OPERATIONS);
+    earlier.drain(..excess);
+    earlier
+}
+
 /// What a batch did: the state to commit (`None`: absent), each operation's result in order,
 /// and the messages the successful ones sent.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 -- Critical sections (entities.md rules 14 to 20): an entity row now also exists while the entity
 -- is locked or has messages waiting behind its lock, with or without state ("transient").
 -- `scheduler` is the lock, the last epoch and the waiting messages (engine_core::lock), NULL when
--- there are none; `locked_by` and `deferred` repeat what queries filter and show.
+-- there are none; `locked_by` and `deferred` repeat what queries filter and show. `recent` is the
+-- last operations run (a bounded JSON list, for the dashboard).
 CREATE TABLE entities_v9 (
     entity_id     TEXT    PRIMARY KEY NOT NULL,
     name          TEXT    NOT NULL,
@@ -10,7 +11,8 @@ CREATE TABLE entities_v9 (
     last_modified INTEGER NOT NULL,
     scheduler     TEXT,
     locked_by     TEXT,
-    deferred      INTEGER NOT NULL DEFAULT 0
+    deferred      INTEGER NOT NULL DEFAULT 0,
+    recent        TEXT
 );
 INSERT INTO entities_v9 (entity_id, name, key, state, last_modified)
     SELECT entity_id, name, key, state, last_modified FROM entities;

@@ -24,10 +24,10 @@ use super::{
     journal::TurnJournal, writer::commit_batch,
 };
 use crate::{
-    entity::{EntityId, OperationRequest},
-    lock::EntityScheduler,
+    entity::{EntityId, OperationRequest, RecentOperation, remember},
     executor::{Action, Executor, TurnResult, failing_turn, panic_message},
     history::{Failure, Message, RuntimeStatus, TimestampMs},
+    lock::EntityScheduler,
     store::{
         EntityCommit, Lease, MessageRef, NewInstance, OpError, QueuedMessage, Store, StoreError,
         TurnCommit, WriteOp,
@@ -952,7 +952,12 @@ impl<S: Store + Clone> Dispatcher<S> {
                 return;
             }
         };
-        let mut scheduler: EntityScheduler = match stored.scheduler.as_deref().map(serde_json::from_str).transpose() {
+        let mut scheduler: EntityScheduler = match stored
+            .scheduler
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+        {
             Ok(scheduler) => scheduler.unwrap_or_default(),
             Err(e) => {
                 // Only this entity suffers: it starts unlocked with nothing waiting.
@@ -979,18 +984,44 @@ impl<S: Store + Clone> Dispatcher<S> {
                 tracing::info!(entity = %id, operation = %request.operation, error = %failure, "an entity operation failed; its changes were undone");
             }
         }
+        let recent_callers: Vec<Option<String>> = callers
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.instance_id.clone()))
+            .collect();
         // A call's result goes back to its caller (rule 9); a signal's only to the log.
         let mut sends = admitted.sends;
-        sends.extend(callers.into_iter().zip(&outcome.results).filter_map(|(caller, result)| {
-            let caller = caller?;
-            Some((
-                caller.instance_id,
-                Message::EntityResponse {
-                    scheduled_id: caller.scheduled_id,
-                    result: result.clone(),
-                },
-            ))
-        }));
+        sends.extend(
+            callers
+                .into_iter()
+                .zip(&outcome.results)
+                .filter_map(|(caller, result)| {
+                    let caller = caller?;
+                    Some((
+                        caller.instance_id,
+                        Message::EntityResponse {
+                            scheduled_id: caller.scheduled_id,
+                            result: result.clone(),
+                        },
+                    ))
+                }),
+        );
+        let earlier = stored
+            .recent
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
+        let batch = requests
+            .iter()
+            .zip(&recent_callers)
+            .zip(&outcome.results)
+            .map(|((request, caller), result)| RecentOperation {
+                operation: request.operation.clone(),
+                at: now,
+                caller: caller.clone(),
+                failed: result.as_ref().err().map(|f| f.error_type.clone()),
+            })
+            .collect();
+        let recent = serde_json::to_string(&remember(earlier, batch)).ok();
         let stats = &self.shared.stats;
         stats.entity_batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -1025,6 +1056,7 @@ impl<S: Store + Clone> Dispatcher<S> {
                 .then(|| serde_json::to_string(&scheduler).unwrap_or_default()),
             locked_by: scheduler.holder().map(str::to_owned),
             deferred: scheduler.deferred.len() as u64,
+            recent,
             consumed,
             signals: outcome.signals,
             starts,

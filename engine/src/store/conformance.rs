@@ -1029,6 +1029,7 @@ pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>
             scheduler: None,
             locked_by: None,
             deferred: 0,
+            recent: Some(format!(r#"[{{"operation":"add","at":{T0}}}]"#)),
             consumed,
             signals: vec![crate::entity::OutgoingSignal {
                 target: crate::entity::EntityId::parse("@counter@y").unwrap(),
@@ -1074,6 +1075,12 @@ pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>
     );
     assert_eq!(record.last_modified, T0);
     assert_eq!(record.backlog, 1, "the scheduled signal");
+    let recent: Vec<(&str, TimestampMs)> = record
+        .recent
+        .iter()
+        .map(|r| (r.operation.as_str(), r.at))
+        .collect();
+    assert_eq!(recent, [("add", T0)], "the recent operations written");
     let query = |name: &str, prefix: &str| crate::store::EntityQuery {
         name: Some(name.into()),
         key_prefix: Some(prefix.into()),
@@ -1107,6 +1114,7 @@ pub async fn entity_batches_commit_state_and_signals_under_the_lease<H: Harness>
         scheduler: None,
         locked_by: None,
         deferred: 0,
+        recent: None,
         consumed: vec![due[0].at],
         signals: Vec::new(),
         starts: Vec::new(),
@@ -1128,7 +1136,10 @@ pub async fn a_locked_entity_keeps_a_transient_row<H: Harness>(harness: &H) {
         &store,
         &a,
         T0,
-        &[signal("@account@a", "1", None), signal("@account@b", "1", None)],
+        &[
+            signal("@account@a", "1", None),
+            signal("@account@b", "1", None),
+        ],
     )
     .await;
     let queued = store.fetch_messages(&a, 0, T0, LEASE_MS, 10).await.unwrap();
@@ -1140,6 +1151,7 @@ pub async fn a_locked_entity_keeps_a_transient_row<H: Harness>(harness: &H) {
             scheduler: scheduler.map(str::to_owned),
             locked_by: scheduler.map(|_| "holder-1".to_owned()),
             deferred: u64::from(scheduler.is_some()),
+            recent: None,
             consumed: vec![item.at],
             signals: Vec::new(),
             starts: Vec::new(),
@@ -1179,7 +1191,10 @@ pub async fn a_locked_entity_keeps_a_transient_row<H: Harness>(harness: &H) {
         page.entities.iter().map(|e| e.entity_id.clone()).collect()
     };
     let page = store.query_entities(&query(false)).await.unwrap();
-    assert_eq!((ids(&page), page.total), (vec!["@account@b".to_owned()], Some(1)));
+    assert_eq!(
+        (ids(&page), page.total),
+        (vec!["@account@b".to_owned()], Some(1))
+    );
     let page = store.query_entities(&query(true)).await.unwrap();
     assert_eq!(page.total, Some(2));
     assert_eq!(ids(&page), ["@account@a", "@account@b"]);
@@ -1280,7 +1295,10 @@ pub async fn transfers_under_locks_conserve_money_and_never_deadlock<H: Harness>
             let id = account(i).id().to_string();
             let record = store.get_entity(&id).await.unwrap().expect("an account");
             if record.locked_by.is_some() || record.backlog > 0 {
-                busy.push(format!("{id}: {:?}, backlog {}", record.locked_by, record.backlog));
+                busy.push(format!(
+                    "{id}: {:?}, backlog {}",
+                    record.locked_by, record.backlog
+                ));
             }
             let state: Account = serde_json::from_str(&record.state.unwrap()).unwrap();
             total += state.balance;
@@ -1288,7 +1306,10 @@ pub async fn transfers_under_locks_conserve_money_and_never_deadlock<H: Harness>
         if busy.is_empty() {
             break total;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still busy: {busy:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still busy: {busy:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(total, ACCOUNTS * OPENING, "money is conserved");

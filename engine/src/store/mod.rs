@@ -154,6 +154,8 @@ pub struct EntityRecord {
     pub backlog: u64,
     /// The instance holding its lock (entities.md rules 14 to 18).
     pub locked_by: Option<String>,
+    /// Its last operations, oldest first.
+    pub recent: Vec<crate::entity::RecentOperation>,
 }
 
 /// An entity batch's outcome, ready to persist (see `engine_core::entity`).
@@ -171,6 +173,8 @@ pub struct EntityCommit {
     /// The lock's holder and the number of messages waiting, as the scheduler says.
     pub locked_by: Option<String>,
     pub deferred: u64,
+    /// Its last operations ([`crate::entity::RecentOperation`]s, as JSON).
+    pub recent: Option<Json>,
     pub consumed: Vec<MessageRef>,
     /// Signals the batch's successful operations sent.
     pub signals: Vec<crate::entity::OutgoingSignal>,
@@ -187,6 +191,7 @@ pub struct EntityCommit {
 pub struct StoredEntity {
     pub state: Option<Json>,
     pub scheduler: Option<Json>,
+    pub recent: Option<Json>,
 }
 
 /// The stored summary of one instance.

@@ -189,6 +189,16 @@ async fn a_failing_operation_is_undone_alone_and_a_reset_leaves_the_entity_absen
         7,
         "the overflowing add was undone, the one after it ran"
     );
+    let recent = client.get_entity("@counter@c").await.unwrap().recent;
+    let outcomes: Vec<(&str, Option<&str>)> = recent
+        .iter()
+        .map(|r| (r.operation.as_str(), r.failed.as_deref()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("add", None), ("add", Some("Overflow")), ("add", None)],
+        "the recent operations show the failure"
+    );
     client.signal_entity(&key, &Reset, None).await.unwrap();
     until(|| async {
         matches!(

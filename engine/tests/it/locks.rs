@@ -167,10 +167,17 @@ async fn a_terminated_holders_locks_go_and_the_waiting_transfers_proceed() {
             .unwrap();
     }
     // Every transfer's lock request waits at the first account, behind the holder.
-    until_entity(&client, "@account@t-a", |r| r.is_some_and(|r| r.backlog == 5)).await;
+    until_entity(&client, "@account@t-a", |r| {
+        r.is_some_and(|r| r.backlog == 5)
+    })
+    .await;
     for t in 0..5 {
         let record = client.get(&format!("waiting-{t}")).await.unwrap();
-        assert_eq!(record.status, RuntimeStatus::Running, "waiting for the lock");
+        assert_eq!(
+            record.status,
+            RuntimeStatus::Running,
+            "waiting for the lock"
+        );
     }
     client.terminate("holder", "stuck", false).await.unwrap();
     for t in 0..5 {
@@ -196,14 +203,20 @@ async fn an_operators_forced_release_makes_the_holders_next_call_fail_with_lock_
         .release_entity_lock("@account@f", false, "not locked yet")
         .await;
     assert!(
-        matches!(refused, Err(ClientError::EntityNotFound(_) | ClientError::EntityConflict { .. })),
+        matches!(
+            refused,
+            Err(ClientError::EntityNotFound(_) | ClientError::EntityConflict { .. })
+        ),
         "{refused:?}"
     );
     client
         .start::<HoldAndWait>(&vec!["f".into()], with_id("live-holder"))
         .await
         .unwrap();
-    until_entity(&client, "@account@f", |r| locked_by(r) == Some("live-holder")).await;
+    until_entity(&client, "@account@f", |r| {
+        locked_by(r) == Some("live-holder")
+    })
+    .await;
     let refused = client.release_entity_lock("@account@f", false, "try").await;
     let Err(ClientError::EntityConflict { reason, .. }) = refused else {
         panic!("a live holder's lock needs force: {refused:?}");
@@ -220,7 +233,10 @@ async fn an_operators_forced_release_makes_the_holders_next_call_fail_with_lock_
         .unwrap();
     assert_eq!(released, "live-holder");
     until_entity(&client, "@account@f", |r| locked_by(r).is_none()).await;
-    client.raise_event_raw("live-holder", "go", "null").await.unwrap();
+    client
+        .raise_event_raw("live-holder", "go", "null")
+        .await
+        .unwrap();
     let done = finished(&client, "live-holder").await;
     assert_eq!(done.status, RuntimeStatus::Failed);
     let failure = done.failure.unwrap();
@@ -257,15 +273,24 @@ async fn clean_storage_releases_a_lock_nobody_live_holds_and_purge_removes_an_id
         .commit(&Holder("test".into()), clock.now_ms(), 1_000, &[request])
         .await
         .unwrap();
-    until_entity(&client, "@account@orphan", |r| locked_by(r) == Some("ghost")).await;
+    until_entity(&client, "@account@orphan", |r| {
+        locked_by(r) == Some("ghost")
+    })
+    .await;
     until_entity(&client, "@account@live", |r| locked_by(r) == Some("alive")).await;
     client
         .signal_entity(&account("orphan"), &Deposit(7), None)
         .await
         .unwrap();
-    until_entity(&client, "@account@orphan", |r| r.is_some_and(|r| r.backlog == 1)).await;
+    until_entity(&client, "@account@orphan", |r| {
+        r.is_some_and(|r| r.backlog == 1)
+    })
+    .await;
     let cleaned = client.clean_entity_storage().await.unwrap();
-    assert_eq!(cleaned.locks_released, 1, "the ghost's, not the live holder's");
+    assert_eq!(
+        cleaned.locks_released, 1,
+        "the ghost's, not the live holder's"
+    );
     until_entity(&client, "@account@orphan", |r| {
         r.is_some_and(|r| r.locked_by.is_none() && r.state.as_deref() == Some(r#"{"balance":7}"#))
     })
@@ -274,7 +299,10 @@ async fn clean_storage_releases_a_lock_nobody_live_holds_and_purge_removes_an_id
         locked_by(client.get_entity("@account@live").await.ok().as_ref()),
         Some("alive")
     );
-    client.purge_entity("@account@orphan", "done with it").await.unwrap();
+    client
+        .purge_entity("@account@orphan", "done with it")
+        .await
+        .unwrap();
     until_entity(&client, "@account@orphan", |r| r.is_none()).await;
     rt.shutdown().await;
 }
@@ -315,7 +343,10 @@ async fn an_orchestrations_scheduled_signal_waits_for_the_clock() {
     let (rt, client, store, clock) = clocked_runtime(dir.path(), registry()).await;
     let at = clock.now_ms() + 60_000;
     client.start::<Later>(&at, with_id("later")).await.unwrap();
-    assert_eq!(finished(&client, "later").await.status, RuntimeStatus::Completed);
+    assert_eq!(
+        finished(&client, "later").await.status,
+        RuntimeStatus::Completed
+    );
     assert!(matches!(
         client.get_entity("@counter@later").await,
         Err(ClientError::EntityNotFound(_))

@@ -26,8 +26,9 @@ use super::{
 use crate::{
     history::{HistoryEvent, RuntimeStatus, TimestampMs},
     store::{
-        ActivityItem, CommitEffects, EntityCommit, Fetched, Holder, LeaseRecord, LoadedInstance, MessageRef,
-        NewInstance, OpError, QueuedMessage, StoreError, StoredEntity, TurnCommit, WriteOp,
+        ActivityItem, CommitEffects, EntityCommit, Fetched, Holder, LeaseRecord, LoadedInstance,
+        MessageRef, NewInstance, OpError, QueuedMessage, StoreError, StoredEntity, TurnCommit,
+        WriteOp,
         plan::{self, Identity, Plan, PlanReads, Step},
     },
 };
@@ -203,11 +204,12 @@ impl Hot {
     ) -> Result<Option<StoredEntity>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT state, scheduler FROM entities WHERE entity_id = ?")?
+            .prepare_cached("SELECT state, scheduler, recent FROM entities WHERE entity_id = ?")?
             .query_row([entity_id], |r| {
                 Ok(StoredEntity {
                     state: r.get(0)?,
                     scheduler: r.get(1)?,
+                    recent: r.get(2)?,
                 })
             })
             .optional()?)
@@ -563,10 +565,10 @@ impl<'p> Pending<'p> {
             .entities
             .iter()
             .partition(|e| e.state.is_some() || e.scheduler.is_some());
-        for chunk in put.chunks(CHUNK / 8) {
+        for chunk in put.chunks(CHUNK / 9) {
             let mut q = Statement::new(
                 "INSERT INTO entities (entity_id, name, key, state, last_modified, scheduler, \
-                 locked_by, deferred) ",
+                 locked_by, deferred, recent) ",
             );
             q.values(chunk, |args, e: &&EntityCommit| {
                 let id = e.entity_id.as_str();
@@ -574,7 +576,7 @@ impl<'p> Pending<'p> {
                     .strip_prefix('@')
                     .and_then(|rest| rest.split_once('@'))
                     .unwrap_or(("", id));
-                args.extend::<[Arg<'p>; 8]>([
+                args.extend::<[Arg<'p>; 9]>([
                     id.into(),
                     name.into(),
                     key.into(),
@@ -583,12 +585,14 @@ impl<'p> Pending<'p> {
                     e.scheduler.as_deref().into(),
                     e.locked_by.as_deref().into(),
                     (e.deferred as i64).into(),
+                    e.recent.as_deref().into(),
                 ]);
             });
             q.push(
                 " ON CONFLICT (entity_id) DO UPDATE SET state = excluded.state, \
                  last_modified = excluded.last_modified, scheduler = excluded.scheduler, \
-                 locked_by = excluded.locked_by, deferred = excluded.deferred",
+                 locked_by = excluded.locked_by, deferred = excluded.deferred, \
+                 recent = excluded.recent",
             );
             out.push(q);
         }

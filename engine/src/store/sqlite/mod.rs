@@ -26,7 +26,8 @@ use crate::{
     store::{
         ActivityItem, CommitEffects, CompletionBucket, EntityPage, EntityQuery, EntityRecord,
         Fetched, Holder, InstancePage, InstanceQuery, InstanceRecord, LoadedInstance, OpError,
-        QueuedMessage, RunawayLimits, Store, StoreAdmin, StoreError, StoredEntity, WorkWaker, WriteOp,
+        QueuedMessage, RunawayLimits, Store, StoreAdmin, StoreError, StoredEntity, WorkWaker,
+        WriteOp,
     },
 };
 

@@ -165,7 +165,7 @@ impl Readers {
 const ENTITY_COLUMNS: &str = "e.entity_id, e.name, e.key, {state}, e.last_modified, \
      (SELECT COUNT(*) FROM messages m WHERE m.instance_id = e.entity_id) \
      + (SELECT COUNT(*) FROM timers t WHERE t.instance_id = e.entity_id) + e.deferred, \
-     e.locked_by";
+     e.locked_by, e.recent";
 
 /// [`ENTITY_COLUMNS`] with or without the state.
 fn entity_columns(with_state: bool) -> String {
@@ -181,6 +181,11 @@ fn entity(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntityRecord> {
         last_modified: r.get(4)?,
         backlog: r.get(5)?,
         locked_by: r.get(6)?,
+        // A list the engine wrote; unreadable means nothing to show, not a failed read.
+        recent: r
+            .get::<_, Option<String>>(7)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
     })
 }
 
