@@ -17,6 +17,10 @@ pub enum AppError {
     /// The thing asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The thing is in a state that does not allow the action (an entity that is locked, has
+    /// messages queued, or is not locked); the message says what to do.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The user's role does not allow this action.
     #[error("not allowed: {0}")]
     Forbidden(String),
@@ -61,6 +65,7 @@ impl From<engine::ClientError> for AppError {
         match err {
             E::NotFound(id) => AppError::NotFound(format!("instance {id}")),
             E::EntityNotFound(id) => AppError::NotFound(format!("entity {id}")),
+            e @ E::EntityConflict { .. } => AppError::Conflict(e.to_string()),
             // Refusals the user can act on: bad input, or an instance in the wrong state.
             e @ (E::Invalid { .. }
             | E::PayloadTooLarge { .. }
@@ -87,12 +92,13 @@ impl AppError {
         self
     }
 
-    /// The HTTP status that fits this error: 400, 403, 404 or 503.
+    /// The HTTP status that fits this error: 400, 403, 404, 409 or 503.
     pub fn status_code(&self) -> http::StatusCode {
         use http::StatusCode;
         match self {
             AppError::Validation(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable | AppError::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -33,8 +33,16 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::routes::{
-    approvals::Approvals, audit::AuditLog, detail::InstanceDetailPage, instances::Instances,
-    not_found::NotFound, overview::Overview, planned::Planned, runaways::Runaways, start::Start,
+    approvals::Approvals,
+    audit::AuditLog,
+    detail::InstanceDetailPage,
+    entities::{Entities, EntityDetailPage},
+    instances::Instances,
+    not_found::NotFound,
+    overview::Overview,
+    planned::Planned,
+    runaways::Runaways,
+    start::Start,
     tokens::ApiTokens,
 };
 
@@ -75,7 +83,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/instances/:id") view=InstanceDetailPage />
                     <Route path=path!("/start") view=Start />
                     <Route path=path!("/approvals") view=Approvals />
-                    <Route path=path!("/entities") view=|| view! { <Planned area="Entities" /> } />
+                    <Route path=path!("/entities") view=Entities />
+                    <Route path=path!("/entities/:id") view=EntityDetailPage />
                     <Route path=path!("/resilience") view=|| view! { <Planned area="Resilience" /> } />
                     <Route path=path!("/runaways") view=Runaways />
                     <Route path=path!("/audit") view=AuditLog />

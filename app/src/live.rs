@@ -54,6 +54,9 @@ pub struct LiveSnapshot {
     pub waiting_approvals: u64,
     /// Live instances past the default runaway thresholds (up to [`ATTENTION_CAP`]).
     pub runaways: u64,
+    /// Entity batches committed by this server's runtime: moves whenever an entity changes.
+    #[serde(default)]
+    pub entity_batches: u64,
 }
 
 /// The latest pushed snapshot (`None` until the first arrives, and always on the server).
@@ -176,6 +179,7 @@ pub mod ssr {
             counts,
             waiting_approvals,
             runaways,
+            entity_batches: engine.entity_batches(),
             throughput: Throughput {
                 start,
                 bucket_ms: BUCKET_MS,

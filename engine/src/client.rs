@@ -216,6 +216,28 @@ impl<S: Store + StoreAdmin> Client<S> {
         self.shared.health.report()
     }
 
+    /// Registered entity types (lower case, sorted) with their operations (sorted).
+    pub fn entity_types(&self) -> Vec<(String, Vec<&'static str>)> {
+        let registry = &self.shared.registry;
+        registry
+            .entity_names()
+            .into_iter()
+            .filter_map(|name| {
+                let entry = registry.get_entity(name)?;
+                Some((name.to_owned(), entry.operations().to_vec()))
+            })
+            .collect()
+    }
+
+    /// Entity batches this runtime has committed: a number that moves whenever an entity
+    /// changes here, for live pages.
+    pub fn entity_batches(&self) -> u64 {
+        self.shared
+            .stats
+            .entity_batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Registered orchestration names, without the system ones (which only the engine starts).
     pub fn orchestration_names(&self) -> Vec<&'static str> {
         let mut names = self.shared.registry.orchestration_names();

@@ -15,6 +15,12 @@
 //! | POST | `/api/v1/instances/{id}/{rewind,restart,purge}` | `{"reason"}` | admin |
 //! | POST | `/api/v1/instances/{id}/events/{name}` | `{"payload", "reason"}` | operator |
 //! | GET | `/api/v1/counts` | – | viewer |
+//! | GET | `/api/v1/entities?name=&key=&transient=&locked=&cursor=` | – | viewer |
+//! | GET | `/api/v1/entities/{id}` | – | viewer |
+//! | POST | `/api/v1/entities/{id}/signal` | `{"operation", "input"?}` | operator |
+//! | POST | `/api/v1/entities/{id}/purge` | `{"reason"}` | admin |
+//! | POST | `/api/v1/entities/{id}/release-lock` | `{"reason", "force"?}` | admin |
+//! | POST | `/api/v1/entities/clean-storage` | `{"reason"}` | admin |
 
 use app::{
     audit::ssr::{Action, guarded_as},
@@ -22,6 +28,7 @@ use app::{
     models::InstanceList,
     routes::{
         detail::{InstanceAction, InstanceDetail},
+        entities::{EntityAction, EntityDetail, EntityFilter, EntityList},
         instances::InstanceFilter,
     },
     session::{CurrentUser, Role},
@@ -46,6 +53,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances/{id}/events/{name}", post(raise))
         .route("/api/v1/instances/{id}/{action}", post(act))
         .route("/api/v1/counts", get(counts))
+        .route("/api/v1/entities", get(list_entities))
+        .route("/api/v1/entities/clean-storage", post(clean_entities))
+        .route("/api/v1/entities/{id}", get(entity))
+        .route("/api/v1/entities/{id}/{action}", post(act_on_entity))
         .route(
             "/api/v1/{*rest}",
             axum::routing::any(|| async { ApiError::not_found("no such API route") }),
@@ -83,6 +94,7 @@ impl From<AppError> for ApiError {
         let kind = match &e {
             AppError::Validation(_) => "invalid",
             AppError::NotFound(_) => "not_found",
+            AppError::Conflict(_) => "conflict",
             AppError::Forbidden(_) => "forbidden",
             AppError::Unavailable | AppError::Transport(_) => "unavailable",
         };
@@ -305,4 +317,133 @@ async fn counts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         .map(|(status, n)| (status.to_string(), json!(n)))
         .collect();
     Ok(Json(Value::Object(map)))
+}
+
+#[derive(Debug, Deserialize)]
+struct EntityListParams {
+    name: Option<String>,
+    key: Option<String>,
+    #[serde(default)]
+    transient: bool,
+    #[serde(default)]
+    locked: bool,
+    cursor: Option<String>,
+}
+
+async fn list_entities(
+    State(state): State<AppState>,
+    query: Result<Query<EntityListParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<EntityList>> {
+    let Query(p) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let filter = EntityFilter {
+        name: p.name,
+        key_prefix: p.key,
+        transient: p.transient,
+        locked: p.locked,
+        cursor: p.cursor,
+    };
+    let list = app::routes::entities::ssr::list_with(engine(&state)?, filter).await?;
+    Ok(Json(list))
+}
+
+async fn entity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EntityDetail>> {
+    let detail = app::routes::entities::ssr::get_with(engine(&state)?, &id).await?;
+    Ok(Json(detail))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntityBody {
+    /// For `signal`.
+    operation: Option<String>,
+    #[serde(default)]
+    input: Value,
+    /// For `purge` and `release-lock`.
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn act_on_entity(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path((id, action)): Path<(String, String)>,
+    body: Result<Json<EntityBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    use app::routes::entities::ssr;
+    let action = match action.as_str() {
+        "signal" => EntityAction::Signal,
+        "purge" => EntityAction::Purge,
+        "release-lock" => EntityAction::ReleaseLock,
+        other => {
+            return Err(ApiError::not_found(&format!(
+                "unknown entity action {other:?}; use signal, purge or release-lock"
+            )));
+        }
+    };
+    let Json(body) = body?;
+    let engine = engine(&state)?;
+    if action == EntityAction::Signal {
+        let operation = body
+            .operation
+            .ok_or_else(|| ApiError::invalid("a signal needs an operation".into()))?;
+        let target = format!("{id} {operation}");
+        let audit = Action {
+            name: action.audit_name(),
+            target: &target,
+            reason: &body.reason,
+        };
+        let input = body.input.to_string();
+        guarded_as(
+            &state.db,
+            &user,
+            action.needs(),
+            audit,
+            ssr::signal_with(engine, &id, &operation, &input),
+        )
+        .await?;
+        return Ok(Json(json!({ "signalled": id, "operation": operation })));
+    }
+    let audit = Action {
+        name: action.audit_name(),
+        target: &id,
+        reason: &body.reason,
+    };
+    // A script names the entity in the path: that is its confirmation.
+    let message = guarded_as(
+        &state.db,
+        &user,
+        action.needs(),
+        audit,
+        ssr::admin_with(engine, &id, action, &body.reason, &id, body.force),
+    )
+    .await?;
+    Ok(Json(json!({ "entity_id": id, "message": message })))
+}
+
+async fn clean_entities(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body?;
+    let engine = engine(&state)?;
+    let audit = Action {
+        name: EntityAction::CleanStorage.audit_name(),
+        target: "entities",
+        reason: &body.reason,
+    };
+    let released = guarded_as(
+        &state.db,
+        &user,
+        EntityAction::CleanStorage.needs(),
+        audit,
+        app::routes::entities::ssr::clean_with(engine, &body.reason),
+    )
+    .await?;
+    Ok(Json(json!({ "locks_released": released })))
 }

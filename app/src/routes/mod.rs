@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod audit;
 pub mod bulk;
 pub mod detail;
+pub mod entities;
 pub mod instances;
 pub mod not_found;
 pub mod overview;

@@ -279,3 +279,198 @@ async fn bad_requests_are_json_4xx() {
     let response = f.router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_signal_read_and_administer_entities_with_roles_enforced() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture().await;
+    let signal = json!({"operation": "add", "input": 5}).to_string();
+    let path = "/api/v1/entities/@counter@api/signal";
+    let (status, body) = call(&f, "POST", path, Some(Role::Viewer), Some(&signal)).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("forbidden")),
+        "{body}"
+    );
+    let (status, body) = call(&f, "POST", path, Some(Role::Operator), Some(&signal)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = call(
+            &f,
+            "GET",
+            "/api/v1/entities/@counter@api",
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+        if status == StatusCode::OK {
+            state = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(state["name"], "counter", "{state}");
+    assert!(
+        state["state"].as_str().unwrap().contains("\"value\": 5"),
+        "{state}"
+    );
+    assert_eq!(state["recent"][0]["operation"], "add", "{state}");
+    let (status, body) = call(
+        &f,
+        "GET",
+        "/api/v1/entities?name=Counter&key=a",
+        Some(Role::Viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["total"].clone(), body["entities"][0]["key"].clone()),
+        (json!(1), json!("api")),
+        "{body}"
+    );
+    // Admin verbs: releasing a lock that is not held is a conflict; purge is for admins.
+    let reason = json!({"reason": "cleanup"}).to_string();
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/entities/@counter@api/release-lock",
+        Some(Role::Admin),
+        Some(&reason),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::CONFLICT, json!("conflict")),
+        "{body}"
+    );
+    let purge = "/api/v1/entities/@counter@api/purge";
+    let (status, _) = call(&f, "POST", purge, Some(Role::Operator), Some(&reason)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(&f, "POST", purge, Some(Role::Admin), Some(&reason)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut gone = false;
+    for _ in 0..100 {
+        let (status, _) = call(
+            &f,
+            "GET",
+            "/api/v1/entities/@counter@api",
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+        if status == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone, "purged");
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/entities/clean-storage",
+        Some(Role::Admin),
+        Some(&reason),
+    )
+    .await;
+    assert_eq!(
+        (status, body["locks_released"].clone()),
+        (StatusCode::OK, json!(0)),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_entity_requests_are_json_4xx() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture().await;
+    let long_key = "k".repeat(300);
+    let big = json!({"operation": "add", "input": "x".repeat(300 * 1024)}).to_string();
+    let cases: Vec<(String, String, StatusCode)> = vec![
+        // Unknown entity type, empty key, oversized key, unknown operation, wrong input type.
+        (
+            "/api/v1/entities/@nosuch@a/signal".into(),
+            r#"{"operation":"add","input":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/entities/@counter@/signal".into(),
+            r#"{"operation":"add","input":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/v1/entities/@counter@{long_key}/signal"),
+            r#"{"operation":"add","input":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/entities/@counter@a/signal".into(),
+            r#"{"operation":"subtract","input":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/entities/@counter@a/signal".into(),
+            r#"{"operation":"add","input":"ten"}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        // Not JSON, no operation, an unknown verb, an oversized payload.
+        (
+            "/api/v1/entities/@counter@a/signal".into(),
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/entities/@counter@a/signal".into(),
+            r#"{"input":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/entities/@counter@a/explode".into(),
+            r#"{"reason":"r"}"#.into(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/entities/@counter@a/signal".into(),
+            big,
+            StatusCode::BAD_REQUEST,
+        ),
+        // Purge without a reason, of an entity that does not exist.
+        (
+            "/api/v1/entities/@counter@a/purge".into(),
+            r#"{"reason":" "}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/entities/@counter@none/purge".into(),
+            r#"{"reason":"r"}"#.into(),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let (status, reply) = call(&f, "POST", &path, Some(Role::Admin), Some(&body)).await;
+        let shown: String = path.chars().take(60).collect();
+        println!("{shown}: {status} {reply}");
+        assert!(
+            status == expected
+                || (expected == StatusCode::BAD_REQUEST && status == StatusCode::PAYLOAD_TOO_LARGE),
+            "{shown}: {status} {reply}"
+        );
+        assert!(reply["message"].is_string(), "{shown}: {reply}");
+    }
+    for query in ["name=nosuch", "key=a", "name=counter&cursor=bogus"] {
+        let path = format!("/api/v1/entities?{query}");
+        let (status, reply) = call(&f, "GET", &path, Some(Role::Viewer), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {reply}");
+    }
+    let (status, _) = call(
+        &f,
+        "GET",
+        "/api/v1/entities/@counter@nobody",
+        Some(Role::Viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

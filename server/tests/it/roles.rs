@@ -226,6 +226,34 @@ fn calls(id: &str) -> Vec<Call> {
             audit: "create token",
         },
         Call {
+            path: "/api/fn/entities/signal",
+            form: "entity_id=%40counter%40matrix&operation=add&input=1".into(),
+            needs: Role::Operator,
+            audit: "signal-entity",
+        },
+        Call {
+            path: "/api/fn/entities/admin",
+            form: "entity_id=%40counter%40matrix&action=ReleaseLock&reason=matrix\
+                   &confirmation=%40counter%40matrix"
+                .into(),
+            needs: Role::Admin,
+            audit: "release-entity-lock",
+        },
+        Call {
+            path: "/api/fn/entities/admin",
+            form: "entity_id=%40counter%40matrix&action=Purge&reason=matrix\
+                   &confirmation=%40counter%40matrix"
+                .into(),
+            needs: Role::Admin,
+            audit: "purge-entity",
+        },
+        Call {
+            path: "/api/fn/entities/clean",
+            form: "reason=matrix".into(),
+            needs: Role::Admin,
+            audit: "clean-entity-storage",
+        },
+        Call {
             path: "/api/fn/tokens/revoke",
             form: "id=0123456789abcdef".into(),
             needs: Role::Admin,
