@@ -341,6 +341,29 @@ fn EntityTable(list: EntityList, filter: EntityFilter) -> impl IntoView {
     .into_any()
 }
 
+/// What the user has typed into the entity page's forms: kept by the page, so a live refresh
+/// (which rebuilds the entity's view) does not wipe a half-typed input.
+#[derive(Clone, Copy)]
+struct Drafts {
+    operation: RwSignal<String>,
+    input: RwSignal<String>,
+    reason: RwSignal<String>,
+    confirmation: RwSignal<String>,
+    force: RwSignal<bool>,
+}
+
+impl Default for Drafts {
+    fn default() -> Self {
+        Drafts {
+            operation: RwSignal::new(String::new()),
+            input: RwSignal::new("null".to_owned()),
+            reason: RwSignal::new(String::new()),
+            confirmation: RwSignal::new(String::new()),
+            force: RwSignal::new(false),
+        }
+    }
+}
+
 /// One entity's page.
 #[component]
 pub fn EntityDetailPage() -> impl IntoView {
@@ -348,6 +371,7 @@ pub fn EntityDetailPage() -> impl IntoView {
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let signal_action = ServerAction::<SignalEntity>::new();
     let admin = ServerAction::<EntityAdmin>::new();
+    let drafts = Drafts::default();
     let pushed = crate::live::pushed(|s| s.entity_batches);
     let detail = Resource::new(
         move || {
@@ -364,9 +388,14 @@ pub fn EntityDetailPage() -> impl IntoView {
         <Title text=move || format!("Entity {}", id()) />
         <p><a href="/entities">"← Entities"</a></p>
         <h1>"Entity " <code>{id}</code></h1>
+        // Outside the entity's view: a deleted entity's page still says what happened.
+        {move || admin.value().get().map(|r| match r {
+            Ok(message) => view! { <p class="notice" role="status" data-testid="admin-result">{message}</p> }.into_any(),
+            Err(e) => view! { <p class="error" role="alert" data-testid="admin-error">{e.to_string()}</p> }.into_any(),
+        })}
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || detail.get().map(|result| match result {
-                Ok(detail) => view! { <EntityView detail signal_action admin /> }.into_any(),
+                Ok(detail) => view! { <EntityView detail signal_action admin drafts /> }.into_any(),
                 Err(e) => view! { <p class="error" role="alert" data-testid="entity-error">{e.to_string()}</p> }.into_any(),
             })}
         </Transition>
@@ -378,6 +407,7 @@ fn EntityView(
     detail: EntityDetail,
     signal_action: ServerAction<SignalEntity>,
     admin: ServerAction<EntityAdmin>,
+    drafts: Drafts,
 ) -> impl IntoView {
     let state = detail
         .state
@@ -391,47 +421,54 @@ fn EntityView(
     let operations = detail.operations.clone();
     let locked = detail.locked_by.is_some();
     view! {
-        <dl class="summary" data-testid="entity-summary">
-            <dt>"Type"</dt><dd>{detail.name.clone()}</dd>
-            <dt>"Key"</dt><dd><code>{detail.key.clone()}</code></dd>
-            <dt>"Last change (UTC)"</dt><dd>{format_utc(detail.last_modified)}</dd>
-            <dt>"Backlog"</dt><dd data-testid="entity-backlog">{detail.backlog}</dd>
-            <dt>"Locked by"</dt><dd>{match holder {
-                Some(link) => link.into_any(),
-                None => "nobody".into_any(),
-            }}</dd>
-        </dl>
-        <h2>"State"</h2>
-        <pre class="json" data-testid="entity-state" tabindex="0">{state}</pre>
-        <h2>"Recent operations"</h2>
-        {if recent.is_empty() {
-            view! { <p class="notice">"No operations recorded yet."</p> }.into_any()
-        } else {
-            view! {
-                <table class="history" data-testid="entity-recent">
-                    <thead><tr><th scope="col">"Time (UTC)"</th><th scope="col">"Operation"</th><th scope="col">"From"</th><th scope="col">"Outcome"</th></tr></thead>
-                    <tbody>
-                        {recent.into_iter().rev().map(|op| view! {
-                            <tr>
-                                <td>{format_utc(op.at)}</td>
-                                <td><code>{op.operation}</code></td>
-                                <td>{op.caller.map_or_else(|| "signal".into_any(), |c| view! {
-                                    <a href=format!("/instances/{}", url_component(&c))><code>{c.clone()}</code></a>
-                                }.into_any())}</td>
-                                <td>{op.failed.map_or_else(|| "ok".to_owned(), |f| format!("failed: {f} (undone)"))}</td>
-                            </tr>
-                        }).collect_view()}
-                    </tbody>
-                </table>
-            }.into_any()
-        }}
+        <section class="card" aria-labelledby="entity-summary-title">
+            <h2 id="entity-summary-title" class="visually-hidden">"Summary"</h2>
+            <dl class="summary" data-testid="entity-summary">
+                <dt>"Type"</dt><dd>{detail.name.clone()}</dd>
+                <dt>"Key"</dt><dd><code>{detail.key.clone()}</code></dd>
+                <dt>"Last change (UTC)"</dt><dd>{format_utc(detail.last_modified)}</dd>
+                <dt>"Backlog"</dt><dd data-testid="entity-backlog">{detail.backlog}</dd>
+                <dt>"Locked by"</dt><dd>{match holder {
+                    Some(link) => link.into_any(),
+                    None => "nobody".into_any(),
+                }}</dd>
+                <dt>"State"</dt><dd><pre class="state" tabindex="0" data-testid="entity-state">{state}</pre></dd>
+            </dl>
+        </section>
+        <section class="card" aria-labelledby="recent-title">
+            <h2 id="recent-title">"Recent operations"</h2>
+            {if recent.is_empty() {
+                view! { <p class="notice">"No operations recorded yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="instances" data-testid="entity-recent">
+                        <thead><tr><th scope="col">"Time (UTC)"</th><th scope="col">"Operation"</th><th scope="col">"From"</th><th scope="col">"Outcome"</th></tr></thead>
+                        <tbody>
+                            {recent.into_iter().rev().map(|op| view! {
+                                <tr>
+                                    <td>{format_utc(op.at)}</td>
+                                    <td><code>{op.operation}</code></td>
+                                    <td>{op.caller.map_or_else(|| "signal".into_any(), |c| view! {
+                                        <a href=format!("/instances/{}", url_component(&c))><code>{c.clone()}</code></a>
+                                    }.into_any())}</td>
+                                    <td>{op.failed.map_or_else(
+                                        || view! { <span class="outcome-ok">"ok"</span> }.into_any(),
+                                        |f| view! { <span class="outcome-bad">{format!("failed: {f} (undone)")}</span> }.into_any(),
+                                    )}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any()
+            }}
+        </section>
         <Show when=move || can(Role::Operator) fallback=|| view! {
             <p class="notice" data-testid="entity-operator-only">"Signalling an entity needs the operator role."</p>
         }>
-            <SignalForm entity_id=signal_id.clone() operations=operations.clone() signal_action />
+            <SignalForm entity_id=signal_id.clone() operations=operations.clone() signal_action drafts />
         </Show>
         <Show when=move || can(Role::Admin) fallback=|| ()>
-            <AdminForm entity_id=admin_id.clone() locked admin />
+            <AdminForm entity_id=admin_id.clone() locked admin drafts />
         </Show>
     }
 }
@@ -441,11 +478,18 @@ fn SignalForm(
     entity_id: String,
     operations: Vec<String>,
     signal_action: ServerAction<SignalEntity>,
+    drafts: Drafts,
 ) -> impl IntoView {
-    let first = operations.first().cloned().unwrap_or_default();
-    let (operation, set_operation) = signal(first);
-    let (input, set_input) = signal("null".to_owned());
-    let send = move |_| {
+    let Drafts {
+        operation, input, ..
+    } = drafts;
+    if operation.get_untracked().is_empty()
+        && let Some(first) = operations.first()
+    {
+        operation.set(first.clone());
+    }
+    let send = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
         signal_action.dispatch(SignalEntity {
             entity_id: entity_id.clone(),
             operation: operation.get(),
@@ -453,19 +497,22 @@ fn SignalForm(
         });
     };
     view! {
-        <section class="card" data-testid="entity-signal">
-            <h2>"Signal"</h2>
-            <label for="signal-operation">"Operation"</label>
-            <select id="signal-operation" data-testid="signal-operation"
-                on:change=move |ev| set_operation.set(event_target_value(&ev))>
-                {operations.into_iter().map(|op| view! { <option value=op.clone()>{op.clone()}</option> }).collect_view()}
-            </select>
-            <label for="signal-input">"Input (JSON)"</label>
-            <textarea id="signal-input" rows="3" data-testid="signal-input"
-                prop:value=input on:input=move |ev| set_input.set(event_target_value(&ev))></textarea>
-            <div class="actions">
-                <button type="button" data-testid="signal-send" disabled=move || signal_action.pending().get() on:click=send>"Signal"</button>
-            </div>
+        <section class="card" aria-labelledby="signal-title" data-testid="entity-signal">
+            <h2 id="signal-title">"Signal"</h2>
+            <form class="form" on:submit=send>
+                <label for="signal-operation">"Operation"</label>
+                <select id="signal-operation" data-testid="signal-operation"
+                    on:change=move |ev| operation.set(event_target_value(&ev))>
+                    {operations.into_iter().map(|op| {
+                        let selected = op == operation.get_untracked();
+                        view! { <option value=op.clone() selected=selected>{op.clone()}</option> }
+                    }).collect_view()}
+                </select>
+                <label for="signal-input">"Input (JSON)"</label>
+                <textarea id="signal-input" rows="3" data-testid="signal-input"
+                    prop:value=input on:input=move |ev| input.set(event_target_value(&ev))></textarea>
+                <button type="submit" data-testid="signal-send" disabled=move || signal_action.pending().get()>"Signal"</button>
+            </form>
             {move || signal_action.value().get().map(|r| match r {
                 Ok(()) => view! { <p class="notice" role="status" data-testid="signal-result">"Signalled: the operation is queued."</p> }.into_any(),
                 Err(e) => view! { <p class="error" role="alert" data-testid="signal-error">{e.to_string()}</p> }.into_any(),
@@ -475,10 +522,18 @@ fn SignalForm(
 }
 
 #[component]
-fn AdminForm(entity_id: String, locked: bool, admin: ServerAction<EntityAdmin>) -> impl IntoView {
-    let (reason, set_reason) = signal(String::new());
-    let (confirmation, set_confirmation) = signal(String::new());
-    let (force, set_force) = signal(false);
+fn AdminForm(
+    entity_id: String,
+    locked: bool,
+    admin: ServerAction<EntityAdmin>,
+    drafts: Drafts,
+) -> impl IntoView {
+    let Drafts {
+        reason,
+        confirmation,
+        force,
+        ..
+    } = drafts;
     let id = StoredValue::new(entity_id.clone());
     let run = move |action: EntityAction| {
         move |_| {
@@ -493,19 +548,21 @@ fn AdminForm(entity_id: String, locked: bool, admin: ServerAction<EntityAdmin>) 
     };
     let typed = move || confirmation.get().trim() == id.get_value();
     view! {
-        <section class="card danger" data-testid="entity-admin">
-            <h2>"Administer"</h2>
-            <p>"Deleting removes the entity's state at once (refused while it is locked or has messages queued). Releasing a lock frees it for the transfers waiting behind it; the holder's next call fails with LockLost."</p>
-            <label for="admin-reason">"Reason"</label>
-            <input id="admin-reason" type="text" data-testid="admin-reason"
-                prop:value=reason on:input=move |ev| set_reason.set(event_target_value(&ev)) />
-            <label for="admin-confirm">"Type " <code>{entity_id.clone()}</code> " to confirm"</label>
-            <input id="admin-confirm" type="text" data-testid="admin-confirm" autocomplete="off"
-                prop:value=confirmation on:input=move |ev| set_confirmation.set(event_target_value(&ev)) />
-            {locked.then(|| view! {
-                <label><input type="checkbox" data-testid="admin-force"
-                    on:change=move |ev| set_force.set(event_target_checked(&ev)) />" release even though the holder is still running"</label>
-            })}
+        <section class="card" aria-labelledby="admin-title" data-testid="entity-admin">
+            <h2 id="admin-title">"Administer"</h2>
+            <p class="hint">"Deleting removes the entity at once (refused while it is locked or has messages queued). Releasing a lock frees it for the work waiting behind it; the holder's next call fails with LockLost."</p>
+            <div class="form">
+                <label for="admin-reason">"Reason"</label>
+                <input id="admin-reason" type="text" data-testid="admin-reason"
+                    prop:value=reason on:input=move |ev| reason.set(event_target_value(&ev)) />
+                <label for="admin-confirm">"Type " <code>{entity_id.clone()}</code> " to confirm"</label>
+                <input id="admin-confirm" type="text" data-testid="admin-confirm" autocomplete="off"
+                    prop:value=confirmation on:input=move |ev| confirmation.set(event_target_value(&ev)) />
+                {locked.then(|| view! {
+                    <label><input type="checkbox" data-testid="admin-force" prop:checked=force
+                        on:change=move |ev| force.set(event_target_checked(&ev)) />" release even though the holder is still running"</label>
+                })}
+            </div>
             <div class="actions">
                 <button type="button" class="danger" data-testid="entity-delete"
                     disabled=move || admin.pending().get() || !typed()
@@ -516,10 +573,6 @@ fn AdminForm(entity_id: String, locked: bool, admin: ServerAction<EntityAdmin>) 
                         on:click=run(EntityAction::ReleaseLock)>"Release lock"</button>
                 })}
             </div>
-            {move || admin.value().get().map(|r| match r {
-                Ok(message) => view! { <p class="notice" role="status" data-testid="admin-result">{message}</p> }.into_any(),
-                Err(e) => view! { <p class="error" role="alert" data-testid="admin-error">{e.to_string()}</p> }.into_any(),
-            })}
         </section>
     }
 }
