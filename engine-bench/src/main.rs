@@ -45,7 +45,7 @@ use engine::{
     StartOptions,
     db::{ConnectOptions, Durability},
     entity::EntityKey,
-    samples::{Add, Counter},
+    samples::Counter,
     store::{InstanceQuery, StoreAdmin},
 };
 
@@ -512,7 +512,7 @@ async fn add_one(
         senders.spawn(async move {
             for i in first..(first + per_sender).min(n) {
                 client
-                    .signal_entity(&keys[i % keys.len()], &Add(1), None)
+                    .signal_entity(Counter::add(&keys[i % keys.len()], 1), None)
                     .await?;
             }
             Ok::<_, ClientError>(())
@@ -645,7 +645,7 @@ async fn entity_query(entities: usize, args: &StoreArgs) -> Result<()> {
 }
 
 async fn transfers(n: usize, accounts: u64, args: &StoreArgs) -> Result<()> {
-    use engine::samples::{Account, Deposit, Transfer, TransferOutcome, TransferRequest};
+    use engine::samples::{Account, Transfer, TransferOutcome, TransferRequest};
     const OPENING: u64 = 1_000_000;
     anyhow::ensure!(accounts >= 2, "a transfer needs two accounts");
     let (path, _dir) = fresh_db(args, "transfers")?;
@@ -659,7 +659,7 @@ async fn transfers(n: usize, accounts: u64, args: &StoreArgs) -> Result<()> {
     let key = |i: u64| EntityKey::<Account>::new(&format!("a{i:03}")).map_err(anyhow::Error::msg);
     for i in 0..accounts {
         client
-            .signal_entity(&key(i)?, &Deposit(OPENING), None)
+            .signal_entity(Account::deposit(&key(i)?, OPENING), None)
             .await?;
     }
     // Pairs from a fixed pseudo-random sequence, in both directions.

@@ -33,7 +33,7 @@ pub use futures_util::future::{
 };
 
 use crate::{
-    entity::{EntityId, EntityKey, Operation},
+    entity::{EntityId, EntityRequest, Operation},
     executor::Action,
     history::{
         EntityCaller, EventKind, Failure, HistoryEvent, Json, LockOwner, Message, ParentInstance,
@@ -623,12 +623,8 @@ impl OrchestrationContext {
 
     /// Signals an entity (one-way, recorded as `EntitySignalled`): the operation is queued for
     /// it when this turn commits.
-    pub fn signal_entity<O: Operation>(
-        &self,
-        key: &EntityKey<O::Entity>,
-        operation: &O,
-    ) -> Result<(), Failure> {
-        self.signal_entity_at(key, operation, None)
+    pub fn signal_entity<O: Operation>(&self, request: EntityRequest<O>) -> Result<(), Failure> {
+        self.signal_entity_at(request, None)
     }
 
     /// Signals an entity for a later time: the operation is queued when this turn commits and
@@ -636,12 +632,14 @@ impl OrchestrationContext {
     /// a timer; unordered relative to the entity's other messages.
     pub fn signal_entity_at<O: Operation>(
         &self,
-        key: &EntityKey<O::Entity>,
-        operation: &O,
+        request: EntityRequest<O>,
         at: Option<TimestampMs>,
     ) -> Result<(), Failure> {
-        let entity_id = key.id().to_string();
-        let input = encode(operation, &format!("the input of operation {}", O::NAME))?;
+        let entity_id = request.key().id().to_string();
+        let input = encode(
+            request.operation(),
+            &format!("the input of operation {}", O::NAME),
+        )?;
         if let Some(section) = &self.state.borrow().section
             && section.entity_ids.contains(&entity_id)
         {
@@ -689,13 +687,15 @@ impl OrchestrationContext {
     /// has no timeout (entities.md rule 11).
     pub fn call_entity<O: Operation>(
         &self,
-        key: &EntityKey<O::Entity>,
-        operation: &O,
+        request: EntityRequest<O>,
     ) -> impl Future<Output = Result<O::Output, Failure>> + 'static + use<O> {
-        let entity_id = key.id().to_string();
+        let entity_id = request.key().id().to_string();
         let caller = self.instance_id().to_owned();
-        let encoded = encode(operation, &format!("the input of operation {}", O::NAME))
-            .and_then(|input| Ok((input, self.section_epoch(&entity_id)?)));
+        let encoded = encode(
+            request.operation(),
+            &format!("the input of operation {}", O::NAME),
+        )
+        .and_then(|input| Ok((input, self.section_epoch(&entity_id)?)));
         let scheduled = encoded.map(|(input, epoch)| {
             let future = self.schedule(
                 Scheduled::EntityCall {

@@ -137,6 +137,14 @@ pub trait Operation: Serialize + DeserializeOwned + 'static {
         state: &mut Self::Entity,
         ctx: &mut EntityContext,
     ) -> Result<Self::Output, Failure>;
+
+    /// This operation addressed to `key`: `Add(5).on(&key)`.
+    fn on(self, key: &EntityKey<Self::Entity>) -> EntityRequest<Self>
+    where
+        Self: Sized,
+    {
+        EntityRequest::new(key, self)
+    }
 }
 
 /// The address of an entity of type `E`: what typed signals and calls take.
@@ -170,6 +178,33 @@ impl<E> Clone for EntityKey<E> {
 impl<E> fmt::Debug for EntityKey<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "EntityKey({})", self.id)
+    }
+}
+
+/// A typed operation addressed to one entity: what signals and calls take. Built as
+/// `Add(5).on(&key)`, or with `#[entity]` as `Counter::add(&key, 5)`; an operation of another
+/// entity type does not compile against the key.
+#[derive(Debug, Clone)]
+pub struct EntityRequest<O: Operation> {
+    key: EntityKey<O::Entity>,
+    operation: O,
+}
+
+impl<O: Operation> EntityRequest<O> {
+    pub fn new(key: &EntityKey<O::Entity>, operation: O) -> EntityRequest<O> {
+        EntityRequest {
+            key: key.clone(),
+            operation,
+        }
+    }
+
+    /// The target.
+    pub fn key(&self) -> &EntityKey<O::Entity> {
+        &self.key
+    }
+
+    pub fn operation(&self) -> &O {
+        &self.operation
     }
 }
 
@@ -235,24 +270,19 @@ impl EntityContext {
     }
 
     /// Signals an entity (this one too) once the batch commits.
-    pub fn signal<O: Operation>(
-        &mut self,
-        target: &EntityKey<O::Entity>,
-        operation: O,
-    ) -> Result<(), Failure> {
-        self.signal_at(target, operation, None)
+    pub fn signal<O: Operation>(&mut self, request: EntityRequest<O>) -> Result<(), Failure> {
+        self.signal_at(request, None)
     }
 
     /// Signals an entity, not before `at` (rule 6).
     pub fn signal_at<O: Operation>(
         &mut self,
-        target: &EntityKey<O::Entity>,
-        operation: O,
+        request: EntityRequest<O>,
         at: Option<TimestampMs>,
     ) -> Result<(), Failure> {
         self.signals.push(OutgoingSignal {
-            target: target.id().clone(),
-            request: OperationRequest::of(&operation)?,
+            target: request.key.id().clone(),
+            request: OperationRequest::of(&request.operation)?,
             at,
         });
         Ok(())
@@ -525,7 +555,7 @@ mod tests {
         fn apply(self, state: &mut Counter, ctx: &mut EntityContext) -> Result<i64, Failure> {
             state.value += self.0;
             // Tell a neighbour, so the test can see a failed operation's signals dropped.
-            ctx.signal(&EntityKey::<Counter>::new("log").unwrap(), Note(self.0))?;
+            ctx.signal(Note(self.0).on(&EntityKey::<Counter>::new("log").unwrap()))?;
             if state.value > 100 {
                 return Err(Failure::new("TooBig", "the counter stops at 100"));
             }

@@ -14,6 +14,11 @@
 //! `fn(&Input) -> Result<(), String>`).
 //!
 //! Calls stay typed: `ctx.call_activity::<SayHello>(&name)`, `client.start::<HelloSequence>(…)`.
+//!
+//! `#[entity]` on an `impl` block of operation methods makes the type an entity (see [`entity`]'s
+//! module): `ctx.call_entity(Counter::add(&key, 5))`.
+
+mod entity;
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};
@@ -43,6 +48,17 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(args as Args);
     let item = parse_macro_input!(item as ItemFn);
     expand(Kind::Activity, args, item)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Turns an `impl Entity { fn op(&mut self, ctx: &mut EntityContext, inputs…) -> Result<Out,
+/// Failure> … }` block into the entity's operation types, request constructors and builder.
+#[proc_macro_attribute]
+pub fn entity(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = parse_macro_input!(args as Args);
+    let item = parse_macro_input!(item as syn::ItemImpl);
+    entity::expand(args, item)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::Serialize;
 
 use crate::{
-    entity::{Entity, EntityId, EntityKey, Operation},
+    entity::{Entity, EntityId, EntityKey, EntityRequest, Operation},
     history::{HistoryEvent, LockOwner, Message, ParentInstance, RuntimeStatus, TimestampMs},
     lock::EntityScheduler,
     runtime::{Runtime, Shared, WriteOutcome},
@@ -339,12 +339,11 @@ impl<S: Store + StoreAdmin> Client<S> {
     /// shows in the log.
     pub async fn signal_entity<O: Operation>(
         &self,
-        key: &EntityKey<O::Entity>,
-        operation: &O,
+        request: EntityRequest<O>,
         at: Option<TimestampMs>,
     ) -> Result<(), ClientError> {
-        let input = to_json("operation input", operation)?;
-        self.signal_entity_raw(&key.id().to_string(), O::NAME, &input, at)
+        let input = to_json("operation input", request.operation())?;
+        self.signal_entity_raw(&request.key().id().to_string(), O::NAME, &input, at)
             .await
     }
 

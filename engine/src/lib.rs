@@ -14,7 +14,7 @@
 extern crate self as engine;
 
 pub use engine_core::{context, entity, executor, history, lock, millis, registry, rewind};
-pub use engine_macros::{activity, orchestration};
+pub use engine_macros::{activity, entity, orchestration};
 
 pub mod client;
 pub mod db;

@@ -9,8 +9,8 @@
 //!   the job is done or the deadline passes.
 //! - [`HumanInteraction`]: waits for an [`Approval`] event with a timeout; on timeout it calls
 //!   `Escalate`.
-//! - [`Counter`]: an entity, the aggregator pattern (many signals, one state): [`Add`] and
-//!   [`Reset`].
+//! - [`Counter`]: an entity, the aggregator pattern (many signals, one state): `add` and
+//!   `reset`, written with `#[entity]`.
 //! - [`Account`] and [`Transfer`]: bank accounts as entities, and a transfer that locks both
 //!   accounts (a critical section), checks the balance, and moves the money with two calls.
 //!
@@ -24,8 +24,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActivityContext, Event, Failure, OrchestrationContext, Registry, activity,
-    entity::{Entity, EntityBuilder, EntityContext, EntityKey, Operation},
+    ActivityContext, Event, Failure, OrchestrationContext, Registry, activity, entity,
+    entity::{EntityContext, EntityKey},
     history::TimestampMs,
     orchestration, try_when_all,
 };
@@ -288,56 +288,45 @@ pub fn registry() -> Registry {
         .activity(Square)
         .activity(CheckJob)
         .activity(Escalate)
-        .entity(
-            EntityBuilder::<Counter>::default()
-                .operation::<Add>()
-                .operation::<Reset>(),
-        )
-        .entity(
-            EntityBuilder::<Account>::default()
-                .operation::<Deposit>()
-                .operation::<Withdraw>()
-                .operation::<Balance>(),
-        );
+        .entity(Counter::operations())
+        .entity(Account::operations());
     r
 }
 
 /// The aggregator pattern: many signals, one state.
+///
+/// Requests are typed by the key: an operation of another entity type does not compile.
+///
+/// ```compile_fail
+/// use engine::{entity::EntityKey, samples::{Account, Counter}};
+/// let account = EntityKey::<Account>::new("alice").unwrap();
+/// let _ = Counter::add(&account, 5); // a counter's operation on an account's key
+/// ```
+///
+/// ```
+/// use engine::{entity::EntityKey, samples::Counter};
+/// let counter = EntityKey::<Counter>::new("visits").unwrap();
+/// let request = Counter::add(&counter, 5);
+/// assert_eq!(request.key().id().to_string(), "@counter@visits");
+/// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
     pub value: i64,
 }
 
-impl Entity for Counter {
-    const NAME: &'static str = "Counter";
-}
-
-/// Adds to a counter; fails (and is undone) if the sum would overflow.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Add(pub i64);
-
-impl Operation for Add {
-    type Entity = Counter;
-    const NAME: &'static str = "add";
-    type Output = i64;
-    fn apply(self, state: &mut Counter, _: &mut EntityContext) -> Result<i64, Failure> {
-        state.value = state
+#[entity]
+impl Counter {
+    /// Adds to a counter; fails (and is undone) if the sum would overflow. Returns the sum.
+    pub fn add(&mut self, _ctx: &mut EntityContext, amount: i64) -> Result<i64, Failure> {
+        self.value = self
             .value
-            .checked_add(self.0)
+            .checked_add(amount)
             .ok_or_else(|| Failure::new("Overflow", "the counter would overflow"))?;
-        Ok(state.value)
+        Ok(self.value)
     }
-}
 
-/// Deletes a counter's state: it reads as absent until the next `add`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Reset;
-
-impl Operation for Reset {
-    type Entity = Counter;
-    const NAME: &'static str = "reset";
-    type Output = ();
-    fn apply(self, _: &mut Counter, ctx: &mut EntityContext) -> Result<(), Failure> {
+    /// Deletes a counter's state: it reads as absent until the next `add`.
+    pub fn reset(&mut self, ctx: &mut EntityContext) -> Result<(), Failure> {
         ctx.delete_state();
         Ok(())
     }
@@ -349,57 +338,32 @@ pub struct Account {
     pub balance: u64,
 }
 
-impl Entity for Account {
-    const NAME: &'static str = "Account";
-}
-
-/// Puts money in; returns the new balance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Deposit(pub u64);
-
-impl Operation for Deposit {
-    type Entity = Account;
-    const NAME: &'static str = "deposit";
-    type Output = u64;
-    fn apply(self, state: &mut Account, _: &mut EntityContext) -> Result<u64, Failure> {
-        state.balance = state
+#[entity]
+impl Account {
+    /// Puts money in; returns the new balance.
+    pub fn deposit(&mut self, _ctx: &mut EntityContext, amount: u64) -> Result<u64, Failure> {
+        self.balance = self
             .balance
-            .checked_add(self.0)
+            .checked_add(amount)
             .ok_or_else(|| Failure::new("Overflow", "the balance would overflow"))?;
-        Ok(state.balance)
+        Ok(self.balance)
     }
-}
 
-/// Takes money out; fails (and changes nothing) when the balance is short. Returns the new
-/// balance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Withdraw(pub u64);
-
-impl Operation for Withdraw {
-    type Entity = Account;
-    const NAME: &'static str = "withdraw";
-    type Output = u64;
-    fn apply(self, state: &mut Account, _: &mut EntityContext) -> Result<u64, Failure> {
-        state.balance = state.balance.checked_sub(self.0).ok_or_else(|| {
+    /// Takes money out; fails (and changes nothing) when the balance is short. Returns the new
+    /// balance.
+    pub fn withdraw(&mut self, _ctx: &mut EntityContext, amount: u64) -> Result<u64, Failure> {
+        self.balance = self.balance.checked_sub(amount).ok_or_else(|| {
             Failure::new(
                 "InsufficientFunds",
-                format!("the balance is {}, short of {}", state.balance, self.0),
+                format!("the balance is {}, short of {amount}", self.balance),
             )
         })?;
-        Ok(state.balance)
+        Ok(self.balance)
     }
-}
 
-/// Reads the balance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Balance;
-
-impl Operation for Balance {
-    type Entity = Account;
-    const NAME: &'static str = "balance";
-    type Output = u64;
-    fn apply(self, state: &mut Account, _: &mut EntityContext) -> Result<u64, Failure> {
-        Ok(state.balance)
+    /// Reads the balance.
+    pub fn balance(&mut self, _ctx: &mut EntityContext) -> Result<u64, Failure> {
+        Ok(self.balance)
     }
 }
 
@@ -430,14 +394,14 @@ pub async fn transfer(
     let key = |k: &str| EntityKey::<Account>::new(k).map_err(|e| Failure::new("InvalidInput", e));
     let (from, to) = (key(&input.from)?, key(&input.to)?);
     let section = ctx.lock_entities(&[from.id(), to.id()]).await?;
-    let balance = ctx.call_entity(&from, &Balance).await?;
+    let balance = ctx.call_entity(Account::balance(&from)).await?;
     if balance < input.amount {
         section.release();
         return Ok(TransferOutcome::Refused { balance });
     }
     let (from_balance, to_balance) = futures_util::future::try_join(
-        ctx.call_entity(&from, &Withdraw(input.amount)),
-        ctx.call_entity(&to, &Deposit(input.amount)),
+        ctx.call_entity(Account::withdraw(&from, input.amount)),
+        ctx.call_entity(Account::deposit(&to, input.amount)),
     )
     .await?;
     section.release();

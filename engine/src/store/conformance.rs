@@ -1231,7 +1231,7 @@ pub async fn a_locked_entity_keeps_a_transient_row<H: Harness>(harness: &H) {
 /// overlapping sets take their locks in one sorted order, so none deadlocks), the total is
 /// conserved, and once the last unlock has run no account is locked or has anything waiting.
 pub async fn transfers_under_locks_conserve_money_and_never_deadlock<H: Harness>(harness: &H) {
-    use crate::samples::{Account, Deposit, Transfer, TransferOutcome, TransferRequest};
+    use crate::samples::{Account, Transfer, TransferOutcome, TransferRequest};
     const ACCOUNTS: u64 = 10;
     const TRANSFERS: usize = 100;
     const OPENING: u64 = 1_000;
@@ -1242,7 +1242,7 @@ pub async fn transfers_under_locks_conserve_money_and_never_deadlock<H: Harness>
     let account = |i: u64| crate::entity::EntityKey::<Account>::new(&format!("acct-{i}")).unwrap();
     for i in 0..ACCOUNTS {
         one.client
-            .signal_entity(&account(i), &Deposit(OPENING), None)
+            .signal_entity(Account::deposit(&account(i), OPENING), None)
             .await
             .unwrap();
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use engine::{
     ClientError, Clock, Failure, Runtime, RuntimeOptions, RuntimeStatus,
     entity::{Entity, EntityBuilder, EntityContext, EntityKey, Operation},
-    samples::{Add, Counter, HelloSequence, Reset},
+    samples::{Counter, HelloSequence},
     store::Store,
 };
 use serde::{Deserialize, Serialize};
@@ -109,7 +109,7 @@ async fn concurrent_signals_apply_in_send_order_per_sender_in_few_commits() {
         senders.spawn(async move {
             for seq in 0..50u32 {
                 client
-                    .signal_entity(&ledger, &Append { sender, seq }, None)
+                    .signal_entity(Append { sender, seq }.on(&ledger), None)
                     .await
                     .unwrap();
             }
@@ -182,7 +182,10 @@ async fn a_failing_operation_is_undone_alone_and_a_reset_leaves_the_entity_absen
     let (_dir, rt, client) = started(registry()).await;
     let key = counter("c");
     for add in [5, i64::MAX, 2] {
-        client.signal_entity(&key, &Add(add), None).await.unwrap();
+        client
+            .signal_entity(Counter::add(&key, add), None)
+            .await
+            .unwrap();
     }
     assert_eq!(
         until(|| async { value(&client, "c").await.filter(|v| *v == 7) }).await,
@@ -199,7 +202,10 @@ async fn a_failing_operation_is_undone_alone_and_a_reset_leaves_the_entity_absen
         [("add", None), ("add", Some("Overflow")), ("add", None)],
         "the recent operations show the failure"
     );
-    client.signal_entity(&key, &Reset, None).await.unwrap();
+    client
+        .signal_entity(Counter::reset(&key), None)
+        .await
+        .unwrap();
     until(|| async {
         matches!(
             client.get_entity("@Counter@c").await,
@@ -208,7 +214,10 @@ async fn a_failing_operation_is_undone_alone_and_a_reset_leaves_the_entity_absen
         .then_some(())
     })
     .await;
-    client.signal_entity(&key, &Add(1), None).await.unwrap();
+    client
+        .signal_entity(Counter::add(&key, 1), None)
+        .await
+        .unwrap();
     assert_eq!(
         until(|| async { value(&client, "c").await }).await,
         1,
@@ -223,7 +232,7 @@ async fn a_scheduled_signal_waits_for_its_time_on_the_clock() {
     let (rt, client, store, clock) = clocked_runtime(dir.path(), registry()).await;
     let at = clock.now_ms() + 60_000;
     client
-        .signal_entity(&counter("later"), &Add(4), Some(at))
+        .signal_entity(Counter::add(&counter("later"), 4), Some(at))
         .await
         .unwrap();
     let record = client.get_entity("@counter@later").await;
@@ -242,8 +251,7 @@ async fn an_operation_starts_an_orchestration_when_its_batch_commits() {
     let (_dir, rt, client) = started(registry()).await;
     client
         .signal_entity(
-            &EntityKey::<Ledger>::new("starter").unwrap(),
-            &Greet("from-entity".into()),
+            Greet("from-entity".into()).on(&EntityKey::new("starter").unwrap()),
             None,
         )
         .await
@@ -309,12 +317,12 @@ impl engine::Orchestration for Tally {
     type Input = i64;
     type Output = (i64, String);
     async fn run(ctx: engine::OrchestrationContext, amount: i64) -> Result<(i64, String), Failure> {
-        ctx.signal_entity(&counter("signalled"), &Add(amount))?;
+        ctx.signal_entity(Counter::add(&counter("signalled"), amount))?;
         let tally = counter("tally");
-        let first = ctx.call_entity(&tally, &Add(amount)).await?;
-        let second = ctx.call_entity(&tally, &Add(amount)).await?;
+        let first = ctx.call_entity(Counter::add(&tally, amount)).await?;
+        let second = ctx.call_entity(Counter::add(&tally, amount)).await?;
         let refused = ctx
-            .call_entity(&tally, &Add(i64::MAX))
+            .call_entity(Counter::add(&tally, i64::MAX))
             .await
             .expect_err("the counter would overflow");
         let cause = refused.cause.map(|c| c.error_type).unwrap_or_default();
@@ -422,14 +430,13 @@ async fn entities_are_queried_by_name_key_prefix_and_time_in_pages() {
     let (_dir, rt, client) = started(registry()).await;
     for key in ["eu-1", "eu-2", "eu-3", "us-1"] {
         client
-            .signal_entity(&counter(key), &Add(1), None)
+            .signal_entity(Counter::add(&counter(key), 1), None)
             .await
             .unwrap();
     }
     client
         .signal_entity(
-            &EntityKey::<Ledger>::new("eu-9").unwrap(),
-            &Append { sender: 0, seq: 0 },
+            Append { sender: 0, seq: 0 }.on(&EntityKey::new("eu-9").unwrap()),
             None,
         )
         .await

@@ -11,7 +11,7 @@ use engine::{
     ClientError, Clock, Failure, Message, OrchestrationContext, RuntimeStatus,
     entity::EntityKey,
     history::LockOwner,
-    samples::{Account, Add, Balance, Counter, Deposit, HelloSequence, Transfer, TransferRequest},
+    samples::{Account, Counter, HelloSequence, Transfer, TransferRequest},
     store::{Holder, Store, WriteOp},
 };
 
@@ -58,7 +58,7 @@ impl engine::Orchestration for HoldAndWait {
         let ids: Vec<_> = accounts.iter().map(EntityKey::id).collect();
         let section = ctx.lock_entities(&ids).await?;
         ctx.wait_for_event_named::<()>("go").await?;
-        let balance = ctx.call_entity(&accounts[0], &Balance).await?;
+        let balance = ctx.call_entity(Account::balance(&accounts[0])).await?;
         section.release();
         Ok(balance)
     }
@@ -73,24 +73,24 @@ impl engine::Orchestration for BreakTheRules {
     async fn run(ctx: OrchestrationContext, _: ()) -> Result<Vec<String>, Failure> {
         let (a, b) = (account("rules-a"), account("rules-b"));
         let early = ctx.lock_entities(&[a.id()]);
-        let before = ctx.call_entity(&a, &Balance).await;
+        let before = ctx.call_entity(Account::balance(&a)).await;
         let section = early.await?;
         let refusals = [
             before.map(drop),
-            ctx.call_entity(&b, &Balance).await.map(drop),
-            ctx.signal_entity(&a, &Deposit(1)),
+            ctx.call_entity(Account::balance(&b)).await.map(drop),
+            ctx.signal_entity(Account::deposit(&a, 1)),
             ctx.lock_entities(&[b.id()]).await.map(drop),
             ctx.call_sub_orchestration::<HelloSequence>(&vec![], None)
                 .await
                 .map(drop),
         ];
         // Two calls to different locked entities may run at once; a second to the same may not.
-        let pending = ctx.call_entity(&a, &Balance);
-        let second = ctx.call_entity(&a, &Balance).await.map(drop);
+        let pending = ctx.call_entity(Account::balance(&a));
+        let second = ctx.call_entity(Account::balance(&a)).await.map(drop);
         pending.await?;
         section.release();
         // Outside the section everything is allowed again.
-        ctx.call_entity(&b, &Balance).await?;
+        ctx.call_entity(Account::balance(&b)).await?;
         Ok(refusals
             .into_iter()
             .chain([second])
@@ -113,7 +113,7 @@ impl engine::Orchestration for Later {
     type Output = ();
     async fn run(ctx: OrchestrationContext, at: i64) -> Result<(), Failure> {
         let key = EntityKey::<Counter>::new("later").unwrap();
-        ctx.signal_entity_at(&key, &Add(3), Some(at))
+        ctx.signal_entity_at(Counter::add(&key, 3), Some(at))
     }
 }
 
@@ -146,7 +146,7 @@ async fn a_terminated_holders_locks_go_and_the_waiting_transfers_proceed() {
     let (rt, client, _store, _clock) = clocked_runtime(dir.path(), registry()).await;
     for key in ["t-a", "t-b"] {
         client
-            .signal_entity(&account(key), &Deposit(100), None)
+            .signal_entity(Account::deposit(&account(key), 100), None)
             .await
             .unwrap();
     }
@@ -279,7 +279,7 @@ async fn clean_storage_releases_a_lock_nobody_live_holds_and_purge_removes_an_id
     .await;
     until_entity(&client, "@account@live", |r| locked_by(r) == Some("alive")).await;
     client
-        .signal_entity(&account("orphan"), &Deposit(7), None)
+        .signal_entity(Account::deposit(&account("orphan"), 7), None)
         .await
         .unwrap();
     until_entity(&client, "@account@orphan", |r| {
