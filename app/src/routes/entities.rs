@@ -316,7 +316,7 @@ fn EntityTable(list: EntityList, filter: EntityFilter) -> impl IntoView {
         view! { <a class="next" href=href data-testid="entities-next-page">"Next page →"</a> }
     });
     view! {
-        <p data-testid="entity-total">{format!("{total} entit{} match.", if total == 1 { "y" } else { "ies" })}</p>
+        <p data-testid="entity-total">{total_text(total)}</p>
         <table class="instances" data-testid="entity-table">
             <thead>
                 <tr><th scope="col">"Entity"</th><th scope="col">"Type"</th><th scope="col">"State"</th><th scope="col">"Backlog"</th><th scope="col">"Locked by"</th><th scope="col">"Last change (UTC)"</th></tr>
@@ -577,6 +577,35 @@ fn AdminForm(
     }
 }
 
+/// "3 entities match.", or "More than 10,000 entities match." past the count's cap.
+fn total_text(total: u64) -> String {
+    if total > ENTITY_COUNT_CAP {
+        format!(
+            "More than {} entities match.",
+            group_thousands(ENTITY_COUNT_CAP)
+        )
+    } else {
+        let noun = if total == 1 { "entity" } else { "entities" };
+        format!("{} {noun} match.", group_thousands(total))
+    }
+}
+
+/// `12345` → `12,345`.
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Where the list's count stops (the engine's `ENTITY_COUNT_CAP`; the wasm build has no engine).
+pub const ENTITY_COUNT_CAP: u64 = 10_000;
+
 /// A preview of `json`: at most [`PREVIEW_CHARS`] characters, marked with `…` when cut.
 pub fn preview(json: &str) -> String {
     match json.char_indices().nth(PREVIEW_CHARS) {
@@ -595,6 +624,8 @@ pub mod ssr {
     use crate::{EngineClient, audit::ssr::required_reason, error::AppError};
 
     /// A page of entities matching `filter`, counted.
+    const _: () = assert!(super::ENTITY_COUNT_CAP == engine::store::ENTITY_COUNT_CAP);
+
     pub async fn list_with(
         engine: &EngineClient,
         filter: EntityFilter,
@@ -724,5 +755,42 @@ pub mod ssr {
     pub async fn clean_with(engine: &EngineClient, reason: &str) -> Result<u64, AppError> {
         required_reason(reason)?;
         Ok(engine.clean_entity_storage().await?.locks_released)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_read_well_and_stop_at_the_cap() {
+        assert_eq!(total_text(1), "1 entity match.");
+        assert_eq!(total_text(1234), "1,234 entities match.");
+        assert_eq!(
+            total_text(ENTITY_COUNT_CAP + 1),
+            "More than 10,000 entities match."
+        );
+    }
+
+    #[test]
+    fn filters_round_trip_through_the_url() {
+        let filter = EntityFilter {
+            name: Some("counter".into()),
+            key_prefix: Some("a b".into()),
+            transient: true,
+            locked: false,
+            cursor: None,
+        };
+        assert_eq!(
+            filter.href(),
+            "/entities?name=counter&key=a%20b&transient=1"
+        );
+        let back = EntityFilter::from_query(|k| match k {
+            "name" => Some("counter".into()),
+            "key" => Some("a b".into()),
+            "transient" => Some("1".into()),
+            _ => None,
+        });
+        assert_eq!(back, filter);
     }
 }

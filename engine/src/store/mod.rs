@@ -587,7 +587,8 @@ pub struct EntityQuery {
     /// Only locked entities.
     #[serde(default)]
     pub locked_only: bool,
-    /// Count every match (not only this page) into [`EntityPage::total`].
+    /// Count the matches (not only this page, up to [`ENTITY_COUNT_CAP`]) into
+    /// [`EntityPage::total`].
     #[serde(default)]
     pub count: bool,
 }
@@ -598,9 +599,13 @@ pub struct EntityPage {
     pub entities: Vec<EntityRecord>,
     /// Present when more may follow.
     pub next_cursor: Option<String>,
-    /// Every match, when the query asked for the count.
+    /// Every match, when the query asked for the count: exact up to [`ENTITY_COUNT_CAP`];
+    /// `ENTITY_COUNT_CAP + 1` means more than that (counting stops there, so a count stays cheap).
     pub total: Option<u64>,
 }
+
+/// Where [`EntityPage::total`] stops counting.
+pub const ENTITY_COUNT_CAP: u64 = 10_000;
 
 /// Administration: reads and purges for the management client.
 pub trait StoreAdmin: Send + Sync + 'static {

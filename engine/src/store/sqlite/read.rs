@@ -222,8 +222,11 @@ fn entity_page(conn: &Connection, query: &EntityQuery) -> Result<EntityPage, Sto
         Ok(())
     };
     let total = if query.count {
-        let mut q = Statement::new("SELECT COUNT(*) FROM entities e WHERE 1 = 1");
+        let mut q = Statement::new("SELECT COUNT(*) FROM (SELECT 1 FROM entities e WHERE 1 = 1");
         filter(&mut q)?;
+        q.push(" LIMIT ")
+            .bind(crate::store::ENTITY_COUNT_CAP as i64 + 1)
+            .push(")");
         let total: i64 = conn
             .prepare_cached(&q.sql)?
             .query_row(params_from_iter(&q.args), |r| r.get(0))?;
