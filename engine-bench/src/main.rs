@@ -304,6 +304,21 @@ fn durability(args: &StoreArgs) -> Durability {
     }
 }
 
+/// The samples' runtime on a fresh database (the guard removes a temporary one when dropped).
+async fn samples_runtime(
+    args: &StoreArgs,
+    label: &str,
+) -> Result<(Runtime<SqliteStore>, SqliteStore, Option<tempfile::TempDir>)> {
+    let (path, dir) = fresh_db(args, label)?;
+    let store = open_store(&path, durability(args)).await?;
+    let rt = Runtime::start(
+        store.clone(),
+        engine::samples::registry(),
+        options(args, &path),
+    );
+    Ok((rt, store, dir))
+}
+
 fn fresh_db(args: &StoreArgs, label: &str) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
     if let Some(path) = &args.db {
         return Ok((path.clone(), None));
@@ -526,13 +541,7 @@ async fn add_one(
 
 async fn signals(n: usize, entities: usize, args: &StoreArgs) -> Result<()> {
     let entities = entities.max(1);
-    let (path, _dir) = fresh_db(args, "signals")?;
-    let store = open_store(&path, durability(args)).await?;
-    let rt = Runtime::start(
-        store.clone(),
-        engine::samples::registry(),
-        options(args, &path),
-    );
+    let (rt, _store, _dir) = samples_runtime(args, "signals").await?;
     let client = rt.client();
     let keys: Vec<EntityKey<Counter>> = (0..entities)
         .map(|i| EntityKey::new(&format!("c{i:05}")))
@@ -583,13 +592,7 @@ async fn signals(n: usize, entities: usize, args: &StoreArgs) -> Result<()> {
 }
 
 async fn entity_query(entities: usize, args: &StoreArgs) -> Result<()> {
-    let (path, _dir) = fresh_db(args, "entity-query")?;
-    let store = open_store(&path, durability(args)).await?;
-    let rt = Runtime::start(
-        store.clone(),
-        engine::samples::registry(),
-        options(args, &path),
-    );
+    let (rt, store, _dir) = samples_runtime(args, "entity-query").await?;
     let client = rt.client();
     let keys: Vec<EntityKey<Counter>> = (0..entities)
         .map(|i| EntityKey::new(&format!("k{i:06}")))
@@ -658,16 +661,10 @@ async fn entity_query(entities: usize, args: &StoreArgs) -> Result<()> {
 }
 
 async fn transfers(n: usize, accounts: u64, args: &StoreArgs) -> Result<()> {
-    use engine::samples::{Account, Transfer, TransferOutcome, TransferRequest};
+    use engine::samples::{Account, Transfer, TransferOutcome};
     const OPENING: u64 = 1_000_000;
     anyhow::ensure!(accounts >= 2, "a transfer needs two accounts");
-    let (path, _dir) = fresh_db(args, "transfers")?;
-    let store = open_store(&path, durability(args)).await?;
-    let rt = Runtime::start(
-        store.clone(),
-        engine::samples::registry(),
-        options(args, &path),
-    );
+    let (rt, _store, _dir) = samples_runtime(args, "transfers").await?;
     let client = rt.client();
     let key = |i: u64| EntityKey::<Account>::new(&format!("a{i:03}")).map_err(anyhow::Error::msg);
     for i in 0..accounts {
@@ -675,25 +672,8 @@ async fn transfers(n: usize, accounts: u64, args: &StoreArgs) -> Result<()> {
             .signal_entity(Account::deposit(&key(i)?, OPENING), None)
             .await?;
     }
-    // Pairs from a fixed pseudo-random sequence, in both directions.
-    let mut seed = 0x2545_F491_4F6C_DD1D_u64;
-    let mut next = move |m: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % m
-    };
-    let requests: Vec<TransferRequest> = (0..n)
-        .map(|_| {
-            let from = next(accounts);
-            let to = (from + 1 + next(accounts - 1)) % accounts;
-            TransferRequest {
-                from: format!("a{from:03}"),
-                to: format!("a{to:03}"),
-                amount: 1 + next(100),
-            }
-        })
-        .collect();
+    let name = |i: u64| format!("a{i:03}");
+    let requests = engine::samples::transfer_workload(n, accounts, name, 100, 0x2545_F491);
     let (cpu0, _) = resources();
     let wall = Instant::now();
     let mut starters = tokio::task::JoinSet::new();

@@ -411,6 +411,36 @@ pub async fn transfer(
     })
 }
 
+/// A reproducible transfer workload for tests and benchmarks: `n` transfers among `accounts`
+/// accounts named by `name(i)`, pairs in both directions and amounts from 1 to `max_amount`,
+/// drawn from a xorshift64 sequence started at `seed`.
+pub fn transfer_workload(
+    n: usize,
+    accounts: u64,
+    name: impl Fn(u64) -> String,
+    max_amount: u64,
+    seed: u64,
+) -> Vec<TransferRequest> {
+    let mut state = seed.max(1);
+    let mut next = move |m: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m.max(1)
+    };
+    (0..n)
+        .map(|_| {
+            let from = next(accounts);
+            let to = (from + 1 + next(accounts - 1)) % accounts;
+            TransferRequest {
+                from: name(from),
+                to: name(to),
+                amount: 1 + next(max_amount),
+            }
+        })
+        .collect()
+}
+
 fn valid_transfer(input: &TransferRequest) -> Result<(), String> {
     EntityKey::<Account>::new(&input.from).map_err(|e| format!("from: {e}"))?;
     EntityKey::<Account>::new(&input.to).map_err(|e| format!("to: {e}"))?;

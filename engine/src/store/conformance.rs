@@ -1231,7 +1231,7 @@ pub async fn a_locked_entity_keeps_a_transient_row<H: Harness>(harness: &H) {
 /// overlapping sets take their locks in one sorted order, so none deadlocks), the total is
 /// conserved, and once the last unlock has run no account is locked or has anything waiting.
 pub async fn transfers_under_locks_conserve_money_and_never_deadlock<H: Harness>(harness: &H) {
-    use crate::samples::{Account, Transfer, TransferOutcome, TransferRequest};
+    use crate::samples::{Account, Transfer, TransferOutcome};
     const ACCOUNTS: u64 = 10;
     const TRANSFERS: usize = 100;
     const OPENING: u64 = 1_000;
@@ -1246,25 +1246,13 @@ pub async fn transfers_under_locks_conserve_money_and_never_deadlock<H: Harness>
             .await
             .unwrap();
     }
-    // A fixed pseudo-random sequence: pairs in both directions, amounts some sources lack.
-    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
-    let mut next = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    for t in 0..TRANSFERS {
-        let from = next(ACCOUNTS);
-        let to = (from + 1 + next(ACCOUNTS - 1)) % ACCOUNTS;
-        let request = TransferRequest {
-            from: format!("acct-{from}"),
-            to: format!("acct-{to}"),
-            amount: 1 + next(600),
-        };
+    // Pairs in both directions; amounts up to 600, which some sources lack.
+    let name = |i: u64| format!("acct-{i}");
+    let workload = crate::samples::transfer_workload(TRANSFERS, ACCOUNTS, name, 600, 0x9E37_79B9);
+    for (t, request) in workload.iter().enumerate() {
         let client = if t % 2 == 0 { &one.client } else { &two.client };
         client
-            .start::<Transfer>(&request, with_id(&format!("tr-{t:03}")))
+            .start::<Transfer>(request, with_id(&format!("tr-{t:03}")))
             .await
             .unwrap();
     }

@@ -280,6 +280,20 @@ async fn bad_requests_are_json_4xx() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
 
+/// `GET /api/v1/entities/{id}` once it answers `status` (the entity's batch runs after the
+/// signal's commit); its body.
+async fn entity_once(f: &Fixture, id: &str, status: StatusCode) -> Value {
+    let path = format!("/api/v1/entities/{id}");
+    for _ in 0..250 {
+        let (got, body) = call(f, "GET", &path, Some(Role::Viewer), None).await;
+        if got == status {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{path} never answered {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_signal_read_and_administer_entities_with_roles_enforced() {
     let _serial = crate::RENDER_LOCK.lock().await;
@@ -294,22 +308,7 @@ async fn scripts_signal_read_and_administer_entities_with_roles_enforced() {
     );
     let (status, body) = call(&f, "POST", path, Some(Role::Operator), Some(&signal)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let mut state = Value::Null;
-    for _ in 0..100 {
-        let (status, body) = call(
-            &f,
-            "GET",
-            "/api/v1/entities/@counter@api",
-            Some(Role::Viewer),
-            None,
-        )
-        .await;
-        if status == StatusCode::OK {
-            state = body;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let state = entity_once(&f, "@counter@api", StatusCode::OK).await;
     assert_eq!(state["name"], "counter", "{state}");
     assert!(
         state["state"].as_str().unwrap().contains("\"value\": 5"),
@@ -350,23 +349,7 @@ async fn scripts_signal_read_and_administer_entities_with_roles_enforced() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, body) = call(&f, "POST", purge, Some(Role::Admin), Some(&reason)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let mut gone = false;
-    for _ in 0..100 {
-        let (status, _) = call(
-            &f,
-            "GET",
-            "/api/v1/entities/@counter@api",
-            Some(Role::Viewer),
-            None,
-        )
-        .await;
-        if status == StatusCode::NOT_FOUND {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(gone, "purged");
+    entity_once(&f, "@counter@api", StatusCode::NOT_FOUND).await;
     let (status, body) = call(
         &f,
         "POST",
