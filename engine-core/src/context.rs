@@ -663,6 +663,7 @@ impl OrchestrationContext {
                     operation: O::NAME.to_owned(),
                     input,
                     caller: None,
+                    request_id: None,
                 };
                 match at {
                     Some(at) => Action::SendMessageAt {
@@ -717,6 +718,7 @@ impl OrchestrationContext {
                             scheduled_id,
                             epoch,
                         }),
+                        request_id: None,
                     },
                 },
             );

@@ -316,6 +316,10 @@ pub enum Message {
         input: Json,
         #[serde(default)]
         caller: Option<EntityCaller>,
+        /// A client's id for this signal: a second signal with the same id to the same entity
+        /// is dropped (entities.md rule 5; within the entity's last [`crate::lock::SEEN_REQUESTS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     /// An entity's answer to a call.
     EntityResponse {

@@ -31,6 +31,9 @@ use crate::{
 /// gets `EntityBacklogFull`, a signal is dropped and counted); lock messages always queue.
 pub const MAX_DEFERRED: usize = 10_000;
 
+/// How many client request ids an entity remembers to drop repeated signals (rule 5).
+pub const SEEN_REQUESTS: usize = 1_000;
+
 /// A granted lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldLock {
@@ -50,6 +53,9 @@ pub struct EntityScheduler {
     /// Messages waiting for the lock to go, in arrival order.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub deferred: VecDeque<Message>,
+    /// The last [`SEEN_REQUESTS`] client request ids, oldest first.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub seen: VecDeque<String>,
 }
 
 /// What one batch's messages come to.
@@ -62,15 +68,37 @@ pub struct Admitted {
     pub sends: Vec<(String, Message)>,
     /// Signals dropped because the backlog was full.
     pub dropped: usize,
+    /// Signals dropped because their request id was seen before.
+    pub repeated: usize,
     /// Set when an operator's purge was accepted: the entity goes once the batch's operations ran.
     pub purge: bool,
 }
 
 impl EntityScheduler {
-    /// Whether there is nothing to keep: no lock and nothing waiting (the epoch may go: only a
-    /// lock's holder ever names one, and an unlocked entity has none).
+    /// Whether there is nothing to keep: no lock, nothing waiting and no request ids to
+    /// remember (the epoch may go: only a lock's holder ever names one, and an unlocked entity
+    /// has none).
     pub fn is_idle(&self) -> bool {
-        self.lock.is_none() && self.deferred.is_empty()
+        self.lock.is_none() && self.deferred.is_empty() && self.seen.is_empty()
+    }
+
+    /// Drops an operation whose request id was seen; remembers the others' ids.
+    fn first_time(&mut self, message: &Message) -> bool {
+        let Message::EntityOperation {
+            request_id: Some(id),
+            ..
+        } = message
+        else {
+            return true;
+        };
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.seen.len() >= SEEN_REQUESTS {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(id.clone());
+        true
     }
 
     /// The instance holding the lock, if any.
@@ -88,7 +116,13 @@ impl EntityScheduler {
     ) -> Admitted {
         let mut out = Admitted::default();
         let mut queue: VecDeque<Message> = std::mem::take(&mut self.deferred);
-        queue.extend(arrived);
+        for message in arrived {
+            if self.first_time(&message) {
+                queue.push_back(message);
+            } else {
+                out.repeated += 1;
+            }
+        }
         let mut waiting: VecDeque<Message> = VecDeque::new();
         while let Some(message) = queue.pop_front() {
             let freed = match &self.lock {
@@ -134,6 +168,7 @@ impl EntityScheduler {
                 operation,
                 input,
                 caller: Some(caller),
+                ..
             } if caller.epoch.is_some() => {
                 if caller.epoch == Some(lock.epoch) && caller.instance_id == lock.owner.instance_id
                 {
@@ -170,6 +205,7 @@ impl EntityScheduler {
                 operation,
                 input,
                 caller,
+                ..
             } => match caller {
                 Some(caller) if caller.epoch.is_some() => lock_lost(caller, out),
                 caller => {
@@ -323,6 +359,7 @@ mod tests {
             operation: name.into(),
             input: "null".into(),
             caller: None,
+            request_id: None,
         }
     }
 
@@ -335,6 +372,7 @@ mod tests {
                 scheduled_id: id,
                 epoch,
             }),
+            request_id: None,
         }
     }
 
@@ -485,6 +523,26 @@ mod tests {
             MAX_DEFERRED + 1,
             "the lock request still queues"
         );
+    }
+
+    #[test]
+    fn a_repeated_request_id_is_dropped() {
+        let mut s = EntityScheduler::default();
+        let with_id = |id: &str| Message::EntityOperation {
+            operation: "add".into(),
+            input: "1".into(),
+            caller: None,
+            request_id: Some(id.into()),
+        };
+        let out = s.admit("@a@1", vec![with_id("r1"), with_id("r2"), with_id("r1")], 0);
+        assert_eq!((out.operations.len(), out.repeated), (2, 1));
+        let out = s.admit("@a@1", vec![with_id("r2"), op("plain"), op("plain")], 0);
+        assert_eq!(
+            (out.operations.len(), out.repeated),
+            (2, 1),
+            "plain signals are never deduplicated"
+        );
+        assert!(!s.is_idle(), "the ids are kept");
     }
 
     #[test]

@@ -343,7 +343,22 @@ impl<S: Store + StoreAdmin> Client<S> {
         at: Option<TimestampMs>,
     ) -> Result<(), ClientError> {
         let input = to_json("operation input", request.operation())?;
-        self.signal_entity_raw(&request.key().id().to_string(), O::NAME, &input, at)
+        self.signal_entity_raw(&request.key().id().to_string(), O::NAME, &input, at, None)
+            .await
+    }
+
+    /// [`Client::signal_entity`] at most once: a second signal with the same `request_id` to
+    /// the same entity is dropped (entities.md rule 5), so a client may retry a signal whose
+    /// answer it lost. The entity remembers its last 1,000 request ids.
+    pub async fn signal_entity_once<O: Operation>(
+        &self,
+        request: EntityRequest<O>,
+        at: Option<TimestampMs>,
+        request_id: &str,
+    ) -> Result<(), ClientError> {
+        let input = to_json("operation input", request.operation())?;
+        let id = request.key().id().to_string();
+        self.signal_entity_raw(&id, O::NAME, &input, at, Some(request_id))
             .await
     }
 
@@ -356,8 +371,12 @@ impl<S: Store + StoreAdmin> Client<S> {
         operation: &str,
         input: &str,
         at: Option<TimestampMs>,
+        request_id: Option<&str>,
     ) -> Result<(), ClientError> {
         let id = parse_entity_id(entity_id)?;
+        if let Some(request_id) = request_id {
+            validate_name("request id", request_id)?;
+        }
         let Some(entry) = self.shared.registry.get_entity(id.name()) else {
             return Err(ClientError::Invalid {
                 what: "entity name",
@@ -389,6 +408,7 @@ impl<S: Store + StoreAdmin> Client<S> {
                 operation: operation.to_owned(),
                 input: input.to_owned(),
                 caller: None,
+                request_id: request_id.map(str::to_owned),
             },
             at,
         )

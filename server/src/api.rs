@@ -17,7 +17,7 @@
 //! | GET | `/api/v1/counts` | – | viewer |
 //! | GET | `/api/v1/entities?name=&key=&transient=&locked=&cursor=` | – | viewer |
 //! | GET | `/api/v1/entities/{id}` | – | viewer |
-//! | POST | `/api/v1/entities/{id}/signal` | `{"operation", "input"?}` | operator |
+//! | POST | `/api/v1/entities/{id}/signal` | `{"operation", "input"?, "request_id"?}` | operator |
 //! | POST | `/api/v1/entities/{id}/purge` | `{"reason"}` | admin |
 //! | POST | `/api/v1/entities/{id}/release-lock` | `{"reason", "force"?}` | admin |
 //! | POST | `/api/v1/entities/clean-storage` | `{"reason"}` | admin |
@@ -361,6 +361,8 @@ struct EntityBody {
     operation: Option<String>,
     #[serde(default)]
     input: Value,
+    /// For `signal`: a retried signal with the same id applies once.
+    request_id: Option<String>,
     /// For `purge` and `release-lock`.
     #[serde(default)]
     reason: String,
@@ -403,7 +405,7 @@ async fn act_on_entity(
             &user,
             action.needs(),
             audit,
-            ssr::signal_with(engine, &id, &operation, &input),
+            ssr::signal_with(engine, &id, &operation, &input, body.request_id.as_deref()),
         )
         .await?;
         return Ok(Json(json!({ "signalled": id, "operation": operation })));

@@ -184,7 +184,7 @@ pub async fn signal_entity(
     guarded(
         EntityAction::Signal.needs(),
         audit,
-        ssr::signal_with(&engine, &entity_id, &operation, &input),
+        ssr::signal_with(&engine, &entity_id, &operation, &input, None),
     )
     .await
 }
@@ -707,6 +707,7 @@ pub mod ssr {
         entity_id: &str,
         operation: &str,
         input: &str,
+        request_id: Option<&str>,
     ) -> Result<(), AppError> {
         let input = if input.trim().is_empty() {
             "null"
@@ -714,7 +715,7 @@ pub mod ssr {
             input
         };
         engine
-            .signal_entity_raw(entity_id, operation, input, None)
+            .signal_entity_raw(entity_id, operation, input, None, request_id)
             .await?;
         Ok(())
     }

@@ -982,6 +982,7 @@ fn signal(entity_id: &str, input: &str, at: Option<TimestampMs>) -> WriteOp {
             operation: "add".into(),
             input: input.into(),
             caller: None,
+            request_id: None,
         },
         at,
     }

@@ -497,6 +497,7 @@ impl<'a, R: PlanReads> Planner<'a, '_, R> {
                     operation: signal.request.operation.clone(),
                     input: signal.request.input.clone(),
                     caller: None,
+                    request_id: None,
                 },
                 signal.at,
             );

@@ -158,6 +158,7 @@ async fn queued_operations_run_as_one_batch_with_one_commit() {
                 operation: "add".into(),
                 input: "1".into(),
                 caller: None,
+                request_id: None,
             },
             at: None,
         })
@@ -284,13 +285,13 @@ async fn bad_entity_ids_names_operations_and_inputs_are_refused() {
         ("@counter@a", "add", "18446744073709551615"),
         ("@counter@a", "add", "\"ten\""),
     ] {
-        let message = refused(client.signal_entity_raw(id, op, input, None).await);
+        let message = refused(client.signal_entity_raw(id, op, input, None, None).await);
         println!("{id} {op} {input}: {message}");
     }
     let large = format!("\"{}\"", "x".repeat(300 * 1024));
     assert!(matches!(
         client
-            .signal_entity_raw("@counter@a", "add", &large, None)
+            .signal_entity_raw("@counter@a", "add", &large, None, None)
             .await,
         Err(ClientError::PayloadTooLarge { .. })
     ));
@@ -507,5 +508,32 @@ async fn entities_are_queried_by_name_key_prefix_and_time_in_pages() {
             "{bad:?}"
         );
     }
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_signal_with_a_request_id_applies_at_most_once() {
+    let (_dir, rt, client) = started(registry()).await;
+    let key = counter("once");
+    // A client that lost the answer retries with the same id; a new id is a new signal.
+    for request_id in ["r-1", "r-1", "r-2", "r-1"] {
+        client
+            .signal_entity_once(Counter::add(&key, 10), None, request_id)
+            .await
+            .unwrap();
+    }
+    client
+        .signal_entity(Counter::add(&key, 1), None)
+        .await
+        .unwrap();
+    let total = until(|| async { value(&client, "once").await.filter(|v| *v % 10 == 1) }).await;
+    assert_eq!(total, 21, "r-1 once, r-2 once, the plain signal once");
+    let refused = client
+        .signal_entity_once(Counter::add(&key, 1), None, "")
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Invalid { .. })),
+        "{refused:?}"
+    );
     rt.shutdown().await;
 }
