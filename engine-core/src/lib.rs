@@ -15,4 +15,5 @@ pub mod history;
 pub mod lock;
 pub mod millis;
 pub mod registry;
+pub mod resilience;
 pub mod rewind;
