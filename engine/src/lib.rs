@@ -13,7 +13,9 @@
 // The attribute macros name the engine `::engine`, inside this crate too.
 extern crate self as engine;
 
-pub use engine_core::{context, entity, executor, history, lock, millis, registry, rewind};
+pub use engine_core::{
+    context, entity, executor, history, lock, millis, registry, resilience, rewind,
+};
 pub use engine_macros::{activity, entity, orchestration};
 
 pub mod client;

@@ -150,8 +150,10 @@ pub struct CircuitBreaker {
     config: BreakerConfig,
     state: BreakerState,
     generation: u64,
-    /// Count window: (failed, slow) per call, oldest first.
+    /// Count window: (failed, slow) per call, oldest first, and its running totals.
     calls: VecDeque<(bool, bool)>,
+    failed_calls: u32,
+    slow_calls: u32,
     /// Time window: one bucket per second.
     buckets: VecDeque<Bucket>,
     in_a_row: u32,
@@ -169,6 +171,8 @@ impl CircuitBreaker {
             state: BreakerState::Closed,
             generation: 0,
             calls: VecDeque::new(),
+            failed_calls: 0,
+            slow_calls: 0,
             buckets: VecDeque::new(),
             in_a_row: 0,
             probes_left: 0,
@@ -336,10 +340,15 @@ impl CircuitBreaker {
     fn push(&mut self, now: Nanos, failed: bool, slow: bool) {
         match self.config.window {
             Window::Count(n) => {
-                if self.calls.len() as u32 >= n.max(1) {
-                    self.calls.pop_front();
+                if self.calls.len() as u32 >= n.max(1)
+                    && let Some((f, s)) = self.calls.pop_front()
+                {
+                    self.failed_calls -= u32::from(f);
+                    self.slow_calls -= u32::from(s);
                 }
                 self.calls.push_back((failed, slow));
+                self.failed_calls += u32::from(failed);
+                self.slow_calls += u32::from(slow);
             }
             Window::Time(seconds) => {
                 let second = now / 1_000_000_000;
@@ -371,6 +380,8 @@ impl CircuitBreaker {
 
     fn clear_window(&mut self) {
         self.calls.clear();
+        self.failed_calls = 0;
+        self.slow_calls = 0;
         self.buckets.clear();
         self.in_a_row = 0;
     }
@@ -378,11 +389,7 @@ impl CircuitBreaker {
     /// The window's figures at `now`.
     pub fn metrics(&mut self, now: Nanos) -> Metrics {
         let (calls, failures, slow) = match self.config.window {
-            Window::Count(_) => (
-                self.calls.len() as u32,
-                self.calls.iter().filter(|c| c.0).count() as u32,
-                self.calls.iter().filter(|c| c.1).count() as u32,
-            ),
+            Window::Count(_) => (self.calls.len() as u32, self.failed_calls, self.slow_calls),
             Window::Time(seconds) => {
                 self.expire(now / 1_000_000_000, seconds);
                 self.buckets.iter().fold((0, 0, 0), |(c, f, s), b| {
