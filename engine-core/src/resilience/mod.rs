@@ -6,13 +6,17 @@
 //! - [`gcra`]: GCRA (governor, redis-cell): rate and burst, weighted all-or-nothing, retry-after.
 //! - [`bucket`]: the leaky bucket in aiolimiter's mode, and its wait queue.
 //! - [`breaker`]: the circuit breaker (resilience4j, with Polly's manual controls).
+//! - [`bulkhead`]: the concurrency limit with a bounded FIFO intake and retry-after refusals.
+//! - [`lease`]: leases with fencing tokens, and the resource-side fence.
 //!
-//! Not built yet (issue 13): shared limiters through the store, bulkheads and load levelling,
-//! leases and singletons, the activity options that use them, and the Resilience page.
+//! Not built yet (issue 13): shared limiters through the store, the runtime's registry of named
+//! primitives and the activity options that use them, singletons, and the Resilience page.
 
 pub mod breaker;
 pub mod bucket;
+pub mod bulkhead;
 pub mod gcra;
+pub mod lease;
 
 /// Nanoseconds on the caller's clock.
 pub type Nanos = u64;
