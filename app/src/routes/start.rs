@@ -71,16 +71,27 @@ pub fn Start() -> impl IntoView {
     let problem = move || input.with(|t| json_problem(t));
     let (hydrated, set_hydrated) = signal(false);
     Effect::new(move |_| set_hydrated.set(true));
+    // What the select shows, even when it was changed before the page hydrated (its change
+    // event then reached no handler, so `name` still holds the first option).
+    let select = NodeRef::<leptos::html::Select>::new();
+    let chosen = move || {
+        select
+            .get()
+            .map(|s| s.value())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| name.get())
+    };
 
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        if problem().is_some() || start_at_problem().is_some() || name.get().is_empty() {
+        let name = chosen();
+        if problem().is_some() || start_at_problem().is_some() || name.is_empty() {
             return;
         }
         let id = instance_id.get();
         let at = start_at.get();
         start.dispatch(StartInstance {
-            name: name.get(),
+            name,
             input: input.get(),
             instance_id: (!id.trim().is_empty()).then(|| id.trim().to_owned()),
             start_at: (!at.trim().is_empty()).then(|| at.trim().to_owned()),
@@ -105,7 +116,7 @@ pub fn Start() -> impl IntoView {
                             set_name.set(first.clone());
                         }
                         view! {
-                            <select id="start-name" data-testid="start-name"
+                            <select id="start-name" data-testid="start-name" node_ref=select
                                 on:change=move |ev| set_name.set(event_target_value(&ev))>
                                 {list.into_iter().map(|n| {
                                     let selected = n == name.get_untracked();
