@@ -1124,7 +1124,12 @@ impl RetryPolicy {
         let base = self.first_interval.as_secs_f64() * self.backoff_coefficient.powi(exponent);
         let capped = base.min(self.max_interval.as_secs_f64());
         let spread = capped * self.jitter * (2.0 * unit - 1.0);
-        let delay = Duration::from_secs_f64((capped + spread).max(0.0));
+        let mut delay = Duration::from_secs_f64((capped + spread).max(0.0));
+        // A refusal that says when to come back (an open breaker) is not hammered before then.
+        let own = failure.cause.as_deref().unwrap_or(failure);
+        if let Some(after) = own.retry_after_ms {
+            delay = delay.max(Duration::from_millis(after));
+        }
         if let Some(timeout) = self.retry_timeout
             && elapsed + delay > timeout
         {
@@ -1193,6 +1198,24 @@ mod tests {
         );
         let other = Failure::new("Validation", "bad").caused("TaskFailed", "x");
         assert!(only_io.next_delay(1, Duration::ZERO, &other, 0.5).is_none());
+    }
+
+    #[test]
+    fn a_refusal_with_a_retry_after_is_not_retried_before_it() {
+        let policy = RetryPolicy::new(5, Duration::from_secs(1));
+        let open = Failure::refused(crate::resilience::CIRCUIT_OPEN, "open", 7_500)
+            .caused("TaskFailed", "activity x failed");
+        assert_eq!(
+            policy.next_delay(1, Duration::ZERO, &open, 0.5),
+            Some(Duration::from_millis(7_500))
+        );
+        // A longer backoff wins; the timeout still applies.
+        assert_eq!(
+            policy.next_delay(4, Duration::ZERO, &open, 0.5),
+            Some(Duration::from_secs(8))
+        );
+        let bounded = policy.retry_timeout(Duration::from_secs(5));
+        assert_eq!(bounded.next_delay(1, Duration::ZERO, &open, 0.5), None);
     }
 
     #[test]

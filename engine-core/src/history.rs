@@ -25,6 +25,11 @@ pub struct Failure {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<Box<Failure>>,
+    /// For a refusal that says when to come back (an open circuit breaker, a limiter): the
+    /// earliest sensible retry, in milliseconds from the failure. A
+    /// [`RetryPolicy`](crate::context::RetryPolicy) waits at least this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Failure {
@@ -34,6 +39,19 @@ impl Failure {
             error_type: error_type.into(),
             message: message.into(),
             cause: None,
+            retry_after_ms: None,
+        }
+    }
+
+    /// A refusal to retry no earlier than `retry_after_ms` from now.
+    pub fn refused(
+        error_type: impl Into<String>,
+        message: impl Into<String>,
+        retry_after_ms: u64,
+    ) -> Failure {
+        Failure {
+            retry_after_ms: Some(retry_after_ms),
+            ..Failure::new(error_type, message)
         }
     }
 
@@ -43,6 +61,7 @@ impl Failure {
             error_type: error_type.into(),
             message: message.into(),
             cause: Some(Box::new(self)),
+            retry_after_ms: None,
         }
     }
 
@@ -75,6 +94,7 @@ impl<E: std::error::Error> From<E> for Failure {
                 error_type: "Error".into(),
                 message: err.to_string(),
                 cause: err.source().map(|s| Box::new(convert(s))),
+                retry_after_ms: None,
             }
         }
         convert(&err)

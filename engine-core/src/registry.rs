@@ -5,7 +5,13 @@
 //! (`ctx.call_activity::<Charge>(&input)`), so names are written once, beside the code they name.
 //! The [`Registry`] erases the types to JSON text for the replay core and the workers.
 
-use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -13,6 +19,7 @@ use crate::{
     context::OrchestrationContext,
     entity::{Entity, EntityBuilder, EntityEntry},
     history::{Failure, Json},
+    resilience::{breaker::BreakerConfig, config::LimiterConfig},
 };
 
 /// An orchestration: deterministic async code that coordinates activities, timers and events.
@@ -47,6 +54,9 @@ pub trait Activity: Send + Sync + 'static {
     const NAME: &'static str;
     type Input: Serialize + DeserializeOwned + Send;
     type Output: Serialize + DeserializeOwned + Send;
+    /// The resilience primitives every call goes through (none by default):
+    /// `#[activity(limiter = "payments", breaker = "payments", concurrency = 4)]`.
+    const OPTIONS: ActivityOptions = ActivityOptions::NONE;
 
     fn run(
         &self,
@@ -61,6 +71,34 @@ pub trait Activity: Send + Sync + 'static {
 /// who waits for it (`E::NAME`) cannot disagree.
 pub trait Event: Serialize + DeserializeOwned + 'static {
     const NAME: &'static str;
+}
+
+/// The resilience primitives an activity's calls go through, by name. Limiters and breakers
+/// are registered on the [`Registry`] ([`Registry::limiter`], [`Registry::breaker`]) and may be
+/// shared by several activities; the concurrency limit is this activity's own, per process.
+///
+/// In order: the concurrency limit (wait for a slot), the breaker (fail fast with
+/// [`CIRCUIT_OPEN`](crate::resilience::CIRCUIT_OPEN) while open), the limiter (wait for
+/// admission up to its `max_wait`, else [`RATE_LIMITED`](crate::resilience::RATE_LIMITED)),
+/// then the call, whose outcome and duration the breaker records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActivityOptions {
+    pub limiter: Option<&'static str>,
+    pub breaker: Option<&'static str>,
+    /// At most this many calls of this activity at once in one process.
+    pub concurrency: Option<u32>,
+}
+
+impl ActivityOptions {
+    pub const NONE: ActivityOptions = ActivityOptions {
+        limiter: None,
+        breaker: None,
+        concurrency: None,
+    };
+
+    pub fn is_none(&self) -> bool {
+        *self == ActivityOptions::NONE
+    }
 }
 
 /// What an activity knows about its invocation.
@@ -98,11 +136,20 @@ impl OrchestrationEntry {
     }
 }
 
-/// Orchestrations and activities by name.
+/// A registered activity, type-erased.
+#[derive(Clone)]
+struct ActivityEntry {
+    run: ActivityFn,
+    options: ActivityOptions,
+}
+
+/// Orchestrations and activities by name, and the named limiters and breakers activities use.
 #[derive(Clone, Default)]
 pub struct Registry {
     orchestrations: HashMap<&'static str, OrchestrationEntry>,
-    activities: HashMap<&'static str, ActivityFn>,
+    activities: HashMap<&'static str, ActivityEntry>,
+    limiters: BTreeMap<String, LimiterConfig>,
+    breakers: BTreeMap<String, BreakerConfig>,
     /// By lower-case name (entity names are case-insensitive).
     entities: HashMap<String, EntityEntry>,
 }
@@ -177,8 +224,83 @@ impl Registry {
                 encode(&output, &format!("the output of {}", A::NAME))
             })
         });
-        self.activities.insert(A::NAME, run);
+        self.activities.insert(
+            A::NAME,
+            ActivityEntry {
+                run,
+                options: A::OPTIONS,
+            },
+        );
         self
+    }
+
+    /// Registers the limiter `name` (a second registration replaces the first).
+    pub fn limiter(&mut self, name: &str, config: LimiterConfig) -> &mut Self {
+        self.limiters.insert(name.to_owned(), config);
+        self
+    }
+
+    /// Registers the circuit breaker `name` (a second registration replaces the first).
+    pub fn breaker(&mut self, name: &str, config: BreakerConfig) -> &mut Self {
+        self.breakers.insert(name.to_owned(), config);
+        self
+    }
+
+    /// The registered limiters, by name.
+    pub fn limiters(&self) -> &BTreeMap<String, LimiterConfig> {
+        &self.limiters
+    }
+
+    /// The registered breakers, by name.
+    pub fn breakers(&self) -> &BTreeMap<String, BreakerConfig> {
+        &self.breakers
+    }
+
+    /// The options of the activity registered as `name`.
+    pub fn activity_options(&self, name: &str) -> Option<ActivityOptions> {
+        self.activities.get(name).map(|a| a.options)
+    }
+
+    /// Activities with options, sorted by name.
+    pub fn guarded_activities(&self) -> Vec<(&'static str, ActivityOptions)> {
+        let mut guarded: Vec<_> = self
+            .activities
+            .iter()
+            .filter(|(_, a)| !a.options.is_none())
+            .map(|(name, a)| (*name, a.options))
+            .collect();
+        guarded.sort_unstable_by_key(|(name, _)| *name);
+        guarded
+    }
+
+    /// Checks that every limiter and breaker an activity names is registered, and that every
+    /// limiter's figures are valid; the runtime refuses to start otherwise.
+    pub fn check_resilience(&self) -> Result<(), String> {
+        for (name, config) in &self.limiters {
+            config
+                .validate()
+                .map_err(|e| format!("limiter {name:?}: {e}"))?;
+        }
+        for (activity, options) in self.guarded_activities() {
+            if let Some(limiter) = options.limiter
+                && !self.limiters.contains_key(limiter)
+            {
+                return Err(format!(
+                    "activity {activity} names limiter {limiter:?}, which is not registered"
+                ));
+            }
+            if let Some(breaker) = options.breaker
+                && !self.breakers.contains_key(breaker)
+            {
+                return Err(format!(
+                    "activity {activity} names breaker {breaker:?}, which is not registered"
+                ));
+            }
+            if options.concurrency == Some(0) {
+                return Err(format!("activity {activity} has a concurrency limit of 0"));
+            }
+        }
+        Ok(())
     }
 
     /// Registers an entity type with its operations:
@@ -208,7 +330,7 @@ impl Registry {
     /// Runs the named activity, or fails with `UnknownActivity`.
     pub fn run_activity(&self, name: &str, ctx: ActivityContext, input: Json) -> ActivityFuture {
         match self.activities.get(name) {
-            Some(run) => run(ctx, input),
+            Some(entry) => (entry.run)(ctx, input),
             None => {
                 let failure = Failure::new(
                     "UnknownActivity",

@@ -40,6 +40,9 @@ pub fn expand(args: Args, item: ItemImpl) -> syn::Result<Tokens> {
         .as_ref()
         .map(|v| v.span())
         .or(args.validate.as_ref().map(|p| p.span()))
+        .or(args.limiter.as_ref().map(|l| l.span()))
+        .or(args.breaker.as_ref().map(|b| b.span()))
+        .or(args.concurrency.as_ref().map(|c| c.span()))
     {
         return Err(syn::Error::new(
             extra,

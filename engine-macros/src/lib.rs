@@ -69,13 +69,17 @@ enum Kind {
     Activity,
 }
 
-/// `name = "…", version = "…", validate = path, crate = path`, all optional.
+/// `name = "…", version = "…", validate = path, crate = path`, and for activities `limiter =
+/// "…", breaker = "…", concurrency = N`, all optional.
 #[derive(Default)]
 struct Args {
     name: Option<LitStr>,
     version: Option<LitStr>,
     validate: Option<Path>,
     krate: Option<Path>,
+    limiter: Option<LitStr>,
+    breaker: Option<LitStr>,
+    concurrency: Option<syn::LitInt>,
 }
 
 impl Parse for Args {
@@ -94,10 +98,25 @@ impl Parse for Args {
                 "version" => args.version = Some(input.parse()?),
                 "validate" => args.validate = Some(input.parse()?),
                 "crate" => args.krate = Some(input.parse()?),
+                "limiter" => args.limiter = Some(input.parse()?),
+                "breaker" => args.breaker = Some(input.parse()?),
+                "concurrency" => {
+                    let n: syn::LitInt = input.parse()?;
+                    if n.base10_parse::<u32>()? == 0 {
+                        return Err(syn::Error::new(
+                            n.span(),
+                            "a concurrency limit must be at least 1",
+                        ));
+                    }
+                    args.concurrency = Some(n);
+                }
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
-                        format!("unknown argument `{other}`: use name, version, validate or crate"),
+                        format!(
+                            "unknown argument `{other}`: use name, version, validate, crate, \
+                             limiter, breaker or concurrency"
+                        ),
                     ));
                 }
             }
@@ -189,6 +208,18 @@ fn expand(kind: Kind, args: Args, item: ItemFn) -> syn::Result<Tokens> {
     let krate = args.krate.unwrap_or_else(|| syn::parse_quote!(::engine));
     let body = match kind {
         Kind::Orchestration => {
+            if let Some(extra) = args
+                .limiter
+                .as_ref()
+                .map(|l| l.span())
+                .or(args.breaker.as_ref().map(|b| b.span()))
+                .or(args.concurrency.as_ref().map(|c| c.span()))
+            {
+                return Err(syn::Error::new(
+                    extra,
+                    "limiter, breaker and concurrency are activity options",
+                ));
+            }
             let version = args
                 .version
                 .map(|v| quote!(const VERSION: &'static str = #v;));
@@ -218,14 +249,38 @@ fn expand(kind: Kind, args: Args, item: ItemFn) -> syn::Result<Tokens> {
             {
                 return Err(syn::Error::new(
                     extra,
-                    "an activity takes only `name` and `crate`",
+                    "an activity takes `name`, `crate`, `limiter`, `breaker` and `concurrency`",
                 ));
             }
+            let options = if args.limiter.is_some()
+                || args.breaker.is_some()
+                || args.concurrency.is_some()
+            {
+                let some_str = |v: &Option<LitStr>| match v {
+                    Some(v) => quote!(::core::option::Option::Some(#v)),
+                    None => quote!(::core::option::Option::None),
+                };
+                let (limiter, breaker) = (some_str(&args.limiter), some_str(&args.breaker));
+                let concurrency = match &args.concurrency {
+                    Some(n) => quote!(::core::option::Option::Some(#n)),
+                    None => quote!(::core::option::Option::None),
+                };
+                Some(quote! {
+                    const OPTIONS: #krate::registry::ActivityOptions = #krate::registry::ActivityOptions {
+                        limiter: #limiter,
+                        breaker: #breaker,
+                        concurrency: #concurrency,
+                    };
+                })
+            } else {
+                None
+            };
             quote! {
                 impl #krate::Activity for #ident {
                     const NAME: &'static str = #name;
                     type Input = #input_ty;
                     type Output = #output_ty;
+                    #options
                     async fn run(&self, #ctx_pat: #ctx_ty, #input_pat: #input_ty) #ret #block
                 }
             }
@@ -258,6 +313,31 @@ mod tests {
         assert_eq!(quote!(#ok).to_string(), "Vec < String >");
         let bad: ReturnType = syn::parse_quote!(-> Vec<String>);
         assert!(ok_type(&bad).is_err());
+    }
+
+    #[test]
+    fn activity_options_become_its_const_and_are_refused_on_orchestrations() {
+        let f: ItemFn = syn::parse_quote!(
+            async fn call(ctx: C, x: u32) -> Result<u32, Failure> {
+                Ok(x)
+            }
+        );
+        let args: Args = syn::parse_quote!(limiter = "api", breaker = "api", concurrency = 4);
+        let out = expand(Kind::Activity, args, f).unwrap().to_string();
+        assert!(out.contains("const OPTIONS"), "{out}");
+        assert!(
+            out.contains("Some (\"api\")") && out.contains("Some (4)"),
+            "{out}"
+        );
+        let f: ItemFn = syn::parse_quote!(
+            async fn call(ctx: C, x: u32) -> Result<u32, Failure> {
+                Ok(x)
+            }
+        );
+        let args: Args = syn::parse_quote!(breaker = "api");
+        let err = expand(Kind::Orchestration, args, f).err().unwrap();
+        assert!(err.to_string().contains("activity options"));
+        assert!(syn::parse_str::<Args>("concurrency = 0").is_err());
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub enum ClientError {
     EntityConflict { entity_id: String, reason: String },
     #[error("timed out waiting for instance {0}")]
     Timeout(String),
+    /// Load levelling: the intake is full (`RuntimeOptions::max_live_instances` instances are
+    /// live); retry after this many seconds (HTTP: 429 with `Retry-After`).
+    #[error("the engine is at its limit of {max} live instances; retry in {retry_after_secs} s")]
+    Overloaded { max: u64, retry_after_secs: u64 },
+    /// No circuit breaker or limiter by this name is registered.
+    #[error("no {kind} named {name:?} is registered")]
+    UnknownPrimitive { kind: &'static str, name: String },
     #[error("{0}")]
     Storage(Arc<StoreError>),
 }
@@ -330,8 +337,83 @@ impl<S: Store + StoreAdmin> Client<S> {
             scheduled_start_at: options.scheduled_start_at,
             now_ms,
         };
+        let intake = &self.shared.resilience.intake;
+        intake
+            .admit()
+            .map_err(|retry_after_secs| ClientError::Overloaded {
+                max: intake.max().unwrap_or(0),
+                retry_after_secs,
+            })?;
         op_result(self.shared.start(new).await)?;
         Ok(instance_id)
+    }
+
+    /// Starts `O` as the singleton `key`: at most one live (pending, running or suspended)
+    /// instance per key. The key is the instance id, so the store's one insert decides: a
+    /// second start while one is live gets [`ClientError::Conflict`] naming it, with no
+    /// check-then-start race (resilience.md, "Singletons"); once it has finished, the key
+    /// starts afresh.
+    pub async fn start_singleton<O: crate::Orchestration>(
+        &self,
+        key: &str,
+        input: &O::Input,
+        tags: BTreeMap<String, String>,
+    ) -> Result<String, ClientError> {
+        let options = StartOptions {
+            instance_id: Some(key.to_owned()),
+            tags,
+            scheduled_start_at: None,
+        };
+        self.start::<O>(input, options).await
+    }
+
+    /// This process's limiters, breakers, concurrency limits and intake, now.
+    pub fn resilience(&self) -> crate::resilience::view::ResilienceSnapshot {
+        self.shared.resilience.snapshot()
+    }
+
+    /// What every process on the store published at or after `since` (this one included), by
+    /// process name; snapshots that do not parse are skipped with a warning.
+    pub async fn published_resilience(
+        &self,
+        since: TimestampMs,
+    ) -> Result<Vec<crate::resilience::view::ResilienceSnapshot>, ClientError>
+    where
+        S: crate::store::ResilienceStore,
+    {
+        let rows = self.shared.store.published(since).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match serde_json::from_str(&row.snapshot) {
+                Ok(snapshot) => Some(snapshot),
+                Err(e) => {
+                    tracing::warn!(process = %row.process, error = %e, "skipping a resilience snapshot that does not parse");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// An operator's verb on this process's breaker `name`, with a reason recorded on its
+    /// transition. Returns the breaker after it.
+    pub fn act_on_breaker(
+        &self,
+        name: &str,
+        action: crate::resilience::view::BreakerAction,
+        reason: &str,
+    ) -> Result<crate::resilience::view::BreakerView, ClientError> {
+        validate_reason(reason)?;
+        let breaker =
+            self.shared
+                .resilience
+                .breaker(name)
+                .ok_or_else(|| ClientError::UnknownPrimitive {
+                    kind: "circuit breaker",
+                    name: name.chars().take(MAX_NAME_LEN).collect(),
+                })?;
+        breaker.act(action, reason);
+        tracing::info!(breaker = name, action = %action, "breaker changed by an operator");
+        Ok(breaker.view())
     }
 
     /// Signals an entity: queues `operation` for it (the first operation brings it into being),

@@ -32,7 +32,7 @@ pub use context::{
 pub use db::{Database, DatabaseUrl, DbError};
 pub use executor::{Action, Executor, TurnResult, execute_turn};
 pub use history::{EventKind, Failure, HistoryEvent, Json, Message, RuntimeStatus};
-pub use registry::{Activity, ActivityContext, Event, Orchestration, Registry};
+pub use registry::{Activity, ActivityContext, ActivityOptions, Event, Orchestration, Registry};
 pub use runtime::{
     Clock, Health, ManualClock, Runtime, RuntimeOptions, RuntimeStats, SystemClock, journal,
 };

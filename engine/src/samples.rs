@@ -14,12 +14,20 @@
 //! - [`Account`] and [`Transfer`]: bank accounts as entities, and a transfer that locks both
 //!   accounts (a critical section), checks the balance, and moves the money with two calls.
 //!
+//! - [`FlakyCalls`]: calls [`CallFlaky`], a dependency that fails a settable share of calls
+//!   ([`set_flaky_failure_percent`]), through the [`FLAKY_BREAKER`] circuit breaker with a retry
+//!   policy that waits out the open breaker; [`LimiterBurst`] sends a burst of [`LimitedCall`]s
+//!   through the [`BURST_LIMITER`] rate limiter. Their primitives are registered with them.
+//!
 //! Each validates its input ([`Orchestration::validate`](crate::Orchestration::validate)): sizes
 //! and waits are bounded ([`MAX_NAMES`], [`MAX_HELLO_STEPS`], [`MAX_FAN_OUT`], [`MAX_WAIT`]), so a
 //! start with an absurd input is refused with a message instead of exhausting memory or
 //! overflowing.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -290,7 +298,136 @@ pub fn registry() -> Registry {
         .activity(Escalate)
         .entity(Counter::operations())
         .entity(Account::operations());
+    resilience_samples(&mut r);
     r
+}
+
+/// The circuit breaker [`CallFlaky`] goes through: the last 20 calls, tripping at 50 % failures
+/// once 10 are in, open for 15 s, then 3 probes.
+pub const FLAKY_BREAKER: &str = "flaky-dependency";
+/// The rate limiter [`LimitedCall`] goes through: GCRA, 5 per second, bursts of 5, waits up to
+/// 10 s.
+pub const BURST_LIMITER: &str = "burst-limiter";
+/// Most calls one [`FlakyCalls`] or [`LimiterBurst`] makes.
+pub const MAX_RESILIENCE_CALLS: u32 = 1_000;
+
+/// Registers the resilience samples and their breaker and limiter.
+pub fn resilience_samples(r: &mut Registry) {
+    use crate::resilience::{
+        breaker::{BreakerConfig, Window},
+        config::LimiterConfig,
+    };
+    r.orchestration::<FlakyCalls>()
+        .orchestration::<LimiterBurst>()
+        .activity(CallFlaky)
+        .activity(LimitedCall)
+        .breaker(
+            FLAKY_BREAKER,
+            BreakerConfig {
+                window: Window::Count(20),
+                minimum_calls: 10,
+                failure_rate_threshold: 50.0,
+                slow_call_duration: Some(2_000_000_000),
+                slow_call_rate_threshold: 100.0,
+                consecutive_failures: None,
+                open_wait: 15_000_000_000,
+                half_open_permits: 3,
+            },
+        )
+        .limiter(
+            BURST_LIMITER,
+            LimiterConfig::gcra(5, Duration::from_secs(1), 5).max_wait(Duration::from_secs(10)),
+        );
+}
+
+/// The share of [`CallFlaky`] calls that fail, in percent: the dependency's health, set from
+/// the dashboard or the API (process-wide, as an outside dependency's health would be).
+static FLAKY_FAILURE_PERCENT: AtomicU32 = AtomicU32::new(10);
+
+/// Sets how many percent of [`CallFlaky`] calls fail (clamped to 100).
+pub fn set_flaky_failure_percent(percent: u32) {
+    FLAKY_FAILURE_PERCENT.store(percent.min(100), Ordering::Relaxed);
+}
+
+/// How many percent of [`CallFlaky`] calls fail now.
+pub fn flaky_failure_percent() -> u32 {
+    FLAKY_FAILURE_PERCENT.load(Ordering::Relaxed)
+}
+
+/// A call to a dependency that fails [`flaky_failure_percent`] of the time. Which calls fail is
+/// decided by a hash of the call's identity, so a given call fails or succeeds alike on every
+/// delivery at one setting.
+#[activity(breaker = "flaky-dependency")]
+pub async fn call_flaky(ctx: ActivityContext, request: u32) -> Result<String, Failure> {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ctx
+        .instance_id
+        .bytes()
+        .chain(ctx.scheduled_id.to_le_bytes())
+        .chain(request.to_le_bytes())
+    {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if (hash % 100) < u64::from(flaky_failure_percent()) {
+        return Err(Failure::new(
+            "DependencyFailed",
+            format!("the flaky dependency failed request {request}"),
+        ));
+    }
+    Ok(format!("request {request} served"))
+}
+
+/// A call through the [`BURST_LIMITER`]; returns its number.
+#[activity(limiter = "burst-limiter")]
+pub async fn limited_call(_: ActivityContext, n: u32) -> Result<u32, Failure> {
+    Ok(n)
+}
+
+/// What [`FlakyCalls`] saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlakyOutcome {
+    pub served: u32,
+    pub failed: u32,
+}
+
+/// `calls` calls to the flaky dependency at once, each retried (up to 3 attempts, at least 1 s
+/// apart, longer while the breaker is open: its retry-after) before it counts as failed.
+#[orchestration(validate = at_most_max_calls)]
+pub async fn flaky_calls(ctx: OrchestrationContext, calls: u32) -> Result<FlakyOutcome, Failure> {
+    let policy = crate::RetryPolicy::new(3, Duration::from_secs(1));
+    let results = crate::when_all(
+        (0..calls)
+            .map(|n| ctx.call_activity_with_retry::<CallFlaky>(&n, &policy))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let served = results.iter().filter(|r| r.is_ok()).count() as u32;
+    Ok(FlakyOutcome {
+        served,
+        failed: calls - served,
+    })
+}
+
+/// `calls` calls through the burst limiter at once: they pass at its rate; any it cannot admit
+/// within its longest wait fail as `RateLimited`. Returns how many passed.
+#[orchestration(validate = at_most_max_calls)]
+pub async fn limiter_burst(ctx: OrchestrationContext, calls: u32) -> Result<u32, Failure> {
+    let results = crate::when_all(
+        (0..calls)
+            .map(|n| ctx.call_activity::<LimitedCall>(&n))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    Ok(results.iter().filter(|r| r.is_ok()).count() as u32)
+}
+
+fn at_most_max_calls(calls: &u32) -> Result<(), String> {
+    if *calls == 0 || *calls > MAX_RESILIENCE_CALLS {
+        return Err(format!(
+            "calls must be between 1 and {MAX_RESILIENCE_CALLS}, not {calls}"
+        ));
+    }
+    Ok(())
 }
 
 /// The aggregator pattern: many signals, one state.

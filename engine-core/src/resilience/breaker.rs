@@ -9,7 +9,7 @@
 //! | HalfOpen | the last permitted probe's result: rate ≥ threshold | Open (attempts + 1) |
 //! | HalfOpen | the last permitted probe's result: rate below | Closed, window reset |
 //! | HalfOpen | a probe released (cancelled before running) | HalfOpen, its permit back (rule 7) |
-//! | any | `force_open` / `disable` | ForcedOpen (rejects all) / Disabled (admits all), no further transitions (rule 9) |
+//! | any | `force_open` / `force_close` | ForcedOpen (rejects all) / ForcedClosed (admits all: resilience4j's DISABLED), no further transitions (rule 9) |
 //! | any | `reset` | Closed, empty |
 //!
 //! Results of calls admitted in an earlier state (a permit from before the last transition) only
@@ -70,10 +70,14 @@ pub enum Window {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     Closed,
-    Open { until: Nanos, attempts: u32 },
+    Open {
+        until: Nanos,
+        attempts: u32,
+    },
     HalfOpen,
     ForcedOpen,
-    Disabled,
+    /// resilience4j's DISABLED (Polly's manual close): admits all, never trips.
+    ForcedClosed,
 }
 
 impl BreakerState {
@@ -83,7 +87,7 @@ impl BreakerState {
             BreakerState::Open { .. } => "open",
             BreakerState::HalfOpen => "half-open",
             BreakerState::ForcedOpen => "forced-open",
-            BreakerState::Disabled => "disabled",
+            BreakerState::ForcedClosed => "forced-closed",
         }
     }
 }
@@ -186,6 +190,14 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// Half-open probes that may still be granted (0 in other states).
+    pub fn probes_left(&self) -> u32 {
+        match self.state {
+            BreakerState::HalfOpen => self.probes_left,
+            _ => 0,
+        }
+    }
+
     pub fn config(&self) -> &BreakerConfig {
         &self.config
     }
@@ -198,7 +210,7 @@ impl CircuitBreaker {
     /// Asks to make a call at `now`.
     pub fn try_acquire(&mut self, now: Nanos) -> Result<Permit, Rejected> {
         match self.state {
-            BreakerState::Disabled | BreakerState::Closed => Ok(self.permit(false)),
+            BreakerState::ForcedClosed | BreakerState::Closed => Ok(self.permit(false)),
             BreakerState::ForcedOpen => Err(Rejected { retry_after: None }),
             BreakerState::Open { until, .. } if now < until => Err(Rejected {
                 retry_after: Some(until - now),
@@ -265,7 +277,7 @@ impl CircuitBreaker {
                 }
             }
             // Open, forced, disabled, or a stale result during a trial: metrics only (rule 8).
-            BreakerState::Disabled => {}
+            BreakerState::ForcedClosed => {}
             _ => {}
         }
     }
@@ -420,8 +432,8 @@ impl CircuitBreaker {
     }
 
     /// Admits every call and never trips until [`CircuitBreaker::reset`].
-    pub fn disable(&mut self, now: Nanos, reason: &str) {
-        self.move_to(now, BreakerState::Disabled, reason);
+    pub fn force_close(&mut self, now: Nanos, reason: &str) {
+        self.move_to(now, BreakerState::ForcedClosed, reason);
     }
 
     /// Back to an empty Closed.
@@ -577,11 +589,11 @@ mod tests {
     #[test]
     fn forced_states_neither_move_nor_count_and_stale_results_do_not_judge_a_trial() {
         let mut b = CircuitBreaker::new(small());
-        b.disable(0, "maintenance");
+        b.force_close(0, "maintenance");
         for _ in 0..20 {
             call(&mut b, 0, Outcome::Failure).unwrap();
         }
-        assert_eq!(b.state(), BreakerState::Disabled);
+        assert_eq!(b.state(), BreakerState::ForcedClosed);
         b.force_open(0, "incident");
         assert_eq!(b.try_acquire(100 * S), Err(Rejected { retry_after: None }));
         b.reset(100 * S, "over");
@@ -597,7 +609,13 @@ mod tests {
         let kinds: Vec<&str> = b.transitions().map(|t| t.to.label()).collect();
         assert_eq!(
             kinds,
-            ["disabled", "forced-open", "closed", "open", "half-open"]
+            [
+                "forced-closed",
+                "forced-open",
+                "closed",
+                "open",
+                "half-open"
+            ]
         );
     }
 

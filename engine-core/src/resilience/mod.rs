@@ -9,14 +9,26 @@
 //! - [`bulkhead`]: the concurrency limit with a bounded FIFO intake and retry-after refusals.
 //! - [`lease`]: leases with fencing tokens, and the resource-side fence.
 //!
-//! Not built yet (issue 13): shared limiters through the store, the runtime's registry of named
-//! primitives and the activity options that use them, singletons, and the Resilience page.
+//! - [`config`]: a named limiter's configuration (algorithm, in-process or shared, longest wait).
+//! - [`view`]: what a process publishes about its primitives, and the operator's breaker verbs.
+//!
+//! The runtime's live primitives, which activities use through their options, are in
+//! `engine::runtime::resilience`.
 
 pub mod breaker;
 pub mod bucket;
 pub mod bulkhead;
+pub mod config;
 pub mod gcra;
 pub mod lease;
+pub mod view;
+
+/// Failure type of a call refused by an open circuit breaker (it never ran). It carries a
+/// retry-after ([`Failure::retry_after_ms`](crate::history::Failure::retry_after_ms)): a
+/// [`RetryPolicy`](crate::context::RetryPolicy) waits at least that long.
+pub const CIRCUIT_OPEN: &str = "CircuitOpen";
+/// Failure type of a call its limiter did not admit within the limiter's longest wait.
+pub const RATE_LIMITED: &str = "RateLimited";
 
 /// Nanoseconds on the caller's clock.
 pub type Nanos = u64;

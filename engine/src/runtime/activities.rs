@@ -173,6 +173,24 @@ pub(crate) async fn run_activities<S: Store>(
             }
         }
         for item in eager_batch {
+            // An activity with a concurrency limit waits for its own slot before it takes a
+            // worker slot, so calls waiting for their limit never hold slots others need.
+            if let Some(limit) = shared.resilience.limit(&item.name) {
+                let (shared, semaphore, journal) =
+                    (shared.clone(), semaphore.clone(), journal.clone());
+                tokio::spawn(async move {
+                    let own = limit.enter().await;
+                    let Ok(permit) = semaphore.acquire_owned().await else {
+                        return;
+                    };
+                    let slot = journal.as_ref().and_then(|j| {
+                        j.begin(activity_identity(&item.instance_id, item.scheduled_id))
+                    });
+                    shared.stats.activities.fetch_add(1, Ordering::Relaxed);
+                    run_eager(shared, item, slot, (permit, Some(own))).await;
+                });
+                continue;
+            }
             let Ok(permit) = semaphore.clone().acquire_owned().await else {
                 return;
             };
@@ -180,7 +198,7 @@ pub(crate) async fn run_activities<S: Store>(
                 .as_ref()
                 .and_then(|j| j.begin(activity_identity(&item.instance_id, item.scheduled_id)));
             shared.stats.activities.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(run_eager(shared.clone(), item, slot, permit));
+            tokio::spawn(run_eager(shared.clone(), item, slot, (permit, None)));
         }
         // The store only when a commit scheduled activities not handed over (or a sweep runs).
         let mut full = false;
@@ -229,6 +247,23 @@ pub(crate) async fn run_activities<S: Store>(
                 deliver_result(&shared, &item, Err(failure));
                 continue;
             }
+            let running = running.clone();
+            running.lock().expect("running activities").insert(item.id);
+            if crashes == 0
+                && let Some(limit) = shared.resilience.limit(&item.name)
+            {
+                // Its own slot first, then a worker slot (as for eager activities above).
+                let (shared, semaphore, journal) =
+                    (shared.clone(), semaphore.clone(), journal.clone());
+                tokio::spawn(async move {
+                    let own = limit.enter().await;
+                    let Ok(permit) = semaphore.acquire_owned().await else {
+                        return;
+                    };
+                    run_leased(shared, journal, item, running, (permit, Some(own))).await;
+                });
+                continue;
+            }
             // A suspect from the last crash runs alone, so a second crash names it alone.
             let permit = if crashes > 0 {
                 semaphore.clone().acquire_many_owned(permits as u32).await
@@ -238,26 +273,13 @@ pub(crate) async fn run_activities<S: Store>(
             let Ok(permit) = permit else {
                 return;
             };
-            let slot = journal
-                .as_ref()
-                .and_then(|j| j.begin(activity_identity(&item.instance_id, item.scheduled_id)));
-            let ctx = ActivityContext {
-                instance_id: item.instance_id.clone(),
-                scheduled_id: item.scheduled_id,
-            };
-            let shared = shared.clone();
-            shared.stats.activities.fetch_add(1, Ordering::Relaxed);
-            running.lock().expect("running activities").insert(item.id);
-            let running = running.clone();
-            tokio::spawn(async move {
-                let result = run_one(&shared, &item.name, ctx, item.input.clone()).await;
-                drop(slot);
-                running.lock().expect("running activities").remove(&item.id);
-                // The limit bounds activities running, not results waiting for their commit:
-                // releasing here lets many results share one group commit.
-                drop(permit);
-                deliver_result(&shared, &item, result);
-            });
+            tokio::spawn(run_leased(
+                shared.clone(),
+                journal.clone(),
+                item,
+                running,
+                (permit, None),
+            ));
         }
         if full {
             continue;
@@ -280,23 +302,61 @@ pub(crate) async fn run_activities<S: Store>(
     }
 }
 
-/// Runs an activity's code, a panic becoming its failure.
+/// A worker slot, and the activity's own concurrency slot when it has a limit. Both are given
+/// back when the code has run, before its result is committed.
+type Slots = (
+    tokio::sync::OwnedSemaphorePermit,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
+/// Runs a fetched or handed-over activity in its slots and delivers its result.
+async fn run_leased<S: Store>(
+    shared: Arc<Shared<S>>,
+    journal: Option<Arc<ActivityJournal>>,
+    item: ActivityItem,
+    running: Arc<Mutex<HashSet<i64>>>,
+    slots: Slots,
+) {
+    let slot = journal
+        .as_ref()
+        .and_then(|j| j.begin(activity_identity(&item.instance_id, item.scheduled_id)));
+    let ctx = ActivityContext {
+        instance_id: item.instance_id.clone(),
+        scheduled_id: item.scheduled_id,
+    };
+    shared.stats.activities.fetch_add(1, Ordering::Relaxed);
+    let result = run_one(&shared, &item.name, ctx, item.input.clone()).await;
+    drop(slot);
+    running.lock().expect("running activities").remove(&item.id);
+    // The limit bounds activities running, not results waiting for their commit: releasing
+    // here lets many results share one group commit.
+    drop(slots);
+    deliver_result(&shared, &item, result);
+}
+
+/// Runs an activity's code behind its breaker and limiter, a panic becoming its failure.
 async fn run_one<S: Store>(
     shared: &Shared<S>,
     name: &str,
     ctx: ActivityContext,
     input: String,
 ) -> Result<String, Failure> {
-    let run = shared.registry.run_activity(name, ctx, input);
-    AssertUnwindSafe(run)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|payload| {
-            Err(Failure::new(
-                "Panicked",
-                format!("activity {name} panicked: {}", panic_message(&*payload)),
-            ))
-        })
+    let run = async {
+        let run = shared.registry.run_activity(name, ctx, input);
+        AssertUnwindSafe(run)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| {
+                Err(Failure::new(
+                    "Panicked",
+                    format!("activity {name} panicked: {}", panic_message(&*payload)),
+                ))
+            })
+    };
+    match shared.resilience.guards(name) {
+        Some(guards) => super::resilience::guarded(guards, run).await,
+        None => run.await,
+    }
 }
 
 /// Runs an eager activity and sends its result where [`Eager::finish`](super::eager::Eager)
@@ -305,7 +365,7 @@ async fn run_eager<S: Store>(
     shared: Arc<Shared<S>>,
     item: EagerItem,
     slot: Option<super::journal::ActivitySlot>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slots: Slots,
 ) {
     let ctx = ActivityContext {
         instance_id: item.instance_id.clone(),
@@ -313,7 +373,7 @@ async fn run_eager<S: Store>(
     };
     let result = run_one(&shared, &item.name, ctx, item.input).await;
     drop(slot);
-    drop(permit);
+    drop(slots);
     let outcome = {
         let mut eager = shared.eager.lock().expect("eager lock");
         let outcome = eager.finish(item.token, &result);

@@ -16,6 +16,13 @@ pub type Wake = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> TimestampMs;
+    /// Nanoseconds since the Unix epoch, for the resilience primitives' decisions. By default
+    /// [`now_ms`](Clock::now_ms) in nanoseconds; the system clock gives its full resolution.
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.now_ms())
+            .unwrap_or(0)
+            .saturating_mul(1_000_000)
+    }
     /// Resolves once [`now_ms`](Clock::now_ms) has reached `at_ms`. Callers read the time
     /// again after it resolves.
     fn sleep_until(&self, at_ms: TimestampMs) -> Wake;
@@ -30,6 +37,13 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as TimestampMs)
+            .unwrap_or(0)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0)
     }
 

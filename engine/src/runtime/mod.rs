@@ -62,6 +62,8 @@ mod dispatcher;
 mod eager;
 mod health;
 pub mod journal;
+mod publish;
+pub mod resilience;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock, Wake};
@@ -97,6 +99,15 @@ pub struct RuntimeOptions {
     /// their results share its commit. `None` runs every activity only after its schedule is
     /// committed. Default 20 ms.
     pub eager_window: Option<Duration>,
+    /// Refuse starts (with a retry-after; the HTTP API answers 429) while this many instances
+    /// are live: pending, running or suspended. Load levelling's bounded intake. Default `None`:
+    /// unbounded.
+    pub max_live_instances: Option<u64>,
+    /// This process's name on the store's published state. Default: host name and process id.
+    pub process_name: Option<String>,
+    /// How often the runtime publishes its limiters', breakers' and intake's state to the store
+    /// (and refreshes its live-instance count). Default 1 s.
+    pub publish_interval: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -112,6 +123,9 @@ impl Default for RuntimeOptions {
             quarantine_after: 2,
             lease: Duration::from_secs(30),
             eager_window: Some(Duration::from_millis(20)),
+            max_live_instances: None,
+            process_name: None,
+            publish_interval: Duration::from_secs(1),
         }
     }
 }
@@ -175,6 +189,8 @@ pub(crate) struct Shared<S> {
     pub(crate) holder: Holder,
     pub(crate) stats: Counters,
     pub(crate) health: HealthState,
+    /// The live limiters, breakers, concurrency limits and intake.
+    pub(crate) resilience: resilience::Resilience,
 }
 
 impl<S: Store> Shared<S> {
@@ -326,6 +342,7 @@ pub struct Runtime<S: Store> {
     writer: Option<std::thread::JoinHandle<()>>,
     dispatcher: Option<std::thread::JoinHandle<()>>,
     activities: Option<tokio::task::JoinHandle<()>>,
+    publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<S: Store> std::fmt::Debug for Runtime<S> {
@@ -334,8 +351,14 @@ impl<S: Store> std::fmt::Debug for Runtime<S> {
     }
 }
 
-impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
+impl<S: Store + crate::store::StoreAdmin + crate::store::ResilienceStore + Clone> Runtime<S> {
     /// Starts the runtime on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the registry's resilience configuration is invalid ([`Registry::check_resilience`]):
+    /// an activity names a limiter or breaker that is not registered, or a limiter's figures
+    /// are unusable. That is a programming error, found at the first start.
     pub fn start(store: S, registry: Registry, options: RuntimeOptions) -> Runtime<S> {
         Self::start_with_clock(store, registry, options, Arc::new(SystemClock))
     }
@@ -364,6 +387,17 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
         let eager_window = options
             .eager_window
             .filter(|_| store.in_memory_handover() && !suspects);
+        let resilience = resilience::Resilience::new(
+            &registry,
+            clock.clone(),
+            Some(Arc::new(store.clone())),
+            options
+                .process_name
+                .clone()
+                .unwrap_or_else(resilience::default_process_name),
+            options.max_live_instances,
+        )
+        .unwrap_or_else(|e| panic!("invalid resilience configuration: {e}"));
         let shared = Arc::new_cyclic(|weak| Shared {
             store,
             registry: {
@@ -397,6 +431,7 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             holder: Holder::unique(),
             stats: Counters::default(),
             health: HealthState::default(),
+            resilience,
         });
         // Alive from the start, so a probe right after start-up does not see tasks not yet
         // scheduled as stopped; each task's guard clears its flag when the task ends.
@@ -431,6 +466,7 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             journals.activities,
             journals.activity_suspects,
         ));
+        let publisher = tokio::spawn(publish::run_publisher(Arc::downgrade(&shared)));
         let dispatcher_shared = shared.clone();
         let (turns, quarantine) = (journals.turns, journals.quarantine);
         let handle = tokio::runtime::Handle::current();
@@ -443,9 +479,12 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
             writer: Some(writer),
             dispatcher: Some(dispatcher),
             activities: Some(activities),
+            publisher: Some(publisher),
         }
     }
+}
 
+impl<S: Store> Runtime<S> {
     /// The state the management client shares with the runtime.
     pub(crate) fn shared(&self) -> &Arc<Shared<S>> {
         &self.shared
@@ -475,6 +514,9 @@ impl<S: Store + crate::store::StoreAdmin + Clone> Runtime<S> {
     /// writer. Work not committed by then is picked up again by the next start.
     pub async fn shutdown(mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(publisher) = self.publisher.take() {
+            publisher.abort();
+        }
         self.shared.orchestrations.notify_one();
         self.shared.activities.notify_one();
         if let Some(activities) = self.activities.take() {

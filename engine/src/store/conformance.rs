@@ -32,13 +32,13 @@ use crate::{
     samples::{self, Approval, ApprovalRequest, HelloN, HelloSequence, HumanInteraction},
     store::{
         Accept, EntityCommit, Holder, InstanceQuery, MessageRef, NewInstance, OpError,
-        QueuedMessage, Store, StoreAdmin, TurnCommit, WriteOp,
+        QueuedMessage, ResilienceStore, Store, StoreAdmin, TurnCommit, WriteOp,
     },
 };
 
 /// Makes stores for the suite.
 pub trait Harness: Send + Sync + 'static {
-    type Store: Store + StoreAdmin + Clone;
+    type Store: Store + StoreAdmin + ResilienceStore + Clone;
     /// A fresh, empty, migrated store that no other check uses.
     fn store(&self) -> impl Future<Output = Self::Store> + Send;
 }
@@ -525,14 +525,14 @@ pub async fn a_commit_under_an_expired_lease_is_refused_and_the_new_holders_hist
 }
 
 /// A runtime on the harness's store with a manual clock.
-struct Engine<S: Store + StoreAdmin + Clone> {
+struct Engine<S: Store + StoreAdmin + ResilienceStore + Clone> {
     runtime: Runtime<S>,
     client: Client<S>,
     clock: Arc<ManualClock>,
     store: S,
 }
 
-impl<S: Store + StoreAdmin + Clone> Engine<S> {
+impl<S: Store + StoreAdmin + ResilienceStore + Clone> Engine<S> {
     fn start(store: S, clock: Arc<ManualClock>, options: RuntimeOptions) -> Engine<S> {
         let runtime =
             Runtime::start_with_clock(store.clone(), samples::registry(), options, clock.clone());

@@ -20,15 +20,21 @@
 
 pub mod conformance;
 pub mod plan;
+pub mod postgres;
 pub mod sqlite;
 
 use std::{collections::BTreeMap, future::Future};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     executor::Action,
     history::{Failure, HistoryEvent, Json, Message, RuntimeStatus, TimestampMs},
+    resilience::{
+        Nanos,
+        gcra::{Decision, Gcra},
+    },
 };
 
 /// Where a fetched message lives, so the commit that consumes it can delete it.
@@ -371,6 +377,9 @@ pub enum StoreError {
          file); stop that one, or use another file"
     )]
     InUse { path: String },
+    /// A value the store will not keep (too long, empty).
+    #[error("invalid value: {0}")]
+    Invalid(String),
 }
 
 impl StoreError {
@@ -500,6 +509,63 @@ pub trait Store: Send + Sync + 'static {
     /// or reset), so a runtime sharing the store wakes for it instead of polling. The waker returns false once
     /// its runtime is gone, and is then forgotten.
     fn watch_work(&self, holder: &Holder, waker: WorkWaker);
+}
+
+/// One process's published resilience snapshot, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedState {
+    pub process: String,
+    pub published_at: TimestampMs,
+    /// A [`ResilienceSnapshot`](crate::resilience::view::ResilienceSnapshot) as JSON.
+    pub snapshot: String,
+}
+
+/// Longest process name a store keeps.
+pub const MAX_PROCESS_NAME: usize = 256;
+/// Largest snapshot a store keeps, in bytes.
+pub const MAX_SNAPSHOT_BYTES: usize = 1024 * 1024;
+
+/// The resilience state a store shares between processes: shared limiters' budgets and the
+/// snapshots processes publish. Object-safe (boxed futures), so the runtime's limiters hold it
+/// as `Arc<dyn ResilienceStore>` whatever the store.
+///
+/// The store executes; the rules are the engine's: [`take_budget`](Self::take_budget) runs
+/// [`Gcra::check`] on the stored TAT inside one transaction, so two processes' decisions are
+/// serialised and none is lost.
+pub trait ResilienceStore: Send + Sync + 'static {
+    /// Decides `cells` of the shared limiter `name` at `now` (nanoseconds since the epoch) with
+    /// `gcra`, against its stored TAT (a limiter never used starts fresh); stores the new TAT
+    /// when admitted, and changes nothing otherwise.
+    fn take_budget<'a>(
+        &'a self,
+        name: &'a str,
+        gcra: Gcra,
+        cells: u32,
+        now: Nanos,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    /// Replaces `process`'s published snapshot.
+    fn publish<'a>(&'a self, state: &'a PublishedState) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The snapshots published at or after `since`, by process name.
+    fn published(
+        &self,
+        since: TimestampMs,
+    ) -> BoxFuture<'_, Result<Vec<PublishedState>, StoreError>>;
+}
+
+/// Checks what [`ResilienceStore::publish`] may store.
+pub(crate) fn check_published(state: &PublishedState) -> Result<(), StoreError> {
+    if state.process.is_empty() || state.process.len() > MAX_PROCESS_NAME {
+        return Err(StoreError::Invalid(format!(
+            "a process name must be 1 to {MAX_PROCESS_NAME} bytes"
+        )));
+    }
+    if state.snapshot.len() > MAX_SNAPSHOT_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "a resilience snapshot is {} bytes; the limit is {MAX_SNAPSHOT_BYTES}",
+            state.snapshot.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Called with what another holder's commit changed; returns false to be forgotten.

@@ -9,4 +9,5 @@ mod isolation;
 mod locks;
 mod replay;
 mod replay_props;
+mod resilience;
 mod runtime;

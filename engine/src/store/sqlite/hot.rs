@@ -25,10 +25,14 @@ use super::{
 };
 use crate::{
     history::{HistoryEvent, RuntimeStatus, TimestampMs},
+    resilience::{
+        Nanos,
+        gcra::{Decision, Gcra},
+    },
     store::{
         ActivityItem, CommitEffects, EntityCommit, Fetched, Holder, LeaseRecord, LoadedInstance,
-        MessageRef, NewInstance, OpError, QueuedMessage, StoreError, StoredEntity, TurnCommit,
-        WriteOp,
+        MessageRef, NewInstance, OpError, PublishedState, QueuedMessage, StoreError, StoredEntity,
+        TurnCommit, WriteOp,
         plan::{self, Identity, Plan, PlanReads, Step},
     },
 };
@@ -228,6 +232,52 @@ impl Hot {
             status: status_of(&status)?,
             history: history(&self.conn, instance_id)?,
         }))
+    }
+
+    /// [`ResilienceStore::take_budget`](crate::store::ResilienceStore::take_budget): the
+    /// stored TAT read and rewritten in one `IMMEDIATE` transaction.
+    pub(super) fn take_budget(
+        &mut self,
+        name: &str,
+        gcra: Gcra,
+        cells: u32,
+        now: Nanos,
+        now_ms: TimestampMs,
+    ) -> Result<Decision, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stored: Option<i64> = tx
+            .query_row(
+                "SELECT tat FROM limiter_budgets WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let mut tat = stored.map_or(0, |t| t.max(0) as u64);
+        let decision = gcra.check(&mut tat, now, cells);
+        if let Decision::Allowed { .. } = decision
+            && cells > 0
+        {
+            tx.execute(
+                "INSERT INTO limiter_budgets (name, tat, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET tat = excluded.tat, updated_at = excluded.updated_at",
+                rusqlite::params![name, i64::try_from(tat).unwrap_or(i64::MAX), now_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(decision)
+    }
+
+    /// [`ResilienceStore::publish`](crate::store::ResilienceStore::publish).
+    pub(super) fn publish(&mut self, state: &PublishedState) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO resilience_state (process, published_at, snapshot) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (process) DO UPDATE SET published_at = excluded.published_at, \
+             snapshot = excluded.snapshot",
+            rusqlite::params![state.process, state.published_at, state.snapshot],
+        )?;
+        Ok(())
     }
 
     /// Rewrites one row in place in a transaction of its own: a real page write that changes

@@ -18,16 +18,21 @@ use std::{
     sync::{Arc, Mutex as SyncMutex},
 };
 
+use futures_util::future::BoxFuture;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::Mutex;
 
 use crate::{
     history::{HistoryEvent, RuntimeStatus, TimestampMs},
+    resilience::{
+        Nanos,
+        gcra::{Decision, Gcra},
+    },
     store::{
         ActivityItem, CommitEffects, CompletionBucket, EntityPage, EntityQuery, EntityRecord,
         Fetched, Holder, InstancePage, InstanceQuery, InstanceRecord, LoadedInstance, OpError,
-        QueuedMessage, RunawayLimits, Store, StoreAdmin, StoreError, StoredEntity, WorkWaker,
-        WriteOp,
+        PublishedState, QueuedMessage, ResilienceStore, RunawayLimits, Store, StoreAdmin,
+        StoreError, StoredEntity, WorkWaker, WriteOp, check_published,
     },
 };
 
@@ -281,6 +286,58 @@ impl Store for SqliteStore {
             hot.reopen(&self.path, self.synchronous);
         }
         probed
+    }
+}
+
+/// Shared limiters and published state go through the hot connection, like every other write
+/// to the engine's tables; reads of the published state use the pool.
+impl ResilienceStore for SqliteStore {
+    fn take_budget<'a>(
+        &'a self,
+        name: &'a str,
+        gcra: Gcra,
+        cells: u32,
+        now: Nanos,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(async move {
+            let now_ms = i64::try_from(now / 1_000_000).unwrap_or(i64::MAX);
+            let mut hot = self.hot.lock().await;
+            let taken = hot.take_budget(name, gcra, cells, now, now_ms);
+            if taken.is_err() {
+                hot.reopen(&self.path, self.synchronous);
+            }
+            taken
+        })
+    }
+
+    fn publish<'a>(&'a self, state: &'a PublishedState) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            check_published(state)?;
+            self.hot.lock().await.publish(state)
+        })
+    }
+
+    fn published(
+        &self,
+        since: TimestampMs,
+    ) -> BoxFuture<'_, Result<Vec<PublishedState>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT process, published_at, snapshot FROM resilience_state \
+                 WHERE published_at >= ? ORDER BY process",
+            )
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| PublishedState {
+                    process: row.get(0),
+                    published_at: row.get(1),
+                    snapshot: row.get(2),
+                })
+                .collect())
+        })
     }
 }
 
