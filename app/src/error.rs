@@ -24,6 +24,13 @@ pub enum AppError {
     /// The user's role does not allow this action.
     #[error("not allowed: {0}")]
     Forbidden(String),
+    /// Load levelling refused the work for now: retry after this many seconds (HTTP 429 with
+    /// `Retry-After`).
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// The server could not do the work right now (database unreachable, shutting down).
     #[error("the server could not complete the request; try again")]
     Unavailable,
@@ -66,6 +73,13 @@ impl From<engine::ClientError> for AppError {
             E::NotFound(id) => AppError::NotFound(format!("instance {id}")),
             E::EntityNotFound(id) => AppError::NotFound(format!("entity {id}")),
             e @ E::EntityConflict { .. } => AppError::Conflict(e.to_string()),
+            e @ E::Overloaded {
+                retry_after_secs, ..
+            } => AppError::Overloaded {
+                message: e.to_string(),
+                retry_after_secs,
+            },
+            e @ E::UnknownPrimitive { .. } => AppError::NotFound(e.to_string()),
             // Refusals the user can act on: bad input, or an instance in the wrong state.
             e @ (E::Invalid { .. }
             | E::PayloadTooLarge { .. }
@@ -88,17 +102,31 @@ impl AppError {
     pub fn with_status(self) -> Self {
         if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
             response.set_status(self.status_code());
+            if let Some(secs) = self.retry_after_secs() {
+                response.insert_header(http::header::RETRY_AFTER, secs.into());
+            }
         }
         self
     }
 
-    /// The HTTP status that fits this error: 400, 403, 404, 409 or 503.
+    /// For a 429: when to retry, in whole seconds.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AppError::Overloaded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status that fits this error: 400, 403, 404, 409, 429 or 503.
     pub fn status_code(&self) -> http::StatusCode {
         use http::StatusCode;
         match self {
             AppError::Validation(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable | AppError::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -40,7 +40,7 @@ use crate::routes::{
     instances::Instances,
     not_found::NotFound,
     overview::Overview,
-    planned::Planned,
+    resilience::Resilience,
     runaways::Runaways,
     start::Start,
     tokens::ApiTokens,
@@ -85,7 +85,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/approvals") view=Approvals />
                     <Route path=path!("/entities") view=Entities />
                     <Route path=path!("/entities/:id") view=EntityDetailPage />
-                    <Route path=path!("/resilience") view=|| view! { <Planned area="Resilience" /> } />
+                    <Route path=path!("/resilience") view=Resilience />
                     <Route path=path!("/runaways") view=Runaways />
                     <Route path=path!("/audit") view=AuditLog />
                     <Route path=path!("/tokens") view=ApiTokens />

@@ -57,6 +57,13 @@ pub struct LiveSnapshot {
     /// Entity batches committed by this server's runtime: moves whenever an entity changes.
     #[serde(default)]
     pub entity_batches: u64,
+    /// Every process's resilience primitives: this server's first, then those published to the
+    /// store within the last 10 s.
+    #[serde(default)]
+    pub resilience: Vec<engine_core::resilience::view::ResilienceSnapshot>,
+    /// The flaky sample dependency's failure rate, in percent.
+    #[serde(default)]
+    pub flaky_failure_percent: u32,
 }
 
 /// The latest pushed snapshot (`None` until the first arrives, and always on the server).
@@ -180,6 +187,8 @@ pub mod ssr {
             waiting_approvals,
             runaways,
             entity_batches: engine.entity_batches(),
+            resilience: crate::routes::resilience::ssr::processes(engine, now).await?,
+            flaky_failure_percent: engine::samples::flaky_failure_percent(),
             throughput: Throughput {
                 start,
                 bucket_ms: BUCKET_MS,

@@ -21,6 +21,11 @@
 //! | POST | `/api/v1/entities/{id}/purge` | `{"reason"}` | admin |
 //! | POST | `/api/v1/entities/{id}/release-lock` | `{"reason", "force"?}` | admin |
 //! | POST | `/api/v1/entities/clean-storage` | `{"reason"}` | admin |
+//! | GET | `/api/v1/resilience` | – | viewer |
+//! | POST | `/api/v1/resilience/breakers/{name}/{force-open,force-close,reset}` | `{"reason"}` | operator |
+//! | POST | `/api/v1/resilience/samples/flaky` | `{"failure_percent"}` | operator |
+//!
+//! A start refused by load levelling (the intake is full) answers 429 with `Retry-After`.
 
 use app::{
     audit::ssr::{Action, guarded_as},
@@ -57,6 +62,12 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/entities/clean-storage", post(clean_entities))
         .route("/api/v1/entities/{id}", get(entity))
         .route("/api/v1/entities/{id}/{action}", post(act_on_entity))
+        .route("/api/v1/resilience", get(resilience))
+        .route(
+            "/api/v1/resilience/breakers/{name}/{action}",
+            post(act_on_breaker),
+        )
+        .route("/api/v1/resilience/samples/flaky", post(set_flaky))
         .route(
             "/api/v1/{*rest}",
             axum::routing::any(|| async { ApiError::not_found("no such API route") }),
@@ -69,6 +80,8 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// For a 429: the `Retry-After` header, in seconds.
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -77,6 +90,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             kind: "not_found",
             message: message.to_owned(),
+            retry_after_secs: None,
         }
     }
 
@@ -85,6 +99,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid",
             message,
+            retry_after_secs: None,
         }
     }
 }
@@ -96,12 +111,14 @@ impl From<AppError> for ApiError {
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",
             AppError::Forbidden(_) => "forbidden",
+            AppError::Overloaded { .. } => "overloaded",
             AppError::Unavailable | AppError::Transport(_) => "unavailable",
         };
         ApiError {
             status: e.status_code(),
             kind,
             message: e.to_string(),
+            retry_after_secs: e.retry_after_secs(),
         }
     }
 }
@@ -117,11 +134,17 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({ "error": self.kind, "message": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -448,4 +471,70 @@ async fn clean_entities(
     )
     .await?;
     Ok(Json(json!({ "locks_released": released })))
+}
+
+async fn resilience(
+    State(state): State<AppState>,
+) -> ApiResult<Json<app::routes::resilience::ResilienceOverview>> {
+    let overview =
+        app::routes::resilience::ssr::state(engine(&state)?, app::context::now_ms()).await?;
+    Ok(Json(overview))
+}
+
+async fn act_on_breaker(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path((name, action)): Path<(String, String)>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let action: engine::resilience::view::BreakerAction = action
+        .parse()
+        .map_err(|e: String| ApiError::not_found(&e))?;
+    let Json(body) = body?;
+    let engine = engine(&state)?;
+    let audit_name = format!("breaker.{}", action.as_str());
+    let audit = Action {
+        name: &audit_name,
+        target: &name,
+        reason: &body.reason,
+    };
+    let breaker = guarded_as(
+        &state.db,
+        &user,
+        Role::Operator,
+        audit,
+        app::routes::resilience::ssr::act(engine, &name, action, &body.reason),
+    )
+    .await?;
+    Ok(Json(json!({ "breaker": breaker })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlakyBody {
+    failure_percent: u32,
+}
+
+async fn set_flaky(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    body: Result<Json<FlakyBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body?;
+    engine(&state)?;
+    let target = format!("{} %", body.failure_percent);
+    let audit = Action {
+        name: "sample.flaky-failure-rate",
+        target: &target,
+        reason: "",
+    };
+    let percent = guarded_as(
+        &state.db,
+        &user,
+        Role::Operator,
+        audit,
+        app::routes::resilience::ssr::set_flaky(body.failure_percent),
+    )
+    .await?;
+    Ok(Json(json!({ "failure_percent": percent })))
 }

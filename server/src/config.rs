@@ -57,6 +57,10 @@ pub struct Cli {
     /// Log format [default: human].
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Load levelling: refuse starts (HTTP 429 with `Retry-After`) while this many instances
+    /// are live (pending, running or suspended); 0 for no bound [default: 100000].
+    #[arg(long, env = "SWITCHYARD_MAX_LIVE_INSTANCES", value_name = "N")]
+    pub max_live_instances: Option<u64>,
     /// OpenID Connect issuer URL. Enables login; without it the server runs in local mode.
     #[arg(long, env = "SWITCHYARD_OIDC_ISSUER", value_name = "URL")]
     pub oidc_issuer: Option<String>,
@@ -150,6 +154,7 @@ struct FileConfig {
     site_root: Option<PathBuf>,
     log: Option<String>,
     log_format: Option<LogFormat>,
+    max_live_instances: Option<u64>,
     oidc_issuer: Option<String>,
     oidc_client_id: Option<String>,
     oidc_client_secret: Option<Secret>,
@@ -219,6 +224,8 @@ pub struct Config {
     pub log: String,
     pub log_format: LogFormat,
     pub auth: AuthConfig,
+    /// The start intake's bound; `None`: unbounded.
+    pub max_live_instances: Option<u64>,
 }
 
 /// A configuration problem. Each message is one line that says what to fix.
@@ -254,6 +261,9 @@ pub enum ConfigError {
 }
 
 const DEFAULT_BIND: &str = "127.0.0.1:3000";
+/// Live instances past which starts are refused: far above what a dashboard or a burst of
+/// scripts needs, well below what fills a disk by accident.
+const DEFAULT_MAX_LIVE_INSTANCES: u64 = 100_000;
 const DEFAULT_LOG: &str = "info,sqlx=warn,tower_http=info";
 
 impl Config {
@@ -336,6 +346,14 @@ impl Config {
             log,
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             auth,
+            max_live_instances: match cli
+                .max_live_instances
+                .or(file.max_live_instances)
+                .unwrap_or(DEFAULT_MAX_LIVE_INSTANCES)
+            {
+                0 => None,
+                n => Some(n),
+            },
         };
         config.prepare_data_dir()?;
         Ok(config)

@@ -274,6 +274,7 @@ impl Server {
                         .database_url
                         .sqlite_path()
                         .map(|db| engine::journal::beside(&db)),
+                    max_live_instances: config.max_live_instances,
                     ..RuntimeOptions::default()
                 };
                 Some(Runtime::start(store, registry, options))

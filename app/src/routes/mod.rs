@@ -8,7 +8,7 @@ pub mod entities;
 pub mod instances;
 pub mod not_found;
 pub mod overview;
-pub mod planned;
+pub mod resilience;
 pub mod runaways;
 pub mod start;
 pub mod tokens;

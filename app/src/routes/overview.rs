@@ -151,6 +151,30 @@ fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
         },
     ];
     let total = t.total();
+    // Load levelling's intake and the breakers refusing calls, summed over the processes.
+    let intake = snapshot
+        .resilience
+        .iter()
+        .fold((0u64, 0u64, None), |(live, refused, max), p| {
+            (
+                live.max(p.intake.live),
+                refused + p.intake.refused,
+                p.intake.max.or(max),
+            )
+        });
+    let open_breakers = snapshot
+        .resilience
+        .iter()
+        .flat_map(|p| &p.breakers)
+        .filter(|b| b.status.rejects())
+        .count();
+    let intake_text = match intake.2 {
+        Some(max) => format!(
+            "Intake: {} of {max} live instances; {} starts refused",
+            intake.0, intake.1
+        ),
+        None => format!("Intake: {} live instances (unbounded)", intake.0),
+    };
     view! {
         <section class="card" aria-labelledby="counts-title" data-testid="status-counts">
             <h2 id="counts-title">"Instances by status"</h2>
@@ -159,6 +183,11 @@ fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
                 <a href="/approvals" data-testid="waiting-approvals">{snapshot.waiting_approvals} " waiting for approval"</a>
                 " · "
                 <a href="/runaways" data-testid="suspected-runaways">{snapshot.runaways} " suspected runaways"</a>
+            </p>
+            <p class="attention">
+                <a href="/resilience" data-testid="intake-pressure">{intake_text}</a>
+                " · "
+                <a href="/resilience" data-testid="open-breakers">{open_breakers} " circuit breakers open"</a>
             </p>
         </section>
         <section class="card" aria-labelledby="charts-title">

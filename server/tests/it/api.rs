@@ -9,7 +9,7 @@ use axum::{
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::roles::{Fixture, fixture};
+use crate::roles::{Fixture, fixture, fixture_with};
 
 async fn call(
     f: &Fixture,
@@ -456,4 +456,139 @@ async fn bad_entity_requests_are_json_4xx() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_read_resilience_and_operators_act_on_breakers_with_a_reason() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture().await;
+    let (status, body) = call(&f, "GET", "/api/v1/resilience", Some(Role::Viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let breakers = &body["processes"][0]["breakers"];
+    assert_eq!(breakers[0]["name"], "flaky-dependency", "{body}");
+    assert_eq!(breakers[0]["status"], "closed", "{body}");
+    assert_eq!(
+        body["processes"][0]["limiters"][0]["name"], "burst-limiter",
+        "{body}"
+    );
+    let path = "/api/v1/resilience/breakers/flaky-dependency/force-open";
+    let reason = json!({"reason": "dependency maintenance"}).to_string();
+    let (status, body) = call(&f, "POST", path, Some(Role::Viewer), Some(&reason)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&f, "POST", path, Some(Role::Operator), Some(&reason)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["breaker"]["status"], "forced-open", "{body}");
+    let last = body["breaker"]["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["cause"]
+            .as_str()
+            .unwrap()
+            .contains("dependency maintenance"),
+        "{body}"
+    );
+    let reset = "/api/v1/resilience/breakers/flaky-dependency/reset";
+    let (status, body) = call(&f, "POST", reset, Some(Role::Operator), Some(&reason)).await;
+    assert_eq!(
+        (status, body["breaker"]["status"].clone()),
+        (StatusCode::OK, json!("closed"))
+    );
+    for (path, body, expected) in [
+        (reset, json!({"reason": " "}), StatusCode::BAD_REQUEST),
+        (
+            "/api/v1/resilience/breakers/nope/reset",
+            json!({"reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/resilience/breakers/flaky-dependency/explode",
+            json!({"reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/resilience/samples/flaky",
+            json!({"failure_percent": 101}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/resilience/samples/flaky",
+            json!({"failure_percent": "lots"}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, answer) = call(
+            &f,
+            "POST",
+            path,
+            Some(Role::Operator),
+            Some(&body.to_string()),
+        )
+        .await;
+        assert_eq!(status, expected, "{path} {body}: {answer}");
+        assert!(answer["message"].is_string(), "{answer}");
+    }
+    let (status, body) = call(
+        &f,
+        "POST",
+        "/api/v1/resilience/samples/flaky",
+        Some(Role::Operator),
+        Some(r#"{"failure_percent": 10}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body["failure_percent"].clone()),
+        (StatusCode::OK, json!(10))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_intake_answers_429_with_retry_after() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture_with(engine::RuntimeOptions {
+        max_live_instances: Some(2),
+        ..engine::RuntimeOptions::default()
+    })
+    .await;
+    let start = json!({
+        "name": "HumanInteraction",
+        "input": {"request": "intake", "timeout_ms": 600000},
+    })
+    .to_string();
+    for _ in 0..2 {
+        let (status, body) = call(
+            &f,
+            "POST",
+            "/api/v1/instances",
+            Some(Role::Operator),
+            Some(&start),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/instances")
+        .header("host", "127.0.0.1:3000")
+        .header(
+            "cookie",
+            format!("switchyard.sid={}", f.sessions[&Role::Operator]),
+        )
+        .header("content-type", "application/json")
+        .body(Body::from(start))
+        .unwrap();
+    let response = f.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["error"], "overloaded", "{body}");
 }

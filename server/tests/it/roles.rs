@@ -35,6 +35,11 @@ pub struct Fixture {
 /// A server in OIDC mode (the provider is never contacted: sessions are written directly to the
 /// store, as the login would) with the engine and samples, and one session per role.
 pub async fn fixture() -> Fixture {
+    fixture_with(RuntimeOptions::default()).await
+}
+
+/// [`fixture`] with the runtime's options given.
+pub async fn fixture_with(options: RuntimeOptions) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = crate::http::sqlite(dir.path()).await;
     db.migrate().await.unwrap();
@@ -42,11 +47,7 @@ pub async fn fixture() -> Fixture {
         unreachable!()
     };
     let store = SqliteStore::new(pool.clone()).await.unwrap();
-    let runtime = Runtime::start(
-        store,
-        engine::samples::registry(),
-        RuntimeOptions::default(),
-    );
+    let runtime = Runtime::start(store, engine::samples::registry(), options);
     let settings = OidcSettings {
         issuer: "http://127.0.0.1:9".into(),
         client_id: "switchyard".into(),
@@ -252,6 +253,18 @@ fn calls(id: &str) -> Vec<Call> {
             form: "reason=matrix".into(),
             needs: Role::Admin,
             audit: "clean-entity-storage",
+        },
+        Call {
+            path: "/api/fn/resilience/breaker",
+            form: "name=flaky-dependency&action=reset&reason=matrix".into(),
+            needs: Role::Operator,
+            audit: "breaker.reset",
+        },
+        Call {
+            path: "/api/fn/resilience/flaky",
+            form: "percent=10".into(),
+            needs: Role::Operator,
+            audit: "sample.flaky-failure-rate",
         },
         Call {
             path: "/api/fn/tokens/revoke",
