@@ -85,7 +85,8 @@ export default defineConfig({
       stderr: 'pipe',
     },
     {
-      command: `"${bin}" --bind 127.0.0.1:${localPort} --data-dir "${dataDir('local')}" --site-root "${siteRoot}"`,
+      // A small start intake, so the load-levelling refusal (429) can be shown.
+      command: `"${bin}" --bind 127.0.0.1:${localPort} --data-dir "${dataDir('local')}" --site-root "${siteRoot}" --max-live-instances 3`,
       url: `${localURL}/readyz`,
       reuseExistingServer: false,
       timeout: 60_000,

@@ -8,11 +8,18 @@
 //! engine-bench entity-query [--entities 100000]           query by name and key prefix (median)
 //! engine-bench transfers [--n 1000] [--accounts 10] [--sync full|normal]   transfers under locks
 //! engine-bench primitives [--n 1000000]                  limiter decision and breaker record (ns)
+//! engine-bench resilience-overhead [--n 5000] [--steps 5] [--rounds 3]   hello-5 with vs without a limiter and breaker
+//! engine-bench shared-limiter --database-url URL [--processes 2] [--seconds 30] [--rate 500]   one budget, several processes
 //! engine-bench worker    --db FILE [--n 1000] [--steps 5] [--delay-ms 0] [--poison turn|activity]
 //! ```
 //!
 //! `signals` sends N `add 1` signals to a set of counter entities at once and times them from
 //! the first signal to the last committed batch; the gate is every counter's exact total.
+//! `resilience-overhead` runs the hello-N burst twice per round, alternating: plain, and with
+//! every activity behind a limiter (with headroom) and a circuit breaker; it prints each median
+//! and their ratio. `shared-limiter` spawns PROCESSES copies of itself that hammer one shared
+//! GCRA limiter on the database for SECONDS, and checks that together they stay within 5 % of
+//! the configured rate with at most one store write per 50 admissions.
 //! `transfers` starts N sample transfers at once among ACCOUNTS accounts, each locking its two
 //! accounts, and times them from the first start to the last completion; the gates are every
 //! transfer Completed, the total conserved and no account left locked.
@@ -76,6 +83,37 @@ impl Orchestration for Hello {
         let mut x = 0;
         for _ in 0..steps {
             x = ctx.call_activity::<Work>(&x).await?;
+        }
+        Ok(x)
+    }
+}
+
+/// [`Work`] behind the `bench` limiter and breaker.
+struct GuardedWork;
+impl Activity for GuardedWork {
+    const NAME: &'static str = "GuardedWork";
+    type Input = u32;
+    type Output = u32;
+    const OPTIONS: engine::ActivityOptions = engine::ActivityOptions {
+        limiter: Some("bench"),
+        breaker: Some("bench"),
+        concurrency: None,
+    };
+    async fn run(&self, _: ActivityContext, i: u32) -> Result<u32, Failure> {
+        Ok(i + 1)
+    }
+}
+
+/// hello-N through [`GuardedWork`].
+struct GuardedHello;
+impl Orchestration for GuardedHello {
+    const NAME: &'static str = "GuardedHello";
+    type Input = u32;
+    type Output = u32;
+    async fn run(ctx: OrchestrationContext, steps: u32) -> Result<u32, Failure> {
+        let mut x = 0;
+        for _ in 0..steps {
+            x = ctx.call_activity::<GuardedWork>(&x).await?;
         }
         Ok(x)
     }
@@ -181,6 +219,40 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         n: usize,
     },
+    /// hello-STEPS bursts with and without a limiter and breaker on every activity, alternated.
+    ResilienceOverhead {
+        #[arg(long, default_value_t = 5_000)]
+        n: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Several processes share one GCRA limiter on the database; checks the combined rate.
+    SharedLimiter {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 2)]
+        processes: usize,
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// Admissions per second, for all processes together.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        #[arg(long, default_value_t = 100)]
+        burst: u32,
+        /// Cells leased per store write.
+        #[arg(long, default_value_t = 50)]
+        chunk: u32,
+        /// Run as one of the processes (internal): start at this Unix time in ms, print JSON.
+        #[arg(long, hide = true)]
+        child_start_ms: Option<i64>,
+        /// The limiter's name (internal: the parent picks a fresh one).
+        #[arg(long, hide = true)]
+        name: Option<String>,
+    },
     /// Crash-test worker: starts the crash-* instances not yet started and waits for all.
     Worker {
         #[arg(long)]
@@ -248,6 +320,35 @@ fn run(command: Command) -> Result<()> {
         Command::EntityQuery { entities, store } => rt.block_on(entity_query(entities, &store)),
         Command::Transfers { n, accounts, store } => rt.block_on(transfers(n, accounts, &store)),
         Command::Primitives { n } => primitives(n),
+        Command::ResilienceOverhead {
+            n,
+            steps,
+            rounds,
+            store,
+        } => rt.block_on(resilience_overhead(n, steps, rounds, &store)),
+        Command::SharedLimiter {
+            database_url,
+            processes,
+            seconds,
+            rate,
+            burst,
+            chunk,
+            child_start_ms,
+            name,
+        } => {
+            let limit = SharedLimit {
+                rate,
+                burst,
+                chunk,
+                seconds,
+            };
+            match (child_start_ms, name) {
+                (Some(start), Some(name)) => {
+                    rt.block_on(shared_limiter_child(&database_url, &name, limit, start))
+                }
+                _ => shared_limiter(&database_url, processes, limit),
+            }
+        }
         Command::OpenLoop {
             rate,
             seconds,
@@ -278,12 +379,21 @@ fn options(args: &StoreArgs, db: &std::path::Path) -> RuntimeOptions {
 }
 
 fn registry() -> Registry {
+    use engine::resilience::{breaker::BreakerConfig, config::LimiterConfig};
     let mut r = Registry::new();
     r.orchestration::<Hello>()
+        .orchestration::<GuardedHello>()
         .orchestration::<Poison>()
         .orchestration::<PoisonActivity>()
         .activity(Work)
-        .activity(AbortActivity);
+        .activity(GuardedWork)
+        .activity(AbortActivity)
+        // Headroom: the limiter never makes a hello-5 burst wait.
+        .limiter(
+            "bench",
+            LimiterConfig::gcra(10_000_000, Duration::from_secs(1), 100_000),
+        )
+        .breaker("bench", BreakerConfig::default());
     r
 }
 
@@ -444,6 +554,50 @@ async fn verify(
 }
 
 async fn burst(n: usize, steps: u32, args: &StoreArgs) -> Result<()> {
+    burst_run(n, steps, args, false).await.map(|_| ())
+}
+
+/// hello-STEPS bursts, alternating plain and guarded runs; medians and their ratio.
+async fn resilience_overhead(n: usize, steps: u32, rounds: usize, args: &StoreArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.db.is_none(),
+        "each run needs a fresh database: omit --db"
+    );
+    let (mut plain, mut guarded) = (Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        // Alternate which goes first, so drift in the machine's state hits both alike.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with in order {
+            let rate = burst_run(n, steps, args, with).await?;
+            if with {
+                guarded.push(rate);
+            } else {
+                plain.push(rate);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, g) = (median(&mut plain), median(&mut guarded));
+    println!(
+        "resilience overhead, hello-{steps} N={n}, median of {}: plain {p:.0} orchestrations/s, \
+         every activity behind a limiter and a breaker {g:.0} orchestrations/s: {:.1} % of plain \
+         (runs: plain {plain:.0?}, guarded {guarded:.0?}); load {}",
+        plain.len(),
+        100.0 * g / p,
+        load_average()
+    );
+    Ok(())
+}
+
+/// One hello-STEPS burst; returns orchestrations per second from stored timestamps.
+async fn burst_run(n: usize, steps: u32, args: &StoreArgs, guarded: bool) -> Result<f64> {
     let (path, _dir) = fresh_db(args, "burst")?;
     let store = open_store(&path, durability(args)).await?;
     let rt = Runtime::start(store.clone(), registry(), options(args, &path));
@@ -457,15 +611,15 @@ async fn burst(n: usize, steps: u32, args: &StoreArgs) -> Result<()> {
         let chunk = chunk.to_vec();
         starts.spawn(async move {
             for id in chunk {
-                client
-                    .start::<Hello>(
-                        &steps,
-                        StartOptions {
-                            instance_id: Some(id),
-                            ..StartOptions::default()
-                        },
-                    )
-                    .await?;
+                let options = StartOptions {
+                    instance_id: Some(id),
+                    ..StartOptions::default()
+                };
+                if guarded {
+                    client.start::<GuardedHello>(&steps, options).await?;
+                } else {
+                    client.start::<Hello>(&steps, options).await?;
+                }
             }
             Ok::<_, ClientError>(())
         });
@@ -499,9 +653,28 @@ async fn burst(n: usize, steps: u32, args: &StoreArgs) -> Result<()> {
         .max()
         .unwrap_or(0);
     let span = ((last - first) as f64 / 1000.0).max(0.001);
+    if guarded {
+        let breaker = client
+            .resilience()
+            .breakers
+            .into_iter()
+            .find(|b| b.name == "bench")
+            .ok_or_else(|| anyhow::anyhow!("no bench breaker"))?;
+        let limiter = client
+            .resilience()
+            .limiters
+            .into_iter()
+            .find(|l| l.name == "bench")
+            .ok_or_else(|| anyhow::anyhow!("no bench limiter"))?;
+        anyhow::ensure!(
+            breaker.succeeded == (n as u64) * u64::from(steps) && limiter.refused == 0,
+            "every guarded call went through the breaker and the limiter: {breaker:?} {limiter:?}"
+        );
+    }
     println!(
-        "burst hello-{steps} N={n} sync={}: {:.0} orchestrations/s from stored timestamps \
+        "burst hello-{steps} N={n} sync={}{}: {:.0} orchestrations/s from stored timestamps \
          ({:.2} s span; wall {:.2} s), CPU {:.1} s, max RSS {:.0} MiB, load {}",
+        if guarded { " (limiter + breaker)" } else { "" },
         args.sync
             .to_possible_value()
             .map(|v| v.get_name().to_owned())
@@ -514,7 +687,7 @@ async fn burst(n: usize, steps: u32, args: &StoreArgs) -> Result<()> {
         load_average()
     );
     rt.shutdown().await;
-    Ok(())
+    Ok(n as f64 / span)
 }
 
 /// Clients signalling at once in `signals`, each waiting for its signal's commit.
@@ -721,6 +894,182 @@ fn primitives(n: usize) -> Result<()> {
          (10% failures, count window of 100; state {}); load {}",
         breaker.state().label(),
         load_average()
+    );
+    runtime_primitives(n)
+}
+
+/// The runtime's live limiter and breaker, as an activity call meets them: the limiter's
+/// `acquire` (admitted at once, never waiting: its future completes on the first poll) and the
+/// breaker's permit and record, both on the system clock, with their locks and counters.
+fn runtime_primitives(n: usize) -> Result<()> {
+    use engine::{
+        SystemClock,
+        resilience::{breaker::BreakerConfig, breaker::Outcome, config::LimiterConfig},
+        runtime::resilience::{Breaker, Limiter},
+    };
+    use std::{
+        future::Future,
+        task::{Context, Poll, Waker},
+    };
+    let clock: Arc<dyn engine::Clock> = Arc::new(SystemClock);
+    let limiter = Limiter::new(
+        "bench",
+        LimiterConfig::gcra(1_000_000_000, Duration::from_secs(1), 1_000_000),
+        clock.clone(),
+        None,
+    )?;
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut pending = 0u64;
+    let limiter_ns = median_ns(n, |_| {
+        let mut call = std::pin::pin!(limiter.acquire());
+        match call.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            _ => pending += 1,
+        }
+    });
+    let breaker = Arc::new(Breaker::new("bench", BreakerConfig::default(), clock));
+    let breaker_ns = median_ns(n, |i| {
+        if let Ok(call) = breaker.try_call() {
+            call.finish(if i % 10 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            });
+        }
+    });
+    anyhow::ensure!(pending == 0, "{pending} limiter calls did not pass at once");
+    println!(
+        "runtime primitives (lock, clock read, counters), single-threaded, median of 7 runs of \
+         {n}: limiter acquire {limiter_ns:.1} ns, breaker permit + record {breaker_ns:.1} ns; \
+         load {}",
+        load_average()
+    );
+    Ok(())
+}
+
+/// A shared limiter's figures for [`shared_limiter`].
+#[derive(Debug, Clone, Copy)]
+struct SharedLimit {
+    rate: u32,
+    burst: u32,
+    chunk: u32,
+    seconds: f64,
+}
+
+/// Spawns `processes` children that share one limiter and checks what they admitted together.
+fn shared_limiter(database_url: &str, processes: usize, limit: SharedLimit) -> Result<()> {
+    let name = format!("shared-bench-{}", std::process::id());
+    // Everyone starts together, a little after the children are up.
+    let start_ms = engine::Clock::now_ms(&engine::SystemClock) + 1_500;
+    let children: Vec<_> = (0..processes.max(1))
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe()?)
+                .args(["shared-limiter", "--database-url", database_url])
+                .args(["--rate", &limit.rate.to_string()])
+                .args(["--burst", &limit.burst.to_string()])
+                .args(["--chunk", &limit.chunk.to_string()])
+                .args(["--seconds", &limit.seconds.to_string()])
+                .args(["--child-start-ms", &start_ms.to_string()])
+                .args(["--name", &name])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut per_process = Vec::new();
+    for child in children {
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(out.status.success(), "a child failed: {}", out.status);
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.trim())?;
+        per_process.push((
+            v["admitted"].as_u64().unwrap_or(0),
+            v["writes"].as_u64().unwrap_or(0),
+        ));
+    }
+    let admitted: u64 = per_process.iter().map(|p| p.0).sum();
+    let writes: u64 = per_process.iter().map(|p| p.1).sum();
+    let expected = f64::from(limit.rate) * limit.seconds;
+    let deviation = 100.0 * (admitted as f64 - expected) / expected;
+    println!(
+        "shared limiter, {} processes on one database, {} per second (burst {}, chunks of {}) for \
+         {} s: {admitted} admitted together ({:.1} per second; {deviation:+.2} % from the \
+         configured rate), per process {:?}; {writes} store writes: one per {:.1} admissions; \
+         load {}",
+        per_process.len(),
+        limit.rate,
+        limit.burst,
+        limit.chunk,
+        limit.seconds,
+        admitted as f64 / limit.seconds,
+        per_process.iter().map(|p| p.0).collect::<Vec<_>>(),
+        admitted as f64 / writes.max(1) as f64,
+        load_average()
+    );
+    anyhow::ensure!(
+        deviation.abs() <= 5.0,
+        "together the processes admitted {deviation:+.2} % off the configured rate"
+    );
+    anyhow::ensure!(
+        writes * 50 <= admitted,
+        "{writes} store writes for {admitted} admissions: more than one per 50"
+    );
+    anyhow::ensure!(
+        per_process.iter().all(|p| p.0 > 0),
+        "a process got no budget: {per_process:?}"
+    );
+    Ok(())
+}
+
+/// One process of [`shared_limiter`]: 16 tasks ask for cells as fast as they are admitted from
+/// `start_ms` for the run's length; prints `{"admitted", "writes"}`.
+async fn shared_limiter_child(
+    database_url: &str,
+    name: &str,
+    limit: SharedLimit,
+    start_ms: i64,
+) -> Result<()> {
+    use engine::{
+        Clock, SystemClock, resilience::config::LimiterConfig, runtime::resilience::Limiter,
+        store::postgres::PgResilience,
+    };
+    let url: DatabaseUrl = database_url.parse()?;
+    let db = Database::connect(&url, &ConnectOptions::default()).await?;
+    db.migrate().await?;
+    let Database::Postgres(pool) = db else {
+        bail!("the shared limiter benchmark runs on PostgreSQL: several processes, one database")
+    };
+    let store: Arc<dyn engine::store::ResilienceStore> = Arc::new(PgResilience::new(pool));
+    let config = LimiterConfig::gcra(limit.rate, Duration::from_secs(1), limit.burst)
+        .shared(limit.chunk)
+        .max_wait(Duration::from_secs(1));
+    let limiter = Arc::new(Limiter::new(
+        name,
+        config,
+        Arc::new(SystemClock),
+        Some(store),
+    )?);
+    let wait = (start_ms - SystemClock.now_ms()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let end = Instant::now() + Duration::from_secs_f64(limit.seconds);
+    let admitted = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (limiter, admitted) = (limiter.clone(), admitted.clone());
+        tasks.spawn(async move {
+            while Instant::now() < end {
+                if limiter.acquire().await.is_ok() && Instant::now() < end {
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    println!(
+        "{}",
+        serde_json::json!({
+            "admitted": admitted.load(Ordering::Relaxed),
+            "writes": limiter.view().store_writes,
+        })
     );
     Ok(())
 }

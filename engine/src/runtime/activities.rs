@@ -223,11 +223,24 @@ pub(crate) async fn run_activities<S: Store>(
             }
             batch.extend(fetched.items);
         }
+        // Rows whose eager activity is still running here (it got its row from its schedule's
+        // commit): a fetch returns them, leased to this runtime, but they must not run twice.
+        let eager_rows: HashSet<i64> = if batch.is_empty() {
+            HashSet::new()
+        } else {
+            shared
+                .eager
+                .lock()
+                .expect("eager lock")
+                .row_ids()
+                .into_iter()
+                .collect()
+        };
         for item in batch {
             if let Some(swept) = swept.as_mut() {
                 swept.insert(item.id);
             }
-            if !known.insert(item.id) {
+            if eager_rows.contains(&item.id) || !known.insert(item.id) {
                 continue;
             }
             let crashes = suspects

@@ -475,3 +475,50 @@ fn an_activity_naming_an_unregistered_breaker_is_refused_at_start() {
     );
     assert!(registry.check_resilience().is_ok());
 }
+
+static SLOW_RUNS: AtomicU32 = AtomicU32::new(0);
+static SLOW_GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// Runs until the test opens the gate, counting its runs.
+struct Slow;
+impl engine::Activity for Slow {
+    const NAME: &'static str = "Slow";
+    type Input = ();
+    type Output = ();
+    async fn run(&self, _: ActivityContext, (): ()) -> Result<(), Failure> {
+        SLOW_RUNS.fetch_add(1, Ordering::SeqCst);
+        SLOW_GATE.acquire().await.unwrap().forget();
+        Ok(())
+    }
+}
+
+#[orchestration]
+async fn call_slow(ctx: OrchestrationContext, (): ()) -> Result<(), Failure> {
+    ctx.call_activity::<Slow>(&()).await
+}
+
+/// An activity that outlives the eager window (waiting for a limiter, say) gets its row from
+/// its schedule's commit while it runs; the workers' sweep finds that row leased to this runtime
+/// and must not run it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eager_activity_outliving_its_window_is_not_run_again_by_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = samples::registry();
+    registry.orchestration::<CallSlow>().activity(Slow);
+    let (rt, client, _store, clock) = clocked_runtime(dir.path(), registry).await;
+    let id = client
+        .start::<CallSlow>(&(), StartOptions::default())
+        .await
+        .unwrap();
+    until("running", || SLOW_RUNS.load(Ordering::SeqCst) == 1).await;
+    // Past a renewal (a third of the 30 s lease) and a sweep (half of it).
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    SLOW_GATE.add_permits(1);
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed);
+    assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), 1, "run once");
+    rt.shutdown().await;
+}
