@@ -243,8 +243,9 @@ enum Command {
         rate: u32,
         #[arg(long, default_value_t = 100)]
         burst: u32,
-        /// Cells leased per store write.
-        #[arg(long, default_value_t = 50)]
+        /// Cells leased per store write (the last chunk each process leases is partly unspent
+        /// when the run stops, so a chunk of 60 keeps writes under one per 50 admissions).
+        #[arg(long, default_value_t = 60)]
         chunk: u32,
         /// Run as one of the processes (internal): start at this Unix time in ms, print JSON.
         #[arg(long, hide = true)]
@@ -674,11 +675,11 @@ async fn burst_run(n: usize, steps: u32, args: &StoreArgs, guarded: bool) -> Res
     println!(
         "burst hello-{steps} N={n} sync={}{}: {:.0} orchestrations/s from stored timestamps \
          ({:.2} s span; wall {:.2} s), CPU {:.1} s, max RSS {:.0} MiB, load {}",
-        if guarded { " (limiter + breaker)" } else { "" },
         args.sync
             .to_possible_value()
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default(),
+        if guarded { " (limiter + breaker)" } else { "" },
         n as f64 / span,
         span,
         elapsed,
