@@ -345,6 +345,7 @@ impl<S: Store + StoreAdmin> Client<S> {
                 retry_after_secs,
             })?;
         op_result(self.shared.start(new).await)?;
+        intake.started();
         Ok(instance_id)
     }
 

@@ -38,11 +38,12 @@ pub(crate) async fn run_publisher<S: Store + StoreAdmin + ResilienceStore>(
 /// One round: refresh the intake, publish the snapshot. Failures are logged and retried next
 /// round; they never stop the runtime.
 pub(crate) async fn publish_once<S: Store + StoreAdmin + ResilienceStore>(shared: &Arc<Shared<S>>) {
+    let mark = shared.resilience.intake.mark();
     match shared.store.status_counts().await {
         Ok(counts) => shared
             .resilience
             .intake
-            .refresh(&counts, shared.clock.now_nanos()),
+            .refresh(&counts, shared.clock.now_nanos(), mark),
         Err(e) => tracing::warn!(error = %e, "cannot read the instance counts for the intake"),
     }
     let snapshot = shared.resilience.snapshot();

@@ -672,6 +672,8 @@ pub(crate) struct Intake {
     max: Option<u64>,
     /// Live instances as of the last refresh, plus starts accepted since.
     live: AtomicU64,
+    /// Starts accepted so far, so a refresh can add those accepted while it read the counts.
+    accepted: AtomicU64,
     refused: AtomicU64,
     /// Instances finished per second, as of the last two refreshes (for the retry-after).
     finish_rate: Mutex<(f64, u64, Nanos)>,
@@ -683,14 +685,13 @@ impl Intake {
         self.max
     }
 
-    /// Admits one start, or says after how many whole seconds to retry.
+    /// Whether a start may go now, or after how many whole seconds to retry.
     pub(crate) fn admit(&self) -> Result<(), u64> {
         let Some(max) = self.max else {
             return Ok(());
         };
         let live = self.live.load(Ordering::Relaxed);
         if live < max {
-            self.live.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
@@ -700,8 +701,21 @@ impl Intake {
         Err(retry_after_secs(wait).min(60))
     }
 
-    /// Sets the live count from the store's maintained counts.
-    pub(crate) fn refresh(&self, counts: &BTreeMap<RuntimeStatus, i64>, now: Nanos) {
+    /// Counts a start the store accepted. (Checked before, counted after: concurrent starts
+    /// may pass the bound by as many as run at once, never more.)
+    pub(crate) fn started(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Taken before the counts are read, for [`refresh`](Intake::refresh).
+    pub(crate) fn mark(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Sets the live count from the store's maintained counts (read after `mark`), plus the
+    /// starts accepted since `mark`, which the counts may not include yet.
+    pub(crate) fn refresh(&self, counts: &BTreeMap<RuntimeStatus, i64>, now: Nanos, mark: u64) {
         let live: i64 = counts
             .iter()
             .filter(|(status, _)| !status.is_terminal())
@@ -712,7 +726,9 @@ impl Intake {
             .filter(|(status, _)| status.is_terminal())
             .map(|(_, n)| *n)
             .sum();
-        self.live.store(live.max(0) as u64, Ordering::Relaxed);
+        let since = self.accepted.load(Ordering::Relaxed).saturating_sub(mark);
+        self.live
+            .store(live.max(0) as u64 + since, Ordering::Relaxed);
         if let Ok(mut rate) = self.finish_rate.lock() {
             let (_, before, at) = *rate;
             let finished = finished.max(0) as u64;
