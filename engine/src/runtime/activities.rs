@@ -179,26 +179,21 @@ pub(crate) async fn run_activities<S: Store>(
                 let (shared, semaphore, journal) =
                     (shared.clone(), semaphore.clone(), journal.clone());
                 tokio::spawn(async move {
-                    let own = limit.enter().await;
-                    let Ok(permit) = semaphore.acquire_owned().await else {
-                        return;
-                    };
-                    let slot = journal.as_ref().and_then(|j| {
-                        j.begin(activity_identity(&item.instance_id, item.scheduled_id))
-                    });
-                    shared.stats.activities.fetch_add(1, Ordering::Relaxed);
-                    run_eager(shared, item, slot, (permit, Some(own))).await;
+                    if let Some(slots) = limited_slots(&limit, semaphore).await {
+                        run_eager(shared, journal, item, slots).await;
+                    }
                 });
                 continue;
             }
             let Ok(permit) = semaphore.clone().acquire_owned().await else {
                 return;
             };
-            let slot = journal
-                .as_ref()
-                .and_then(|j| j.begin(activity_identity(&item.instance_id, item.scheduled_id)));
-            shared.stats.activities.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(run_eager(shared.clone(), item, slot, (permit, None)));
+            tokio::spawn(run_eager(
+                shared.clone(),
+                journal.clone(),
+                item,
+                (permit, None),
+            ));
         }
         // The store only when a commit scheduled activities not handed over (or a sweep runs).
         let mut full = false;
@@ -269,11 +264,9 @@ pub(crate) async fn run_activities<S: Store>(
                 let (shared, semaphore, journal) =
                     (shared.clone(), semaphore.clone(), journal.clone());
                 tokio::spawn(async move {
-                    let own = limit.enter().await;
-                    let Ok(permit) = semaphore.acquire_owned().await else {
-                        return;
-                    };
-                    run_leased(shared, journal, item, running, (permit, Some(own))).await;
+                    if let Some(slots) = limited_slots(&limit, semaphore).await {
+                        run_leased(shared, journal, item, running, slots).await;
+                    }
                 });
                 continue;
             }
@@ -321,6 +314,16 @@ type Slots = (
     tokio::sync::OwnedSemaphorePermit,
     Option<tokio::sync::OwnedSemaphorePermit>,
 );
+
+/// The activity's own concurrency slot, then a worker slot (`None`: the workers are gone).
+async fn limited_slots(
+    limit: &super::resilience::Limit,
+    workers: Arc<tokio::sync::Semaphore>,
+) -> Option<Slots> {
+    let own = limit.enter().await;
+    let permit = workers.acquire_owned().await.ok()?;
+    Some((permit, Some(own)))
+}
 
 /// Runs a fetched or handed-over activity in its slots and delivers its result.
 async fn run_leased<S: Store>(
@@ -376,10 +379,14 @@ async fn run_one<S: Store>(
 /// says: to the dispatcher's chain, or under the row its schedule's commit gave it.
 async fn run_eager<S: Store>(
     shared: Arc<Shared<S>>,
+    journal: Option<Arc<ActivityJournal>>,
     item: EagerItem,
-    slot: Option<super::journal::ActivitySlot>,
     slots: Slots,
 ) {
+    let slot = journal
+        .as_ref()
+        .and_then(|j| j.begin(activity_identity(&item.instance_id, item.scheduled_id)));
+    shared.stats.activities.fetch_add(1, Ordering::Relaxed);
     let ctx = ActivityContext {
         instance_id: item.instance_id.clone(),
         scheduled_id: item.scheduled_id,
