@@ -56,7 +56,12 @@ test('the flaky sample opens its breaker live, and an operator resets it with a 
   }).toPass({ timeout: 15_000 });
   await axeClean(page);
   await page.screenshot({ path: join(shots, 'resilience.png'), fullPage: true });
-  // The overview shows the pressure.
+  // A failure rate out of range is a message on the page, not a silent no-op.
+  for (const bad of ['-5', '18446744073709551615', '101']) {
+    await page.getByTestId('flaky-input').fill(bad);
+    await page.getByTestId('flaky-apply').click();
+    await expect(page.getByTestId('flaky-error')).toContainText('from 0 to 100');
+  }
   // The dependency recovers; the operator resets the breaker, giving a reason.
   await setFailure(request, 0);
   const actions = breaker(page).getByTestId('breaker-actions');

@@ -338,6 +338,7 @@ fn Spark(l: LimiterView) -> impl IntoView {
 #[component]
 fn SampleControls(percent: u32, flaky: ServerAction<SetFlakyFailure>) -> impl IntoView {
     let draft = RwSignal::new(percent.to_string());
+    let problem = RwSignal::new(None::<String>);
     view! {
         <section class="card" data-testid="samples">
             <h2>"Samples"</h2>
@@ -349,8 +350,12 @@ fn SampleControls(percent: u32, flaky: ServerAction<SetFlakyFailure>) -> impl In
             {move || can(Role::Operator).then(|| view! {
                 <form class="filters-form" on:submit=move |ev| {
                     ev.prevent_default();
-                    if let Ok(p) = draft.get_untracked().trim().parse::<u32>() {
-                        flaky.dispatch(SetFlakyFailure { percent: p });
+                    match flaky_percent(&draft.get_untracked()) {
+                        Ok(p) => {
+                            problem.set(None);
+                            flaky.dispatch(SetFlakyFailure { percent: p });
+                        }
+                        Err(e) => problem.set(Some(e)),
                     }
                 }>
                     <label>"Failure rate (%) "
@@ -362,10 +367,38 @@ fn SampleControls(percent: u32, flaky: ServerAction<SetFlakyFailure>) -> impl In
                         disabled=move || flaky.pending().get()>"Apply"</button>
                 </form>
             })}
-            {move || flaky.value().get().and_then(Result::err).map(|e| view! {
-                <p class="error" role="alert">{e.to_string()}</p>
+            {move || problem.get().or_else(|| flaky.value().get().and_then(Result::err).map(|e| e.to_string())).map(|e| view! {
+                <p class="error" role="alert" data-testid="flaky-error">{e}</p>
             })}
         </section>
+    }
+}
+
+/// A failure rate typed by the operator: a whole percentage from 0 to 100.
+pub fn flaky_percent(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| {
+            format!(
+                "a failure rate is a whole percentage from 0 to 100, not {:?}",
+                text.trim()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flaky_percent;
+
+    #[test]
+    fn a_failure_rate_is_a_whole_percentage() {
+        assert_eq!(flaky_percent(" 40 "), Ok(40));
+        assert_eq!(flaky_percent("100"), Ok(100));
+        for bad in ["101", "-5", "18446744073709551615", "2.5", "", "abc"] {
+            assert!(flaky_percent(bad).is_err(), "{bad}");
+        }
     }
 }
 
