@@ -34,6 +34,13 @@ async function axeClean(page: Page) {
   ).toEqual([]);
 }
 
+// Waits until the page shows a newer snapshot than the one on it now.
+async function nextPublish(page: Page) {
+  const intake = page.getByTestId('intake').first();
+  const before = (await intake.textContent()) ?? '';
+  await expect(intake).not.toHaveText(before, { timeout: 5_000 });
+}
+
 const breaker = (page: Page) => page.locator('[data-testid="breaker"][data-breaker="flaky-dependency"]');
 const limiter = (page: Page) => page.locator('[data-testid="limiter"][data-limiter="burst-limiter"]');
 
@@ -62,11 +69,18 @@ test('the flaky sample opens its breaker live, and an operator resets it with a 
     await page.getByTestId('flaky-apply').click();
     await expect(page.getByTestId('flaky-error')).toContainText('from 0 to 100');
   }
+  // The message and what was typed outlive the next pushed snapshot.
+  await nextPublish(page);
+  await expect(page.getByTestId('flaky-error')).toContainText('from 0 to 100');
+  await expect(page.getByTestId('flaky-input')).toHaveValue('101');
   // The dependency recovers; the operator resets the breaker, giving a reason.
   await setFailure(request, 0);
   const actions = breaker(page).getByTestId('breaker-actions');
   await expect(actions.getByTestId('breaker-reset')).toBeDisabled();
   await actions.getByTestId('breaker-reason').fill('e2e: the dependency is back');
+  // A reason being typed is not wiped by the refresh every second.
+  await nextPublish(page);
+  await expect(actions.getByTestId('breaker-reason')).toHaveValue('e2e: the dependency is back');
   await actions.getByTestId('breaker-reset').click();
   await expect(breaker(page).getByTestId('breaker-status')).toHaveText('closed', { timeout: 15_000 });
   await expect(breaker(page).getByTestId('transitions')).toContainText('the dependency is back');

@@ -93,7 +93,9 @@ fn status_class(status: BreakerStatus) -> &'static str {
     }
 }
 
-/// The page.
+/// The page. The structure (one card per process, per breaker) is keyed and built once; only
+/// the figures inside follow the pushed snapshot, so what an operator types (a breaker reason,
+/// a failure rate, a message about it) survives the refresh every second.
 #[component]
 pub fn Resilience() -> impl IntoView {
     let pushed = crate::live::pushed(|s| s.resilience.clone());
@@ -113,6 +115,16 @@ pub fn Resilience() -> impl IntoView {
             _ => initial.get(),
         }
     };
+    let overview = Memo::new(move |_| state().and_then(Result::ok));
+    let names = move || {
+        overview.with(|o| {
+            o.iter()
+                .flat_map(|o| o.processes.iter().map(|p| p.process.clone()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let percent =
+        Signal::derive(move || overview.with(|o| o.as_ref().map(|o| o.flaky_failure_percent)));
     view! {
         <Title text="Resilience" />
         <h1>"Resilience"</h1>
@@ -121,19 +133,18 @@ pub fn Resilience() -> impl IntoView {
             <p class="error" role="alert" data-testid="resilience-error">{e.to_string()}</p>
         })}
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-            {move || state().map(|result| match result {
-                Ok(state) => {
-                    let local = state.processes.first().map(|p| p.process.clone());
-                    let flaky_percent = state.flaky_failure_percent;
-                    view! {
-                        {state.processes.into_iter().map(|p| {
-                            let here = Some(&p.process) == local.as_ref();
-                            view! { <ProcessView snapshot=p here act /> }
-                        }).collect_view()}
-                        <SampleControls percent=flaky_percent flaky />
-                    }.into_any()
+            // Only the first answer decides what is built; the pushed figures flow through
+            // `overview` into the cards without rebuilding them.
+            {move || initial.get().map(|first| match first {
+                Err(e) if overview.with_untracked(Option::is_none) => {
+                    view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()
                 }
-                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                _ => view! {
+                    <For each=names key=String::clone let(name)>
+                        <ProcessView name overview act />
+                    </For>
+                    <SampleControls percent flaky />
+                }.into_any(),
             })}
         </Suspense>
     }
@@ -141,38 +152,61 @@ pub fn Resilience() -> impl IntoView {
 
 #[component]
 fn ProcessView(
-    snapshot: ResilienceSnapshot,
-    here: bool,
+    name: String,
+    overview: Memo<Option<ResilienceOverview>>,
     act: ServerAction<ActOnBreaker>,
 ) -> impl IntoView {
+    // The first process listed is the one serving this page.
+    let here = overview.with_untracked(|o| {
+        o.as_ref()
+            .and_then(|o| o.processes.first())
+            .is_some_and(|p| p.process == name)
+    });
     let title = if here {
-        format!("{} (this server)", snapshot.process)
+        format!("{name} (this server)")
     } else {
-        snapshot.process.clone()
+        name.clone()
     };
-    let intake = snapshot.intake;
+    let key = name.clone();
+    let snapshot = Memo::new(move |_| {
+        overview.with(|o| {
+            o.as_ref()
+                .and_then(|o| o.processes.iter().find(|p| p.process == key).cloned())
+        })
+    });
+    let breaker_names = move || {
+        snapshot.with(|s| {
+            s.iter()
+                .flat_map(|s| s.breakers.iter().map(|b| b.name.clone()))
+                .collect::<Vec<_>>()
+        })
+    };
     view! {
-        <section class="card" data-testid="process" data-process=snapshot.process.clone()>
+        <section class="card" data-testid="process" data-process=name>
             <h2>{title}</h2>
-            <p class="hint" data-testid="intake">
-                {match intake.max {
-                    Some(max) => format!("Start intake: {} of {} live instances; {} starts refused (429).", intake.live, max, intake.refused),
-                    None => format!("Start intake: {} live instances, unbounded.", intake.live),
-                }}
-                " Published " {format_utc(snapshot.at_ms)} "."
-            </p>
-            <h3>"Circuit breakers"</h3>
-            {if snapshot.breakers.is_empty() {
-                view! { <p class="notice">"No circuit breaker is registered."</p> }.into_any()
-            } else {
+            {move || snapshot.get().map(|snapshot| {
+                let intake = snapshot.intake;
                 view! {
-                    <div class="breakers">
-                        {snapshot.breakers.into_iter().map(|b| view! { <BreakerCard b here act /> }).collect_view()}
-                    </div>
-                }.into_any()
-            }}
+                    <p class="hint" data-testid="intake">
+                        {match intake.max {
+                            Some(max) => format!("Start intake: {} of {} live instances; {} starts refused (429).", intake.live, max, intake.refused),
+                            None => format!("Start intake: {} live instances, unbounded.", intake.live),
+                        }}
+                        " Published " {format_utc(snapshot.at_ms)} "."
+                    </p>
+                }
+            })}
+            <h3>"Circuit breakers"</h3>
+            {move || snapshot.with(|s| s.as_ref().is_some_and(|s| s.breakers.is_empty())).then(|| view! {
+                <p class="notice">"No circuit breaker is registered."</p>
+            })}
+            <div class="breakers">
+                <For each=breaker_names key=String::clone let(breaker)>
+                    <BreakerCard name=breaker snapshot here act />
+                </For>
+            </div>
             <h3>"Rate limiters"</h3>
-            {if snapshot.limiters.is_empty() {
+            {move || snapshot.get().map(|snapshot| if snapshot.limiters.is_empty() {
                 view! { <p class="notice">"No rate limiter is registered."</p> }.into_any()
             } else {
                 view! {
@@ -188,8 +222,8 @@ fn ProcessView(
                         </tbody>
                     </table>
                 }.into_any()
-            }}
-            {(!snapshot.concurrency.is_empty()).then(|| view! {
+            })}
+            {move || snapshot.get().filter(|s| !s.concurrency.is_empty()).map(|snapshot| view! {
                 <h3>"Concurrency limits"</h3>
                 <table class="instances" data-testid="concurrency">
                     <thead><tr><th scope="col">"Activity"</th><th scope="col">"In flight"</th><th scope="col">"Waiting"</th></tr></thead>
@@ -202,58 +236,75 @@ fn ProcessView(
             })}
         </section>
     }
+    .into_any()
 }
 
+/// One breaker: its figures follow the snapshot; the operator's controls are built once.
 #[component]
-fn BreakerCard(b: BreakerView, here: bool, act: ServerAction<ActOnBreaker>) -> impl IntoView {
+fn BreakerCard(
+    name: String,
+    snapshot: Memo<Option<ResilienceSnapshot>>,
+    here: bool,
+    act: ServerAction<ActOnBreaker>,
+) -> impl IntoView {
     let reason = RwSignal::new(String::new());
-    let name = b.name.clone();
-    let status = b.status;
-    let countdown = b.half_open_in_ms.map(|ms| {
-        format!(
-            "A probe may go in {} s.",
-            (ms as f64 / 1000.0).ceil() as i64
-        )
+    let key = name.clone();
+    let breaker = Memo::new(move |_| {
+        snapshot.with(|s| {
+            s.as_ref()
+                .and_then(|s| s.breakers.iter().find(|b| b.name == key).cloned())
+        })
     });
-    let transitions: Vec<_> = b.transitions.iter().rev().take(8).cloned().collect();
+    let status = move || breaker.with(|b| b.as_ref().map(|b| b.status));
+    let input_id = format!("reason-{name}");
+    let data_breaker = name.clone();
     view! {
-        <article class="breaker-card" data-testid="breaker" data-breaker=b.name.clone() data-status=format!("{status:?}")>
-            <header>
-                <h4>{b.name.clone()}</h4>
-                <span class=status_class(status) data-testid="breaker-status">{status.label()}</span>
-            </header>
-            <dl class="summary">
-                <dt>"Failure rate"</dt><dd>{percent(b.failure_rate)} " (trips at " {format!("{:.0} %", b.failure_threshold)} ")"</dd>
-                <dt>"Slow calls"</dt><dd>{percent(b.slow_rate)} " (trips at " {format!("{:.0} %", b.slow_threshold)} ")"</dd>
-                <dt>"Window"</dt><dd>{format!("{} calls of the {}; rates from {} calls", b.calls_in_window, b.window, b.minimum_calls)}</dd>
-                <dt>"Calls"</dt><dd>{format!("{} succeeded, {} failed, {} rejected", b.succeeded, b.failed, b.rejected)}</dd>
-                {countdown.map(|c| view! { <dt>"Half-open"</dt><dd data-testid="half-open-in">{c}</dd> })}
-                {(status == BreakerStatus::HalfOpen).then(|| view! { <dt>"Probes left"</dt><dd>{b.probes_left}</dd> })}
-            </dl>
-            <h5>"Transitions"</h5>
-            {if transitions.is_empty() {
-                view! { <p class="hint">"None yet: closed since start."</p> }.into_any()
-            } else {
+        <article class="breaker-card" data-testid="breaker" data-breaker=data_breaker
+            data-status=move || status().map(|s| format!("{s:?}"))>
+            {move || breaker.get().map(|b| {
+                let status = b.status;
+                let countdown = b.half_open_in_ms.map(|ms| {
+                    format!("A probe may go in {} s.", (ms as f64 / 1000.0).ceil() as i64)
+                });
+                let transitions: Vec<_> = b.transitions.iter().rev().take(8).cloned().collect();
                 view! {
-                    <ol class="timeline" data-testid="transitions">
-                        {transitions.into_iter().map(|t| view! {
-                            <li>
-                                <time>{format_utc(t.at_ms)}</time>" "
-                                <span class=status_class(t.from)>{t.from.label()}</span>" → "
-                                <span class=status_class(t.to)>{t.to.label()}</span>
-                                <div class="hint">{t.cause}</div>
-                            </li>
-                        }).collect_view()}
-                    </ol>
-                }.into_any()
-            }}
+                    <header>
+                        <h4>{b.name.clone()}</h4>
+                        <span class=status_class(status) data-testid="breaker-status">{status.label()}</span>
+                    </header>
+                    <dl class="summary">
+                        <dt>"Failure rate"</dt><dd>{percent(b.failure_rate)} " (trips at " {format!("{:.0} %", b.failure_threshold)} ")"</dd>
+                        <dt>"Slow calls"</dt><dd>{percent(b.slow_rate)} " (trips at " {format!("{:.0} %", b.slow_threshold)} ")"</dd>
+                        <dt>"Window"</dt><dd>{format!("{} calls of the {}; rates from {} calls", b.calls_in_window, b.window, b.minimum_calls)}</dd>
+                        <dt>"Calls"</dt><dd>{format!("{} succeeded, {} failed, {} rejected", b.succeeded, b.failed, b.rejected)}</dd>
+                        {countdown.map(|c| view! { <dt>"Half-open"</dt><dd data-testid="half-open-in">{c}</dd> })}
+                        {(status == BreakerStatus::HalfOpen).then(|| view! { <dt>"Probes left"</dt><dd>{b.probes_left}</dd> })}
+                    </dl>
+                    <h5>"Transitions"</h5>
+                    {if transitions.is_empty() {
+                        view! { <p class="hint">"None yet: closed since start."</p> }.into_any()
+                    } else {
+                        view! {
+                            <ol class="timeline" data-testid="transitions">
+                                {transitions.into_iter().map(|t| view! {
+                                    <li>
+                                        <time>{format_utc(t.at_ms)}</time>" "
+                                        <span class=status_class(t.from)>{t.from.label()}</span>" → "
+                                        <span class=status_class(t.to)>{t.to.label()}</span>
+                                        <div class="hint">{t.cause}</div>
+                                    </li>
+                                }).collect_view()}
+                            </ol>
+                        }.into_any()
+                    }}
+                }
+            })}
             {move || (here && can(Role::Operator)).then(|| {
                 let name = name.clone();
-                let input_id = format!("reason-{name}");
                 view! {
                     <div class="breaker-actions" data-testid="breaker-actions">
                         <label for=input_id.clone()>"Reason (required)"</label>
-                        <input id=input_id type="text" maxlength=MAX_REASON data-testid="breaker-reason"
+                        <input id=input_id.clone() type="text" maxlength=MAX_REASON data-testid="breaker-reason"
                             prop:value=move || reason.get()
                             on:input=move |ev| reason.set(event_target_value(&ev)) />
                         <div class="actions">
@@ -275,6 +326,7 @@ fn BreakerCard(b: BreakerView, here: bool, act: ServerAction<ActOnBreaker>) -> i
             })}
         </article>
     }
+    .into_any()
 }
 
 #[component]
@@ -336,9 +388,18 @@ fn Spark(l: LimiterView) -> impl IntoView {
 }
 
 #[component]
-fn SampleControls(percent: u32, flaky: ServerAction<SetFlakyFailure>) -> impl IntoView {
-    let draft = RwSignal::new(percent.to_string());
+fn SampleControls(
+    percent: Signal<Option<u32>>,
+    flaky: ServerAction<SetFlakyFailure>,
+) -> impl IntoView {
+    // What the operator typed; `None` shows the current rate.
+    let draft = RwSignal::new(None::<String>);
     let problem = RwSignal::new(None::<String>);
+    let shown = move || {
+        draft
+            .get()
+            .unwrap_or_else(|| percent.get().map(|p| p.to_string()).unwrap_or_default())
+    };
     view! {
         <section class="card" data-testid="samples">
             <h2>"Samples"</h2>
@@ -346,13 +407,15 @@ fn SampleControls(percent: u32, flaky: ServerAction<SetFlakyFailure>) -> impl In
                 "FlakyCalls calls a dependency through the flaky-dependency breaker; LimiterBurst sends a burst through the burst-limiter (5 per second). Start them from "
                 <a href="/start">"Start"</a>" (input: the number of calls)."
             </p>
-            <p data-testid="flaky-percent">{format!("The flaky dependency fails {percent} % of calls.")}</p>
+            <p data-testid="flaky-percent">{move || percent.get().map(|p| format!("The flaky dependency fails {p} % of calls."))}</p>
             {move || can(Role::Operator).then(|| view! {
-                <form class="filters-form" on:submit=move |ev| {
+                // The page checks the value itself, with a message, rather than the browser's tooltip.
+                <form class="filters-form" novalidate=true on:submit=move |ev| {
                     ev.prevent_default();
-                    match flaky_percent(&draft.get_untracked()) {
+                    match flaky_percent(&shown()) {
                         Ok(p) => {
                             problem.set(None);
+                            draft.set(None);
                             flaky.dispatch(SetFlakyFailure { percent: p });
                         }
                         Err(e) => problem.set(Some(e)),
@@ -360,8 +423,8 @@ fn SampleControls(percent: u32, flaky: ServerAction<SetFlakyFailure>) -> impl In
                 }>
                     <label>"Failure rate (%) "
                         <input type="number" min="0" max="100" data-testid="flaky-input"
-                            prop:value=move || draft.get()
-                            on:input=move |ev| draft.set(event_target_value(&ev)) />
+                            prop:value=shown
+                            on:input=move |ev| draft.set(Some(event_target_value(&ev))) />
                     </label>
                     <button type="submit" class="secondary" data-testid="flaky-apply"
                         disabled=move || flaky.pending().get()>"Apply"</button>
