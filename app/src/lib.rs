@@ -14,6 +14,7 @@ pub mod components;
 #[cfg(feature = "ssr")]
 pub mod context;
 pub mod error;
+pub mod json;
 pub mod live;
 pub mod models;
 pub mod routes;
@@ -25,7 +26,7 @@ pub mod tokens;
 pub type EngineClient = engine::Client<engine::SqliteStore>;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{HashedStylesheet, MetaTags, Title, provide_meta_context};
 use leptos_router::{
     components::{Route, Router, Routes},
     path,
@@ -56,6 +57,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <HashedStylesheet options=options.clone() id="switchyard" />
                 <HydrationScripts options />
                 <MetaTags />
             </head>
@@ -71,7 +73,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="switchyard" href="/pkg/app.css" />
         <Title formatter=|page: String| {
             if page.is_empty() { "Switchyard".to_owned() } else { format!("{page} · Switchyard") }
         } />

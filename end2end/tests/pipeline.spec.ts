@@ -9,7 +9,47 @@ test('server renders the overview before any script runs', async ({ request }) =
   const html = await response.text();
   expect(html).toContain('Pipeline check');
   expect(html).toContain('data-testid="counter-value"');
-  expect(html).toContain('/pkg/app.js');
+  // The bundle under its fingerprinted names (`cargo xtask build` writes them and `hash.txt`).
+  expect(html).toMatch(/\/pkg\/app\.[0-9a-f]{16}\.js/);
+  expect(html).toMatch(/\/pkg\/app\.[0-9a-f]{16}\.wasm/);
+  expect(html).toMatch(/\/pkg\/app\.[0-9a-f]{16}\.css/);
+});
+
+test('the bundle comes compressed, and a second load takes every static file from the cache', async ({ page }) => {
+  type Seen = { url: string; status?: number; encoding?: string; cached: boolean };
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  let seen = new Map<string, Seen>();
+  const isStatic = (url: string) => /\/pkg\/|\/favicon\./.test(new URL(url).pathname);
+  cdp.on('Network.requestWillBeSent', (e) => {
+    if (isStatic(e.request.url)) seen.set(e.requestId, { url: e.request.url, cached: false });
+  });
+  cdp.on('Network.requestServedFromCache', (e) => {
+    const s = seen.get(e.requestId);
+    if (s) s.cached = true;
+  });
+  cdp.on('Network.responseReceived', (e) => {
+    const s = seen.get(e.requestId);
+    if (!s) return;
+    s.status = e.response.status;
+    s.encoding = e.response.headers['content-encoding'] ?? e.response.headers['Content-Encoding'];
+    s.cached ||= Boolean(e.response.fromDiskCache || e.response.fromMemoryCache);
+  });
+  await page.goto('/');
+  await hydrated(page);
+  const first = [...seen.values()].filter((s) => /\/pkg\/app\.[0-9a-f]{16}\.(js|wasm|css)$/.test(s.url));
+  expect(first.map((s) => s.url.split('/').pop()?.split('.').pop()).sort()).toEqual(['css', 'js', 'wasm']);
+  for (const s of first) {
+    expect(s.encoding, s.url).toBe('br');
+  }
+  seen = new Map();
+  await page.goto('/instances');
+  await hydrated(page);
+  const second = [...seen.values()];
+  expect(second.length).toBeGreaterThan(0);
+  // Nothing is downloaded again: served from the cache, or at most a 304 without a body.
+  const downloaded = second.filter((s) => !s.cached && s.status !== 304);
+  expect(downloaded, JSON.stringify(second)).toEqual([]);
 });
 
 test('the hydrated button changes the stored value, which survives a reload', async ({ page }) => {
@@ -177,6 +217,7 @@ test('a running instance is terminated from its detail page with a reason', asyn
     await page.goto('/instances/e2e-detail');
     await expect(page.getByTestId('detail-status')).toHaveText('Running');
   }).toPass({ timeout: 15_000 });
+  await hydrated(page);
   await expect(page.getByTestId('history-row').first()).toBeVisible();
   const terminate = page.getByTestId('terminate');
   await expect(terminate).toBeDisabled(); // a reason is required

@@ -18,7 +18,7 @@ pub mod paths;
 pub mod state;
 pub mod telemetry;
 
-use std::{future::Future, io, net::SocketAddr};
+use std::{future::Future, io, net::SocketAddr, path::Path};
 
 use app::{App, shell};
 use axum::Router;
@@ -26,7 +26,10 @@ use engine::{Database, DbError, Runtime, RuntimeOptions, SqliteStore, db::Connec
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    compression::{Predicate, predicate::DefaultPredicate},
+    trace::TraceLayer,
+};
 
 pub use crate::config::Config;
 pub use crate::state::AppState;
@@ -55,7 +58,7 @@ pub enum StartError {
 /// The full HTTP surface: probes, login, Leptos pages and server functions, static files.
 ///
 /// Layers, outermost first: tracing (the path only: queries can carry secrets such as the
-/// login callback's code), allowed hosts (421), security and cache headers, the body size limit
+/// login callback's code), response compression (brotli or gzip), allowed hosts (421), security and cache headers, the body size limit
 /// (413), path normalisation, CSRF (refuses cross-site mutations before anything reads the
 /// session), the queue for page renders, server functions and API calls (before the session is
 /// loaded: that is a database query too), sessions, then authentication (attaches the current
@@ -80,6 +83,7 @@ pub fn app(state: AppState) -> Router {
         }
     };
     let routes = Router::new()
+        .merge(static_files(Path::new(state.leptos.site_root.as_ref())))
         .merge(health::router())
         .merge(auth::router())
         .merge(live::router())
@@ -110,6 +114,13 @@ pub fn app(state: AppState) -> Router {
                 tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
             }),
         )
+        // Brotli or gzip as the client asks, for pages and JSON. The bundle comes precompressed
+        // (`static_files`); a large file without a precompressed copy goes as it is rather than
+        // costing every first load a compression. The live channel's event stream stays plain.
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .compress_when(DefaultPredicate::new().and(not_large)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.allowed_hosts.clone(),
             hosts::check,
@@ -133,6 +144,41 @@ pub fn app(state: AppState) -> Router {
         ))
         .service(routes);
     Router::new().fallback_service(service)
+}
+
+/// The browser bundle under `/pkg` and the favicon, with `Last-Modified` (a revalidation gets
+/// 304) and the precompressed `.br`/`.gz` copies `cargo xtask build` writes beside the
+/// fingerprinted files, chosen by the request's `Accept-Encoding`. Cache headers are set by
+/// [`limits::security_headers`].
+fn static_files(site_root: &Path) -> Router<AppState> {
+    use tower_http::services::{ServeDir, ServeFile};
+    Router::new()
+        .nest_service(
+            "/pkg",
+            ServeDir::new(site_root.join("pkg"))
+                .precompressed_br()
+                .precompressed_gzip(),
+        )
+        .route_service(
+            "/favicon.svg",
+            ServeFile::new(site_root.join("favicon.svg")),
+        )
+}
+
+/// Largest response the server compresses on the fly, in bytes.
+const MAX_DYNAMIC_COMPRESSION: u64 = 1 << 20;
+
+/// Compression predicate: not for a response known to be over [`MAX_DYNAMIC_COMPRESSION`].
+fn not_large(
+    _: axum::http::StatusCode,
+    _: axum::http::Version,
+    headers: &axum::http::HeaderMap,
+    _: &axum::http::Extensions,
+) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_none_or(|length| length <= MAX_DYNAMIC_COMPRESSION)
 }
 
 use auth::SESSION_IDLE;

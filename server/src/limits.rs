@@ -11,8 +11,10 @@
 //! - **Security headers** on every response: `X-Content-Type-Options: nosniff`,
 //!   `Referrer-Policy: same-origin`, `X-Frame-Options: DENY`, a `Content-Security-Policy` (pages
 //!   get one with the render's script nonce from [`page_csp`]; everything else a strict default),
-//!   and `Cache-Control`: `no-store` for pages and API answers (they carry user data), `no-cache`
-//!   for static files (revalidated, since their names carry no content hash).
+//!   and `Cache-Control`: `no-store` for pages and API answers (they carry user data),
+//!   `public, max-age=31536000, immutable` for fingerprinted bundle files (`/pkg/app.<hash>.js`:
+//!   a new build has new names, so a browser never asks again), a day for the favicon, and
+//!   `no-cache` for the other static files (revalidated with `If-Modified-Since`, answered 304).
 
 use std::sync::{
     Arc,
@@ -103,11 +105,43 @@ pub fn page_csp(nonce: &str, form_targets: &str) -> String {
 const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
      base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
+/// Hex characters in a fingerprint (`cargo xtask build` writes `app.<16 hex>.<ext>`).
+const FINGERPRINT_CHARS: usize = 16;
+
+/// Whether `path` names a bundle file whose name carries its content's hash.
+pub fn is_fingerprinted(path: &str) -> bool {
+    let Some(name) = path.strip_prefix("/pkg/") else {
+        return false;
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    matches!(parts.as_slice(), [stem, hash, ext]
+        if !stem.is_empty()
+            && !ext.is_empty()
+            && hash.len() == FINGERPRINT_CHARS
+            && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Middleware: the security and cache headers described in the module docs.
 pub async fn security_headers(request: Request, next: Next) -> Response {
-    let is_static =
-        request.uri().path().starts_with("/pkg/") || request.uri().path().starts_with("/favicon.");
+    let path = request.uri().path();
+    let (fingerprinted, is_static, favicon) = (
+        is_fingerprinted(path),
+        path.starts_with("/pkg/") || path.starts_with("/favicon."),
+        path == "/favicon.svg",
+    );
     let mut response = next.run(request).await;
+    // A missing file is not kept: it may be there after the next build.
+    let ok = response.status().is_success();
+    let cache = if fingerprinted && ok {
+        "public, max-age=31536000, immutable"
+    } else if favicon && ok {
+        // Its name carries no hash and browsers fetch it beside every page: a day is harmless.
+        "public, max-age=86400"
+    } else if is_static {
+        "no-cache"
+    } else {
+        "no-store"
+    };
     let headers = response.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -121,9 +155,29 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     headers
         .entry(header::CONTENT_SECURITY_POLICY)
         .or_insert(HeaderValue::from_static(DEFAULT_CSP));
-    let cache = if is_static { "no-cache" } else { "no-store" };
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static(cache));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_fingerprinted;
+
+    #[test]
+    fn only_bundle_files_named_with_their_hash_are_fingerprinted() {
+        assert!(is_fingerprinted("/pkg/app.0123456789abcdef.wasm"));
+        assert!(is_fingerprinted("/pkg/app.a1b2c3d4e5f60718.css"));
+        for path in [
+            "/pkg/app.js",
+            "/pkg/app.0123456789abcde.js",
+            "/pkg/app.0123456789abcdeg.js",
+            "/pkg/.0123456789abcdef.js",
+            "/favicon.0123456789abcdef.svg",
+            "/pkg/app.0123456789abcdef.js.map.x",
+        ] {
+            assert!(!is_fingerprinted(path), "{path}");
+        }
+    }
 }

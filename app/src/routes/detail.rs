@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::AppError,
+    json::{pretty, preview},
     models::format_utc,
     session::{Role, can},
 };
@@ -22,8 +23,12 @@ pub struct InstanceDetail {
     pub status: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// JSON text here; a JSON value on the wire (see [`crate::json`]).
+    #[serde(with = "crate::json::text_opt", default)]
     pub input: Option<String>,
+    #[serde(with = "crate::json::text_opt", default)]
     pub output: Option<String>,
+    #[serde(with = "crate::json::text_opt", default)]
     pub custom_status: Option<String>,
     pub failure: Option<String>,
     pub history: Vec<HistoryRow>,
@@ -41,7 +46,7 @@ pub struct Span {
     pub start: i64,
     /// Absent while the span is still open.
     pub end: Option<i64>,
-    /// `open`, `completed` or `failed`.
+    /// `open`, `completed`, `failed`, or `abandoned` (still awaited when the execution ended).
     pub outcome: String,
 }
 
@@ -51,8 +56,10 @@ pub struct HistoryRow {
     pub id: u32,
     pub timestamp: i64,
     pub kind: String,
-    /// The event's fields as JSON, without the kind and id.
-    pub details: String,
+    /// The event's fields as one JSON document (payloads embedded, not as text), without the
+    /// kind and id; `None` when it has none.
+    #[serde(with = "crate::json::text_opt", default)]
+    pub details: Option<String>,
 }
 
 /// An action on one instance.
@@ -223,9 +230,9 @@ fn Detail(
                 <dd><span class=format!("status status-{}", detail.status.to_lowercase()) data-testid="detail-status">{detail.status.clone()}</span></dd>
                 <dt>"Created (UTC)"</dt><dd>{format_utc(detail.created_at)}</dd>
                 <dt>"Last change (UTC)"</dt><dd>{format_utc(detail.updated_at)}</dd>
-                {field("Custom status", detail.custom_status, "detail-custom-status")}
-                {field("Input", detail.input, "detail-input")}
-                {field("Output", detail.output, "detail-output")}
+                {field("Custom status", detail.custom_status.as_deref().map(pretty), "detail-custom-status")}
+                {field("Input", detail.input.as_deref().map(pretty), "detail-input")}
+                {field("Output", detail.output.as_deref().map(pretty), "detail-output")}
                 {field("Failure", detail.failure, "detail-failure")}
             </dl>
         </section>
@@ -242,7 +249,7 @@ fn Detail(
                             <td>{h.id}</td>
                             <td>{format_utc(h.timestamp)}</td>
                             <td>{h.kind}</td>
-                            <td><code class="details">{h.details}</code></td>
+                            <td>{h.details.map(details_cell)}</td>
                         </tr>
                     }).collect_view()}
                 </tbody>
@@ -255,6 +262,25 @@ fn Detail(
 fn is_live(status: &str) -> bool {
     !matches!(status, "Completed" | "Failed" | "Terminated" | "Canceled")
 }
+
+/// A history event's details: short ones inline, longer ones as a one-line preview that opens
+/// to the indented document.
+fn details_cell(text: String) -> AnyView {
+    if text.chars().count() <= PREVIEW_CHARS {
+        view! { <code class="details">{text}</code> }.into_any()
+    } else {
+        view! {
+            <details class="details">
+                <summary><code>{preview(&text, PREVIEW_CHARS)}</code></summary>
+                <pre>{pretty(&text)}</pre>
+            </details>
+        }
+        .into_any()
+    }
+}
+
+/// How much of a history event's details shows before it is opened.
+const PREVIEW_CHARS: usize = 100;
 
 /// The actions this instance's status and the user's role allow, with one shared reason field.
 #[component]
@@ -418,7 +444,11 @@ fn Timeline(spans: Vec<Span>) -> impl IntoView {
                 {spans.into_iter().map(|s| {
                     let left = (s.start - origin) as f64 / total * 100.0;
                     let width = ((s.end.unwrap_or(last) - s.start) as f64 / total * 100.0).max(0.5);
-                    let took = s.end.map_or_else(|| "still open".to_owned(), |e| format_duration(e - s.start));
+                    let took = match (s.end, s.outcome.as_str()) {
+                        (None, _) => "still open".to_owned(),
+                        (Some(_), "abandoned") => "not awaited: the execution ended".to_owned(),
+                        (Some(end), _) => format_duration(end - s.start),
+                    };
                     let title = format!("{} {} · {} · {}", s.kind, s.label, s.outcome, took);
                     view! {
                         <li data-testid="span">
@@ -494,6 +524,20 @@ pub mod ssr {
                 }
                 _ => None,
             };
+            if matches!(
+                event.kind,
+                EventKind::ExecutionCompleted { .. }
+                    | EventKind::ExecutionFailed { .. }
+                    | EventKind::ExecutionTerminated { .. }
+                    | EventKind::ContinueAsNew { .. }
+            ) {
+                // The execution is over: what it still waited for is not open any more.
+                for (_, index) in open.drain() {
+                    spans[index].end = Some(event.timestamp_ms);
+                    spans[index].outcome = "abandoned".to_owned();
+                }
+                continue;
+            }
             if let Some(span) = closed.and_then(|(id, outcome)| {
                 let index = open.remove(&id)?;
                 Some((index, outcome))
@@ -509,6 +553,9 @@ pub mod ssr {
     pub async fn get(instance_id: String) -> Result<InstanceDetail, AppError> {
         get_with(&engine()?, instance_id).await
     }
+
+    /// The fields of history events that hold a payload as JSON text (`engine_core::history::Json`).
+    const PAYLOAD_FIELDS: &[&str] = &["input", "output", "result"];
 
     /// The instance and its history, for display.
     pub async fn get_with(
@@ -535,15 +582,13 @@ pub mod ssr {
                     if let Some(map) = details.as_object_mut() {
                         map.remove("type");
                     }
+                    crate::json::embed_payloads(&mut details, PAYLOAD_FIELDS);
                     HistoryRow {
                         id: e.id,
                         timestamp: e.timestamp_ms,
                         kind: e.kind.name().to_owned(),
-                        details: if details.as_object().is_some_and(|m| m.is_empty()) {
-                            String::new()
-                        } else {
-                            details.to_string()
-                        },
+                        details: (!details.as_object().is_some_and(|m| m.is_empty()))
+                            .then(|| details.to_string()),
                     }
                 })
                 .collect(),
@@ -688,6 +733,26 @@ mod tests {
                 ("timer", "#3", 12, Some(55), "completed"),
                 ("activity", "C", 60, None, "open"),
             ]
+        );
+    }
+
+    #[test]
+    fn what_an_ended_execution_still_awaited_is_abandoned_not_open() {
+        let history = vec![
+            event(0, 0, EventKind::TimerCreated { fire_at_ms: 1_000 }),
+            event(
+                1,
+                5,
+                EventKind::ExecutionTerminated {
+                    reason: "stop".into(),
+                },
+            ),
+        ];
+        let spans = timeline(&history);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            (spans[0].end, spans[0].outcome.as_str()),
+            (Some(5), "abandoned")
         );
     }
 }

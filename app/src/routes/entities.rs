@@ -108,7 +108,9 @@ pub struct EntityDetail {
     pub entity_id: String,
     pub name: String,
     pub key: String,
-    /// The state as indented JSON; `None` when it has none (transient).
+    /// The state as JSON text (a JSON value on the wire, see [`crate::json`]); `None` when it
+    /// has none (transient).
+    #[serde(with = "crate::json::text_opt", default)]
     pub state: Option<String>,
     pub last_modified: i64,
     pub backlog: u64,
@@ -411,7 +413,8 @@ fn EntityView(
 ) -> impl IntoView {
     let state = detail
         .state
-        .clone()
+        .as_deref()
+        .map(crate::json::pretty)
         .unwrap_or_else(|| "(no state: the entity is locked or has messages waiting)".into());
     let holder = detail.locked_by.clone().map(|holder| {
         view! { <a href=format!("/instances/{}", url_component(&holder)) data-testid="entity-holder"><code>{holder.clone()}</code></a> }
@@ -608,10 +611,7 @@ pub const ENTITY_COUNT_CAP: u64 = 10_000;
 
 /// A preview of `json`: at most [`PREVIEW_CHARS`] characters, marked with `…` when cut.
 pub fn preview(json: &str) -> String {
-    match json.char_indices().nth(PREVIEW_CHARS) {
-        None => json.to_owned(),
-        Some((end, _)) => format!("{}…", &json[..end]),
-    }
+    crate::json::preview(json, PREVIEW_CHARS)
 }
 
 #[cfg(feature = "ssr")]
@@ -682,11 +682,7 @@ pub mod ssr {
             .find(|(n, _)| *n == record.name)
             .map(|(_, ops)| ops.into_iter().map(str::to_owned).collect())
             .unwrap_or_default();
-        let state = record.state.map(|json| {
-            serde_json::from_str::<serde_json::Value>(&json)
-                .and_then(|v| serde_json::to_string_pretty(&v))
-                .unwrap_or(json)
-        });
+        let state = record.state;
         Ok(EntityDetail {
             entity_id: record.entity_id,
             name: record.name,

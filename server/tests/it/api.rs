@@ -119,6 +119,22 @@ async fn scripts_start_inspect_raise_and_purge_with_roles_enforced() {
         )
         .await;
         if body["status"] == "Completed" {
+            // Payloads are JSON values, not JSON text inside JSON, in history details too.
+            assert_eq!(
+                body["input"],
+                json!({"request": "api", "timeout_ms": 600000}),
+                "{body}"
+            );
+            let raised = body["history"]
+                .as_array()
+                .and_then(|h| h.iter().find(|e| e["kind"] == "EventRaised"))
+                .unwrap_or_else(|| panic!("an EventRaised event: {body}"));
+            assert_eq!(
+                raised["details"]["input"],
+                json!({"approved": true, "comment": "via API"}),
+                "{body}"
+            );
+            assert!(!body["output"].is_string(), "{body}");
             completed = true;
             break;
         }
@@ -310,10 +326,7 @@ async fn scripts_signal_read_and_administer_entities_with_roles_enforced() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let state = entity_once(&f, "@counter@api", StatusCode::OK).await;
     assert_eq!(state["name"], "counter", "{state}");
-    assert!(
-        state["state"].as_str().unwrap().contains("\"value\": 5"),
-        "{state}"
-    );
+    assert_eq!(state["state"]["value"], 5, "{state}");
     assert_eq!(state["recent"][0]["operation"], "add", "{state}");
     let (status, body) = call(
         &f,

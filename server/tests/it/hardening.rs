@@ -509,7 +509,7 @@ async fn f12_every_response_has_security_and_cache_headers() {
         ("/api/v1/counts", "no-store"),
         ("/auth/signed-out", "no-store"),
         ("/healthz", "no-store"),
-        ("/favicon.svg", "no-cache"),
+        ("/favicon.svg", "public, max-age=86400"),
     ] {
         let (_, headers, _) = get(&f, path, Some(Role::Viewer)).await;
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
@@ -569,4 +569,102 @@ async fn f12_viewers_get_no_start_form_and_no_approval_buttons() {
     assert!(!viewer_inbox.contains(r#"data-testid="approve""#));
     let (_, _, operator_inbox) = get(&f, "/approvals", Some(Role::Operator)).await;
     assert!(operator_inbox.contains(r#"data-testid="approve""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_files_are_fingerprinted_kept_a_year_and_compressed() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture().await;
+    // Pages load the bundle under its fingerprinted names.
+    let (status, _, page) = get(&f, "/", Some(Role::Viewer)).await;
+    assert_eq!(status, StatusCode::OK);
+    for (ext, hash) in crate::roles::FINGERPRINTS {
+        assert!(
+            page.contains(&format!("/pkg/app.{hash}.{ext}")),
+            "app.{hash}.{ext} in {page}"
+        );
+    }
+    // Those files are kept for a year; a missing one and the plain names are revalidated.
+    for (path, cache) in [
+        (
+            "/pkg/app.0123456789abcdef.js",
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            "/pkg/app.00112233aabbccdd.css",
+            "public, max-age=31536000, immutable",
+        ),
+        ("/pkg/app.css", "no-cache"),
+        ("/pkg/app.9999999999999999.js", "no-cache"),
+    ] {
+        let (_, headers, _) = get(&f, path, None).await;
+        assert_eq!(headers[header::CACHE_CONTROL], cache, "{path}");
+    }
+    // Responses are compressed as the client asks: brotli first, else gzip; never unasked.
+    let (_, plain_headers, plain) = get(&f, "/pkg/app.0123456789abcdef.js", None).await;
+    assert!(plain_headers.get(header::CONTENT_ENCODING).is_none());
+    for (accept, encoding) in [("gzip, deflate, br", "br"), ("gzip", "gzip")] {
+        for path in ["/pkg/app.0123456789abcdef.js", "/"] {
+            let (status, headers, body) = send(
+                &f,
+                "GET",
+                path,
+                Some(Role::Viewer),
+                &[("accept-encoding", accept)],
+                Body::empty(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(
+                headers[header::CONTENT_ENCODING],
+                encoding,
+                "{path} with {accept}"
+            );
+            assert!(
+                headers[header::VARY]
+                    .to_str()
+                    .unwrap()
+                    .contains("accept-encoding"),
+                "{path}"
+            );
+            if path.starts_with("/pkg/") {
+                assert!(
+                    body.len() * 10 < plain.len(),
+                    "{} vs {}",
+                    body.len(),
+                    plain.len()
+                );
+            }
+        }
+    }
+    // A precompressed copy is sent as it is.
+    let (_, headers, body) = send(
+        &f,
+        "GET",
+        "/pkg/app.fedcba9876543210.wasm",
+        None,
+        &[("accept-encoding", "br")],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(
+        (
+            headers[header::CONTENT_ENCODING].to_str().unwrap(),
+            body.as_str()
+        ),
+        ("br", "precompressed br")
+    );
+    // A revalidation of an unchanged file is 304 without a body.
+    let (_, headers, _) = get(&f, "/favicon.svg", None).await;
+    let modified = headers[header::LAST_MODIFIED].to_str().unwrap().to_owned();
+    let (status, _, body) = send(
+        &f,
+        "GET",
+        "/favicon.svg",
+        None,
+        &[("if-modified-since", &modified)],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
 }

@@ -64,7 +64,7 @@ pub async fn fixture_with(options: RuntimeOptions) -> Fixture {
         db.clone(),
         Some(runtime.client()),
         auth,
-        Path::new("target/site"),
+        &site_root(dir.path()),
         addr,
     );
     let sessions_store = tower_sessions_sqlx_store::SqliteStore::new(pool.clone());
@@ -92,6 +92,40 @@ pub async fn fixture_with(options: RuntimeOptions) -> Fixture {
         _runtime: runtime,
         _dir: dir,
     }
+}
+
+/// The fingerprints [`site_root`] gives the script, the wasm and the stylesheet.
+pub const FINGERPRINTS: [(&str, &str); 3] = [
+    ("js", "0123456789abcdef"),
+    ("wasm", "fedcba9876543210"),
+    ("css", "00112233aabbccdd"),
+];
+
+/// A site root under `dir` shaped like the one `cargo xtask build` writes: the bundle under plain
+/// and fingerprinted names, `hash.txt` and the favicon.
+pub fn site_root(dir: &Path) -> std::path::PathBuf {
+    let site = dir.join("site");
+    let pkg = site.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let mut hashes = String::new();
+    for (ext, hash) in FINGERPRINTS {
+        // Large and repetitive enough that compression shows.
+        let body = format!("/* app.{ext} */\n").repeat(500);
+        std::fs::write(pkg.join(format!("app.{ext}")), &body).unwrap();
+        std::fs::write(pkg.join(format!("app.{hash}.{ext}")), &body).unwrap();
+        hashes.push_str(&format!("{ext}: {hash}\n"));
+        if ext == "wasm" {
+            // What `cargo xtask build` precompresses; the marker shows which copy was sent.
+            std::fs::write(pkg.join(format!("app.{hash}.{ext}.br")), "precompressed br").unwrap();
+        }
+    }
+    std::fs::write(site.join("hash.txt"), hashes).unwrap();
+    std::fs::write(
+        site.join("favicon.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    )
+    .unwrap();
+    site
 }
 
 impl Fixture {
