@@ -223,6 +223,11 @@ impl<S: Store + StoreAdmin> Client<S> {
         self.shared.health.report()
     }
 
+    /// What this process's runtime has done so far: counters and latencies (for metrics).
+    pub fn stats(&self) -> crate::RuntimeStats {
+        self.shared.stats_snapshot()
+    }
+
     /// Registered entity types (lower case, sorted) with their operations (sorted).
     pub fn entity_types(&self) -> Vec<(String, Vec<&'static str>)> {
         let registry = &self.shared.registry;

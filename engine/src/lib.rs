@@ -34,6 +34,7 @@ pub use executor::{Action, Executor, TurnResult, execute_turn};
 pub use history::{EventKind, Failure, HistoryEvent, Json, Message, RuntimeStatus};
 pub use registry::{Activity, ActivityContext, ActivityOptions, Event, Orchestration, Registry};
 pub use runtime::{
-    Clock, Health, ManualClock, Runtime, RuntimeOptions, RuntimeStats, SystemClock, journal,
+    Clock, Health, HistogramSnapshot, ManualClock, Runtime, RuntimeOptions, RuntimeStats,
+    SystemClock, journal,
 };
 pub use store::sqlite::{self, SqliteStore};

@@ -618,16 +618,18 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let path = request.uri().path();
     if let Some(header) = request.headers().get(header::AUTHORIZATION)
-        && request.uri().path().starts_with("/api/")
+        && (path.starts_with("/api/") || path == "/metrics")
     {
-        // Tokens are for scripts, on the JSON API only: not for the dashboard's server functions
-        // (a token must not manage tokens, or outlive its own revocation through a child).
-        if !request.uri().path().starts_with("/api/v1/") {
+        // Tokens are for scripts, on the JSON API and the metrics only: not for the dashboard's
+        // server functions (a token must not manage tokens, or outlive its own revocation
+        // through a child).
+        if !(path.starts_with("/api/v1/") || path == "/metrics") {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                "API tokens are accepted on /api/v1 only; sign in to the dashboard for the rest",
+                "API tokens are accepted on /api/v1 and /metrics only; sign in to the dashboard for the rest",
             )
                 .into_response();
         }

@@ -14,6 +14,7 @@ pub mod health;
 pub mod hosts;
 pub mod limits;
 pub mod live;
+pub mod metrics;
 pub mod paths;
 pub mod state;
 pub mod telemetry;
@@ -58,7 +59,8 @@ pub enum StartError {
 /// The full HTTP surface: probes, login, Leptos pages and server functions, static files.
 ///
 /// Layers, outermost first: tracing (the path only: queries can carry secrets such as the
-/// login callback's code), response compression (brotli or gzip), allowed hosts (421), security and cache headers, the body size limit
+/// login callback's code), request figures for `/metrics`, response compression (brotli or
+/// gzip), allowed hosts (421), security and cache headers, the body size limit
 /// (413), path normalisation, CSRF (refuses cross-site mutations before anything reads the
 /// session), the queue for page renders, server functions and API calls (before the session is
 /// loaded: that is a database query too), sessions, then authentication (attaches the current
@@ -87,6 +89,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(auth::router())
         .merge(live::router())
+        .merge(metrics::router())
         .merge(api::router())
         .leptos_routes_with_context(&state, routes, context, {
             let options = state.leptos.clone();
@@ -114,6 +117,10 @@ pub fn app(state: AppState) -> Router {
                 tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
             }),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::record,
+        ))
         // Brotli or gzip as the client asks, for pages and JSON. The bundle comes precompressed
         // (`static_files`); a large file without a precompressed copy goes as it is rather than
         // costing every first load a compression. The live channel's event stream stays plain.

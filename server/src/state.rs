@@ -23,6 +23,8 @@ pub struct AppState {
     pub allowed_hosts: crate::hosts::AllowedHosts,
     /// At most this many page renders and server-function calls run at once; the rest wait.
     pub heavy: std::sync::Arc<tokio::sync::Semaphore>,
+    /// HTTP request figures for `/metrics`.
+    pub metrics: crate::metrics::HttpMetrics,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
             leptos,
             allowed_hosts,
             heavy: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::limits::HEAVY_AT_ONCE)),
+            metrics: crate::metrics::HttpMetrics::default(),
         }
     }
 

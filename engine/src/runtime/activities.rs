@@ -369,10 +369,19 @@ async fn run_one<S: Store>(
                 ))
             })
     };
-    match shared.resilience.guards(name) {
+    let started = std::time::Instant::now();
+    let result = match shared.resilience.guards(name) {
         Some(guards) => super::resilience::guarded(guards, run).await,
         None => run.await,
+    };
+    shared.stats.activity_latency.record(started.elapsed());
+    if result.is_err() {
+        shared
+            .stats
+            .activities_failed
+            .fetch_add(1, Ordering::Relaxed);
     }
+    result
 }
 
 /// Runs an eager activity and sends its result where [`Eager::finish`](super::eager::Eager)

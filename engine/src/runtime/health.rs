@@ -97,10 +97,67 @@ pub(crate) struct Counters {
     pub(crate) commit_micros: AtomicU64,
     pub(crate) entity_batches: AtomicU64,
     pub(crate) entity_operations: AtomicU64,
+    /// Activity runs that ended in a failure (a panic included).
+    pub(crate) activities_failed: AtomicU64,
+    /// How long store commits take.
+    pub(crate) commit_latency: Histogram,
+    /// How long activity runs take (their code, behind their limiter and breaker).
+    pub(crate) activity_latency: Histogram,
+}
+
+/// Upper bounds of the latency buckets, in microseconds: 100 µs to 10 s.
+const BUCKETS_MICROS: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A latency histogram with fixed buckets, recorded with relaxed atomics (no lock on the hot
+/// path). Read as a [`HistogramSnapshot`].
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    /// One count per bucket of [`BUCKETS_MICROS`], then one for longer.
+    counts: [AtomicU64; BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, elapsed: std::time::Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_MICROS.partition_point(|&bound| bound < micros);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = 0;
+        let buckets = BUCKETS_MICROS
+            .iter()
+            .zip(&self.counts)
+            .map(|(&bound, count)| {
+                cumulative += count.load(Ordering::Relaxed);
+                (bound as f64 / 1e6, cumulative)
+            })
+            .collect();
+        let count = cumulative + self.counts[BUCKETS_MICROS.len()].load(Ordering::Relaxed);
+        HistogramSnapshot {
+            buckets,
+            count,
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// A latency histogram as Prometheus shows one.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HistogramSnapshot {
+    /// (upper bound in seconds, observations at or under it), ascending; `+Inf` is `count`.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
 }
 
 /// A snapshot of the runtime's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RuntimeStats {
     /// Transactions committed by the writer.
     pub commits: u64,
@@ -118,11 +175,38 @@ pub struct RuntimeStats {
     pub entity_batches: u64,
     /// Entity operations run in them (operations / batches is the batching factor).
     pub entity_operations: u64,
+    /// Activity runs that failed (of `activities`).
+    pub activities_failed: u64,
+    /// Writes not yet taken into a commit (the writer's queue).
+    pub writes_queued: u64,
+    /// How long store commits took.
+    pub commit_latency: HistogramSnapshot,
+    /// How long activity runs took.
+    pub activity_latency: HistogramSnapshot,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_fall_into_cumulative_buckets() {
+        let h = Histogram::default();
+        for micros in [50, 100, 101, 3_000, 20_000_000] {
+            h.record(std::time::Duration::from_micros(micros));
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 5);
+        assert_eq!(
+            s.buckets[0],
+            (0.0001, 2),
+            "100 µs is inside the first bucket"
+        );
+        assert_eq!(s.buckets[1], (0.00025, 3));
+        assert_eq!(s.buckets[5], (0.005, 4));
+        assert_eq!(s.buckets.last().unwrap().1, 4, "20 s is only in +Inf");
+        assert!((s.sum_seconds - 20.003_251).abs() < 1e-9);
+    }
 
     #[test]
     fn a_task_that_dies_makes_the_runtime_not_ready() {

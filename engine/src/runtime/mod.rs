@@ -67,7 +67,7 @@ pub mod resilience;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock, Wake};
-pub use health::{Health, RuntimeStats};
+pub use health::{Health, HistogramSnapshot, RuntimeStats};
 
 /// Tuning knobs, with documented defaults.
 #[derive(Debug, Clone)]
@@ -194,6 +194,25 @@ pub(crate) struct Shared<S> {
 }
 
 impl<S: Store> Shared<S> {
+    /// The runtime's counters and latencies now.
+    pub(crate) fn stats_snapshot(&self) -> RuntimeStats {
+        let c = &self.stats;
+        RuntimeStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            ops: c.ops.load(Ordering::Relaxed),
+            turns: c.turns.load(Ordering::Relaxed),
+            activities: c.activities.load(Ordering::Relaxed),
+            dispatcher_rounds: c.dispatcher_rounds.load(Ordering::Relaxed),
+            commit_micros: c.commit_micros.load(Ordering::Relaxed),
+            entity_batches: c.entity_batches.load(Ordering::Relaxed),
+            entity_operations: c.entity_operations.load(Ordering::Relaxed),
+            activities_failed: c.activities_failed.load(Ordering::Relaxed),
+            writes_queued: self.writer_queued.load(Ordering::Relaxed) as u64,
+            commit_latency: c.commit_latency.snapshot(),
+            activity_latency: c.activity_latency.snapshot(),
+        }
+    }
+
     /// The lease duration in milliseconds.
     pub(crate) fn lease_ms(&self) -> i64 {
         i64::try_from(self.options.lease.as_millis())
@@ -497,17 +516,7 @@ impl<S: Store> Runtime<S> {
 
     /// What the runtime has done so far.
     pub fn stats(&self) -> RuntimeStats {
-        let c = &self.shared.stats;
-        RuntimeStats {
-            commits: c.commits.load(Ordering::Relaxed),
-            ops: c.ops.load(Ordering::Relaxed),
-            turns: c.turns.load(Ordering::Relaxed),
-            activities: c.activities.load(Ordering::Relaxed),
-            dispatcher_rounds: c.dispatcher_rounds.load(Ordering::Relaxed),
-            commit_micros: c.commit_micros.load(Ordering::Relaxed),
-            entity_batches: c.entity_batches.load(Ordering::Relaxed),
-            entity_operations: c.entity_operations.load(Ordering::Relaxed),
-        }
+        self.shared.stats_snapshot()
     }
 
     /// Stops fetching new work, waits (up to the grace period) for work in flight, then drains the

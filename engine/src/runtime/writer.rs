@@ -114,10 +114,12 @@ pub(crate) async fn commit_batch<S: Store>(
             ops,
         )
         .await;
+    let elapsed = started.elapsed();
     shared
         .stats
         .commit_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    shared.stats.commit_latency.record(elapsed);
     match committed {
         Ok((outcomes, mut effects)) => {
             shared.hand_over(std::mem::take(&mut effects.handed_over));

@@ -15,6 +15,7 @@ mod cli;
 mod disk_full;
 mod hardening;
 mod http;
+mod metrics;
 mod postgres;
 mod roles;
 mod tokens;
