@@ -283,6 +283,11 @@ test.describe('as a viewer', () => {
     await admin.close();
     await page.goto('/start');
     await hydrated(page);
+    // The navigation does not offer what the role cannot use.
+    const nav = page.getByRole('navigation', { name: 'Primary' });
+    await expect(nav.getByRole('link', { name: 'Instances' })).toBeVisible();
+    await expect(nav.getByRole('link', { name: 'Start' })).toHaveCount(0);
+    await expect(nav.getByRole('link', { name: 'API tokens' })).toHaveCount(0);
     await expect(page.getByTestId('start-operator-only')).toBeVisible();
     await expect(page.getByTestId('start-form')).toHaveCount(0);
     await page.screenshot({ path: join(shots, 'start-viewer.png') });

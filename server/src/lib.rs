@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod csrf;
+pub mod ctl;
 pub mod health;
 pub mod hosts;
 pub mod limits;

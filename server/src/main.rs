@@ -1,5 +1,7 @@
 //! The `switchyard` binary: parse configuration, set up logging, start and serve.
 //!
+//! `switchyard ctl …` is the command-line client of a running server's JSON API ([`server::ctl`]).
+//!
 //! Every start-up failure ends the process with a non-zero exit code and one line on standard
 //! error that says what to fix: 2 for command-line usage errors, 1 for everything else.
 
@@ -9,6 +11,9 @@ use clap::Parser;
 use server::{Config, Server, config::Cli, shutdown_signal, telemetry};
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("ctl") {
+        return ctl();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -58,4 +63,45 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `switchyard ctl …`: 0 when the server did it, 1 when it refused or could not be reached, 2 for
+/// usage errors.
+fn ctl() -> ExitCode {
+    use clap::Parser;
+    let args = std::iter::once("switchyard ctl".to_owned()).chain(std::env::args().skip(2));
+    let ctl = match server::ctl::Ctl::try_parse_from(args) {
+        Ok(ctl) => ctl,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            return if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard ctl: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ctl.run()) {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard ctl: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -13,16 +13,18 @@ use leptos_router::components::A;
 
 use crate::session::{Role, UserResource, can, whoami};
 
-/// The primary navigation, in the order operators use it.
-const NAV: &[(&str, &str)] = &[
-    ("/", "Overview"),
-    ("/instances", "Instances"),
-    ("/start", "Start"),
-    ("/approvals", "Approvals"),
-    ("/runaways", "Runaways"),
-    ("/entities", "Entities"),
-    ("/resilience", "Resilience"),
-    ("/audit", "Audit"),
+/// The primary navigation, in the order operators use it, with the least role each area is for
+/// (a viewer is not offered the Start page, which only operators can use).
+const NAV: &[(&str, &str, Role)] = &[
+    ("/", "Overview", Role::Viewer),
+    ("/instances", "Instances", Role::Viewer),
+    ("/start", "Start", Role::Operator),
+    ("/approvals", "Approvals", Role::Viewer),
+    ("/runaways", "Runaways", Role::Viewer),
+    ("/entities", "Entities", Role::Viewer),
+    ("/resilience", "Resilience", Role::Viewer),
+    ("/audit", "Audit", Role::Viewer),
+    ("/tokens", "API tokens", Role::Admin),
 ];
 
 /// Header, navigation and the main landmark around `children`.
@@ -72,13 +74,15 @@ pub fn Layout(children: Children) -> impl IntoView {
                 <ul>
                     {NAV
                         .iter()
-                        .map(|(href, label)| view! { <li><A href=*href exact=true>{*label}</A></li> })
+                        .map(|&(href, label, least)| {
+                            let link = move || view! { <li><A href=href exact=true>{label}</A></li> };
+                            if least == Role::Viewer {
+                                link().into_any()
+                            } else {
+                                view! { <Suspense fallback=|| ()>{move || can(least).then(link)}</Suspense> }.into_any()
+                            }
+                        })
                         .collect_view()}
-                    <Suspense fallback=|| ()>
-                        {move || can(Role::Admin).then(|| view! {
-                            <li><A href="/tokens" exact=true>"API tokens"</A></li>
-                        })}
-                    </Suspense>
                 </ul>
             </nav>
             <Suspense fallback=|| ()>{who}</Suspense>

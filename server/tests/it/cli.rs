@@ -102,7 +102,7 @@ fn port_in_use_exits_1_and_suggests_bind() {
     );
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -170,7 +170,7 @@ fn serves_until_sigterm_then_exits_cleanly() {
     );
 }
 
-fn http_post(port: u16, path: &str, content_type: &str, body: &str) -> Option<String> {
+pub(crate) fn http_post(port: u16, path: &str, content_type: &str, body: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
         stream,
@@ -185,7 +185,7 @@ fn http_post(port: u16, path: &str, content_type: &str, body: &str) -> Option<St
 }
 
 /// A running server that is killed (SIGKILL) when dropped, so a failed assertion leaves no process.
-struct Running(std::process::Child);
+pub(crate) struct Running(std::process::Child);
 
 impl Running {
     fn kill_9(mut self) {
@@ -201,7 +201,7 @@ impl Drop for Running {
     }
 }
 
-fn start_server(data_dir: &Path, port: u16) -> Running {
+pub(crate) fn start_server(data_dir: &Path, port: u16) -> Running {
     let child = Running(
         switchyard(data_dir)
             .args(["--bind", &format!("127.0.0.1:{port}")])

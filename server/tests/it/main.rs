@@ -12,6 +12,7 @@ pub static RENDER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new((
 mod api;
 mod bulk;
 mod cli;
+mod ctl;
 mod disk_full;
 mod hardening;
 mod http;
