@@ -1,6 +1,7 @@
 // The whole path in a real browser, signed in as an admin through the OIDC provider:
 // server-rendered HTML, hydration, server functions, the database, persistence across a reload.
 import { expect, test } from '@playwright/test';
+import { readFileSync } from 'node:fs';
 import { hydrated } from './helpers';
 
 test('server renders the overview before any script runs', async ({ request }) => {
@@ -87,6 +88,11 @@ test('navigation shell lists every area and marks the current page', async ({ pa
     await expect(nav.getByRole('link', { name: area })).toBeVisible();
   }
   await expect(nav.getByRole('link', { name: 'Overview' })).toHaveAttribute('aria-current', 'page');
+  // An admin's navigation (every area and API tokens) fits one row at 1280 px.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await expect(nav.getByRole('link', { name: 'API tokens' })).toBeVisible();
+  const tops = await nav.getByRole('link').evaluateAll((links) => links.map((l) => l.getBoundingClientRect().top));
+  expect(new Set(tops).size, `link tops ${tops}`).toBe(1);
   await expect(page.getByTestId('increment')).toBeEnabled();
   await nav.getByRole('link', { name: 'Approvals' }).click();
   await expect(page).toHaveURL(/\/approvals$/);
@@ -229,4 +235,23 @@ test('a running instance is terminated from its detail page with a reason', asyn
     await expect(page.getByTestId('detail-status')).toHaveText('Terminated');
   }).toPass({ timeout: 15_000 });
   await expect(page.getByTestId('history')).toContainText('no longer needed');
+});
+
+test('the CSV export of a filter downloads exactly the rows the filter matches', async ({ page, request }) => {
+  const prefix = `csv-${Date.now()}-`;
+  for (let i = 0; i < 3; i++) {
+    const started = await request.post('/api/v1/instances', {
+      data: { name: 'HelloSequence', input: ['csv'], instance_id: `${prefix}${i}` },
+    });
+    expect(started.status(), await started.text()).toBe(201);
+  }
+  await page.goto(`/instances?name=HelloSequence&id=${prefix}`);
+  await hydrated(page);
+  await expect(page.getByTestId('instance-row')).toHaveCount(3);
+  const shown = (await page.getByTestId('instance-row').locator('td:first-child').allTextContents()).sort();
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-csv').click()]);
+  expect(download.suggestedFilename()).toBe('instances.csv');
+  const lines = readFileSync(await download.path(), 'utf8').trim().split('\r\n');
+  expect(lines[0]).toBe('instance_id,name,status,created_at,updated_at,completed_at,duration_ms');
+  expect(lines.slice(1).map((l) => l.split(',')[0]).sort()).toEqual(shown);
 });

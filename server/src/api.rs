@@ -15,6 +15,7 @@
 //! | POST | `/api/v1/instances/{id}/{rewind,restart,purge}` | `{"reason"}` | admin |
 //! | POST | `/api/v1/instances/{id}/events/{name}` | `{"payload", "reason"}` | operator |
 //! | GET | `/api/v1/counts` | – | viewer |
+//! | GET | `/api/v1/export/instances?format=csv\|json&<list filters>` | – | viewer (streamed, see `export`) |
 //! | GET | `/api/v1/entities?name=&key=&transient=&locked=&cursor=` | – | viewer |
 //! | GET | `/api/v1/entities/{id}` | – | viewer |
 //! | POST | `/api/v1/entities/{id}/signal` | `{"operation", "input"?, "request_id"?}` | operator |
@@ -58,6 +59,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances/{id}/events/{name}", post(raise))
         .route("/api/v1/instances/{id}/{action}", post(act))
         .route("/api/v1/counts", get(counts))
+        .route("/api/v1/export/instances", get(crate::export::instances))
         .route("/api/v1/entities", get(list_entities))
         .route("/api/v1/entities/clean-storage", post(clean_entities))
         .route("/api/v1/entities/{id}", get(entity))
@@ -94,7 +96,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: String) -> ApiError {
+    pub(crate) fn invalid(message: String) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid",
@@ -148,7 +150,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 fn engine(state: &AppState) -> ApiResult<&app::EngineClient> {
     state.engine.as_ref().ok_or_else(|| {

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod csrf;
 pub mod ctl;
+pub mod export;
 pub mod health;
 pub mod hosts;
 pub mod limits;

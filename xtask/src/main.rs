@@ -154,7 +154,8 @@ fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     Ok(out)
 }
 
-/// Builds the browser bundle into `target/site` and the server binary.
+/// Builds the browser bundle into `<target>/site` and the server binary (`<target>` is
+/// `CARGO_TARGET_DIR` or `target`).
 fn build(profile: Profile) -> Result<()> {
     step("wasm target", ensure_wasm_target)?;
     step("bindgen version check", check_bindgen_version)?;
@@ -173,8 +174,16 @@ fn build(profile: Profile) -> Result<()> {
     })
 }
 
+/// Cargo's target folder: `CARGO_TARGET_DIR` when set (relative to the workspace root, like
+/// cargo), else `target`.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+}
+
 fn site_root() -> PathBuf {
-    PathBuf::from("target/site")
+    target_dir().join("site")
 }
 
 fn ensure_wasm_target() -> Result<()> {
@@ -230,11 +239,14 @@ fn build_wasm(profile: Profile) -> Result<PathBuf> {
             .args(["--no-default-features", "--features", "hydrate"])
             .args(["--profile", cargo_profile])
             // A separate target folder keeps the wasm build from evicting the server's artifacts.
-            .args(["--target-dir", "target/wasm"]),
+            .arg("--target-dir")
+            .arg(target_dir().join("wasm")),
     )?;
-    let wasm = PathBuf::from(format!(
-        "target/wasm/{WASM_TARGET}/{dir}/{OUTPUT_NAME}.wasm"
-    ));
+    let wasm = target_dir()
+        .join("wasm")
+        .join(WASM_TARGET)
+        .join(dir)
+        .join(format!("{OUTPUT_NAME}.wasm"));
     ensure!(
         wasm.is_file(),
         "expected {} after the build",
@@ -359,7 +371,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn server_binary(profile: Profile) -> PathBuf {
-    PathBuf::from(format!("target/{}/switchyard", profile.server().1))
+    target_dir().join(profile.server().1).join("switchyard")
 }
 
 fn serve(profile: Profile, server_args: &[String]) -> Result<()> {

@@ -67,6 +67,19 @@ impl InstanceFilter {
         ]
     }
 
+    /// `/api/v1/export/instances?format=…&…`: everything these filters match (the page cursor
+    /// left out), as a CSV or JSON download.
+    pub fn export_href(&self, format: &str) -> String {
+        let mut query: Vec<String> = KEYS
+            .iter()
+            .zip(self.values())
+            .filter(|(k, _)| **k != "cursor")
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", url_component(v))))
+            .collect();
+        query.insert(0, format!("format={format}"));
+        format!("/api/v1/export/instances?{}", query.join("&"))
+    }
+
     /// `/instances?…` for these filters.
     pub fn href(&self) -> String {
         let query: Vec<String> = KEYS
@@ -144,6 +157,12 @@ pub fn Instances() -> impl IntoView {
             </label>
             <button type="submit" class="secondary">"Apply"</button>
         </form>
+        <p class="export hint" data-testid="export">
+            "Export everything this filter matches (up to 100,000 rows): "
+            <a href=move || filter().export_href("csv") download="instances.csv" data-testid="export-csv">"CSV"</a>
+            " · "
+            <a href=move || filter().export_href("json") download="instances.json" data-testid="export-json">"JSON"</a>
+        </p>
         <Suspense fallback=|| ()>
             {move || can(Role::Admin).then(|| view! { <BulkPanel filter=Signal::derive(filter) /> })}
         </Suspense>

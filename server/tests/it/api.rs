@@ -605,3 +605,129 @@ async fn a_full_intake_answers_429_with_retry_after() {
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(body["error"], "overloaded", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_stream_exactly_what_the_filter_matches_as_csv_and_json() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture().await;
+    // 1,205 completed hello instances (more than one store page of 1,000) and a few of another
+    // orchestration, which the filter leaves out.
+    for i in 0..1_205 {
+        f.engine
+            .start_raw(
+                "HelloSequence",
+                r#"["x"]"#,
+                engine::StartOptions {
+                    instance_id: Some(format!("exp-{i:04}")),
+                    ..engine::StartOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        f.engine
+            .start_raw(
+                "HelloN",
+                "1",
+                engine::StartOptions {
+                    instance_id: Some(format!("other-{i}")),
+                    ..engine::StartOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    for i in [0, 1_204] {
+        f.engine
+            .wait_for_completion(&format!("exp-{i:04}"), std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let filter = "name=HelloSequence&id=exp-";
+    let (status, body) = call(
+        &f,
+        "GET",
+        &format!("/api/v1/export/instances?format=csv&{filter}"),
+        Some(Role::Viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let csv = body.as_str().unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines[0],
+        "instance_id,name,status,created_at,updated_at,completed_at,duration_ms"
+    );
+    assert_eq!(lines.len() - 1, 1_205, "every match, across store pages");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.starts_with("exp-") && l.contains(",HelloSequence,"))
+    );
+    // The same, compressed on the way (the compression layer reads the stream to its end).
+    let request = Request::get(format!("/api/v1/export/instances?format=csv&{filter}"))
+        .header("host", "127.0.0.1:3000")
+        .header("accept-encoding", "gzip")
+        .header(
+            "cookie",
+            format!("switchyard.sid={}", f.sessions[&Role::Viewer]),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = f.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let gz = to_bytes(response.into_body(), 1 << 22).await.unwrap();
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, csv, "compressed, the same rows");
+    let mut ids: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 1_205, "no row twice");
+
+    let (status, body) = call(
+        &f,
+        "GET",
+        &format!("/api/v1/export/instances?format=json&{filter}&status=Completed"),
+        Some(Role::Viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["instances"].as_array().unwrap();
+    let (_, listed) = call(&f, "GET", "/api/v1/counts", Some(Role::Viewer), None).await;
+    assert!(rows.len() <= listed["Completed"].as_u64().unwrap() as usize);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "Completed" && r["duration_ms"].is_u64())
+    );
+    assert_eq!(body["truncated"], false);
+
+    // Bad filters are refused before anything streams; without a session there is nothing.
+    let (status, body) = call(
+        &f,
+        "GET",
+        "/api/v1/export/instances?format=xml",
+        Some(Role::Viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = call(
+        &f,
+        "GET",
+        "/api/v1/export/instances?status=Sleeping",
+        Some(Role::Viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = call(&f, "GET", "/api/v1/export/instances", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
