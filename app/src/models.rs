@@ -11,6 +11,7 @@ pub struct StatusCount {
 
 /// One row of the instance list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct InstanceSummary {
     pub instance_id: String,
     pub name: String,
@@ -22,6 +23,7 @@ pub struct InstanceSummary {
 
 /// A page of the instance list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct InstanceList {
     pub instances: Vec<InstanceSummary>,
     /// Present when another page follows.

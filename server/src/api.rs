@@ -15,6 +15,7 @@
 //! | POST | `/api/v1/instances/{id}/{rewind,restart,purge}` | `{"reason"}` | admin |
 //! | POST | `/api/v1/instances/{id}/events/{name}` | `{"payload", "reason"}` | operator |
 //! | GET | `/api/v1/counts` | – | viewer |
+//! | GET | `/api/v1/openapi.json` | – | viewer (this table as OpenAPI 3.1, from [`ApiDoc`]) |
 //! | GET | `/api/v1/export/instances?format=csv\|json&<list filters>` | – | viewer (streamed, see `export`) |
 //! | GET | `/api/v1/entities?name=&key=&transient=&locked=&cursor=` | – | viewer |
 //! | GET | `/api/v1/entities/{id}` | – | viewer |
@@ -59,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances/{id}/events/{name}", post(raise))
         .route("/api/v1/instances/{id}/{action}", post(act))
         .route("/api/v1/counts", get(counts))
+        .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/export/instances", get(crate::export::instances))
         .route("/api/v1/entities", get(list_entities))
         .route("/api/v1/entities/clean-storage", post(clean_entities))
@@ -74,6 +76,72 @@ pub fn router() -> Router<AppState> {
             "/api/v1/{*rest}",
             axum::routing::any(|| async { ApiError::not_found("no such API route") }),
         )
+}
+
+/// The body of every API error (documentation of what [`ApiError`] writes).
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+pub(crate) struct ErrorBody {
+    /// A stable kind: `invalid`, `not_found`, `forbidden`, `conflict`, `too_large`, …
+    error: String,
+    /// What happened, for people.
+    message: String,
+}
+
+/// The OpenAPI 3.1 document of `/api/v1`, generated from the handlers' annotations and the
+/// shapes they return (served at `/api/v1/openapi.json`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Switchyard API",
+        description = "The dashboard's control surface for scripts. Authenticate with a session \
+            cookie or `Authorization: Bearer sy_…` (an API token); mutations check the role and are \
+            audited. Payloads (inputs, outputs, states, event details) are JSON values."
+    ),
+    paths(
+        list, start, detail, act, raise, counts, crate::export::instances,
+        list_entities, entity, act_on_entity, clean_entities,
+        resilience, act_on_breaker, set_flaky, openapi_json
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+/// Declares the bearer-token scheme the document's `security` names.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token from the dashboard's API tokens page"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = serde_json::Value)))]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        use utoipa::OpenApi;
+        ApiDoc::openapi().to_json().unwrap_or_default()
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.clone(),
+    )
+        .into_response()
 }
 
 /// An API failure as JSON.
@@ -168,7 +236,8 @@ impl ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     status: Option<String>,
     name: Option<String>,
@@ -181,6 +250,10 @@ struct ListParams {
     cursor: Option<String>,
 }
 
+/// Lists instances: one page, newest first by default.
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
+    params(ListParams),
+    responses((status = 200, description = "A page of instances", body = InstanceList), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
@@ -201,9 +274,9 @@ async fn list(
     Ok(Json(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartBody {
+pub(crate) struct StartBody {
     name: String,
     #[serde(default)]
     input: Value,
@@ -212,6 +285,11 @@ struct StartBody {
     start_at: Option<String>,
 }
 
+/// Starts an orchestration (operator). A full intake answers 429 with `Retry-After`.
+#[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = StartBody,
+    responses((status = 201, description = "Started", body = serde_json::Value),
+        (status = 409, description = "The id is in use", body = ErrorBody),
+        (status = 429, description = "The start intake is full", body = ErrorBody), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn start(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
@@ -242,6 +320,11 @@ async fn start(
     Ok((StatusCode::CREATED, Json(json!({ "instance_id": id }))))
 }
 
+/// One instance with its history and timeline; payloads are JSON values.
+#[utoipa::path(get, path = "/api/v1/instances/{id}", tag = "instances",
+    params(("id" = String, Path, description = "Instance id")),
+    responses((status = 200, description = "The instance", body = InstanceDetail),
+        (status = 404, description = "No such instance", body = ErrorBody), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn detail(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -250,12 +333,20 @@ async fn detail(
     Ok(Json(detail))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
+pub(crate) struct ReasonBody {
     reason: String,
 }
 
+/// terminate, suspend, resume (operator); rewind, restart, purge (admin). A reason is required.
+#[utoipa::path(post, path = "/api/v1/instances/{id}/{action}", tag = "instances",
+    params(("id" = String, Path, description = "Instance id"),
+        ("action" = String, Path, description = "terminate, suspend, resume, rewind, restart or purge")),
+    request_body = ReasonBody,
+    responses((status = 200, description = "Done; `instance_id` is the instance to show next (null after a purge)", body = serde_json::Value),
+        (status = 404, description = "No such instance or action", body = ErrorBody),
+        (status = 409, description = "Not allowed in the instance's state", body = ErrorBody), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn act(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
@@ -293,14 +384,20 @@ async fn act(
     Ok(Json(json!({ "instance_id": next })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RaiseBody {
+pub(crate) struct RaiseBody {
     #[serde(default)]
     payload: Value,
     reason: String,
 }
 
+/// Raises an event on an instance (operator).
+#[utoipa::path(post, path = "/api/v1/instances/{id}/events/{name}", tag = "instances",
+    params(("id" = String, Path, description = "Instance id"), ("name" = String, Path, description = "Event name")),
+    request_body = RaiseBody,
+    responses((status = 200, description = "Raised", body = serde_json::Value),
+        (status = 404, description = "No such instance", body = ErrorBody), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn raise(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
@@ -332,6 +429,9 @@ async fn raise(
     Ok(Json(json!({ "raised": name })))
 }
 
+/// Instances per status (the maintained counts).
+#[utoipa::path(get, path = "/api/v1/counts", tag = "instances",
+    responses((status = 200, description = "Status name to count", body = std::collections::BTreeMap<String, i64>), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn counts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let counts = engine(&state)?
         .status_counts()
@@ -344,7 +444,8 @@ async fn counts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(Value::Object(map)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EntityListParams {
     name: Option<String>,
     key: Option<String>,
@@ -355,6 +456,10 @@ struct EntityListParams {
     cursor: Option<String>,
 }
 
+/// Lists entities by type and key prefix, with a total.
+#[utoipa::path(get, path = "/api/v1/entities", tag = "entities",
+    params(EntityListParams),
+    responses((status = 200, description = "A page of entities", body = EntityList), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn list_entities(
     State(state): State<AppState>,
     query: Result<Query<EntityListParams>, axum::extract::rejection::QueryRejection>,
@@ -371,6 +476,11 @@ async fn list_entities(
     Ok(Json(list))
 }
 
+/// One entity: state (a JSON value), backlog, lock holder, recent operations.
+#[utoipa::path(get, path = "/api/v1/entities/{id}", tag = "entities",
+    params(("id" = String, Path, description = "Entity id, `@name@key`")),
+    responses((status = 200, description = "The entity", body = EntityDetail),
+        (status = 404, description = "No such entity", body = ErrorBody), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn entity(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -379,9 +489,9 @@ async fn entity(
     Ok(Json(detail))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EntityBody {
+pub(crate) struct EntityBody {
     /// For `signal`.
     operation: Option<String>,
     #[serde(default)]
@@ -395,6 +505,14 @@ struct EntityBody {
     force: bool,
 }
 
+/// signal (operator); purge, release-lock (admin, with a reason).
+#[utoipa::path(post, path = "/api/v1/entities/{id}/{action}", tag = "entities",
+    params(("id" = String, Path, description = "Entity id, `@name@key`"),
+        ("action" = String, Path, description = "signal, purge or release-lock")),
+    request_body = EntityBody,
+    responses((status = 200, description = "Done", body = serde_json::Value),
+        (status = 404, description = "No such entity or action", body = ErrorBody),
+        (status = 413, description = "The input is too large", body = ErrorBody), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn act_on_entity(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
@@ -452,6 +570,9 @@ async fn act_on_entity(
     Ok(Json(json!({ "entity_id": id, "message": message })))
 }
 
+/// Removes empty entities and releases orphaned locks (admin).
+#[utoipa::path(post, path = "/api/v1/entities/clean-storage", tag = "entities", request_body = ReasonBody,
+    responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn clean_entities(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
@@ -475,6 +596,9 @@ async fn clean_entities(
     Ok(Json(json!({ "locks_released": released })))
 }
 
+/// Every process's limiters, breakers, concurrency limits and intake.
+#[utoipa::path(get, path = "/api/v1/resilience", tag = "resilience",
+    responses((status = 200, description = "The state now", body = app::routes::resilience::ResilienceOverview), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn resilience(
     State(state): State<AppState>,
 ) -> ApiResult<Json<app::routes::resilience::ResilienceOverview>> {
@@ -483,6 +607,13 @@ async fn resilience(
     Ok(Json(overview))
 }
 
+/// force-open, force-close or reset a breaker of this server (operator; reason required).
+#[utoipa::path(post, path = "/api/v1/resilience/breakers/{name}/{action}", tag = "resilience",
+    params(("name" = String, Path, description = "Breaker name"),
+        ("action" = String, Path, description = "force-open, force-close or reset")),
+    request_body = ReasonBody,
+    responses((status = 200, description = "The breaker after the change", body = serde_json::Value),
+        (status = 404, description = "No such breaker or action", body = ErrorBody), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn act_on_breaker(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
@@ -511,12 +642,15 @@ async fn act_on_breaker(
     Ok(Json(json!({ "breaker": breaker })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FlakyBody {
+pub(crate) struct FlakyBody {
     failure_percent: u32,
 }
 
+/// Sets the flaky sample dependency's failure rate, 0 to 100 (operator).
+#[utoipa::path(post, path = "/api/v1/resilience/samples/flaky", tag = "resilience", request_body = FlakyBody,
+    responses((status = 200, description = "The rate now", body = serde_json::Value), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "No session or token"), (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 async fn set_flaky(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,

@@ -35,7 +35,7 @@ pub const MAX_ROWS: usize = 100_000;
 const PAGE: u32 = 1_000;
 
 /// The export format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     #[default]
@@ -43,10 +43,12 @@ pub enum Format {
     Json,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     #[serde(default)]
+    #[param(inline)]
     format: Format,
     status: Option<String>,
     name: Option<String>,
@@ -68,7 +70,17 @@ const COLUMNS: [&str; 7] = [
     "duration_ms",
 ];
 
-/// The handler.
+/// Exports every instance the filter matches, as CSV or JSON (streamed).
+#[utoipa::path(get, path = "/api/v1/export/instances", tag = "instances",
+    params(ExportParams),
+    responses(
+        (status = 200, description = "The rows, streamed", content(
+            (String = "text/csv"),
+            (serde_json::Value = "application/json"),
+        )),
+        (status = 400, description = "Invalid filter", body = crate::api::ErrorBody),
+        (status = 401, description = "No session or token"),
+    ))]
 pub async fn instances(
     State(state): State<AppState>,
     query: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,

@@ -36,7 +36,15 @@ const OUTPUT_NAME: &str = "app";
 const BINDGEN_VERSION: &str = "0.2.130";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Crates that must never be part of the browser bundle.
-const SERVER_ONLY_CRATES: &[&str] = &["sqlx", "axum", "tokio", "engine", "leptos_axum", "hyper"];
+const SERVER_ONLY_CRATES: &[&str] = &[
+    "sqlx",
+    "axum",
+    "tokio",
+    "engine",
+    "leptos_axum",
+    "hyper",
+    "utoipa",
+];
 
 fn main() -> ExitCode {
     match run() {

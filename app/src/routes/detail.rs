@@ -17,6 +17,7 @@ use crate::{
 
 /// What the detail page shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct InstanceDetail {
     pub instance_id: String,
     pub name: String,
@@ -25,10 +26,13 @@ pub struct InstanceDetail {
     pub updated_at: i64,
     /// JSON text here; a JSON value on the wire (see [`crate::json`]).
     #[serde(with = "crate::json::text_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<serde_json::Value>))]
     pub input: Option<String>,
     #[serde(with = "crate::json::text_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<serde_json::Value>))]
     pub output: Option<String>,
     #[serde(with = "crate::json::text_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<serde_json::Value>))]
     pub custom_status: Option<String>,
     pub failure: Option<String>,
     pub history: Vec<HistoryRow>,
@@ -38,6 +42,7 @@ pub struct InstanceDetail {
 
 /// One bar of the timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Span {
     /// `activity`, `timer` or `sub-orchestration`.
     pub kind: String,
@@ -52,6 +57,7 @@ pub struct Span {
 
 /// One history event, flattened for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct HistoryRow {
     pub id: u32,
     pub timestamp: i64,
@@ -59,6 +65,7 @@ pub struct HistoryRow {
     /// The event's fields as one JSON document (payloads embedded, not as text), without the
     /// kind and id; `None` when it has none.
     #[serde(with = "crate::json::text_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<serde_json::Value>))]
     pub details: Option<String>,
 }
 

@@ -81,6 +81,7 @@ impl EntityFilter {
 
 /// One row of the list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct EntitySummary {
     pub entity_id: String,
     pub name: String,
@@ -94,6 +95,7 @@ pub struct EntitySummary {
 
 /// A page of the list, with every match counted and the registered types.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct EntityList {
     pub entities: Vec<EntitySummary>,
     pub next_cursor: Option<String>,
@@ -104,6 +106,7 @@ pub struct EntityList {
 
 /// One entity's page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct EntityDetail {
     pub entity_id: String,
     pub name: String,
@@ -111,11 +114,13 @@ pub struct EntityDetail {
     /// The state as JSON text (a JSON value on the wire, see [`crate::json`]); `None` when it
     /// has none (transient).
     #[serde(with = "crate::json::text_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<serde_json::Value>))]
     pub state: Option<String>,
     pub last_modified: i64,
     pub backlog: u64,
     pub locked_by: Option<String>,
     /// Oldest first.
+    #[cfg_attr(feature = "ssr", schema(value_type = Vec<serde_json::Value>))]
     pub recent: Vec<RecentOperation>,
     /// The operations its type has, for the signal form.
     pub operations: Vec<String>,

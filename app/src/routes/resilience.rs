@@ -26,8 +26,10 @@ use crate::{
 
 /// What the page shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ResilienceOverview {
     /// This server's process first, then the others that published recently.
+    #[cfg_attr(feature = "ssr", schema(value_type = Vec<serde_json::Value>))]
     pub processes: Vec<ResilienceSnapshot>,
     /// The flaky sample dependency's failure rate, in percent.
     pub flaky_failure_percent: u32,

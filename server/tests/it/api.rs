@@ -731,3 +731,31 @@ async fn exports_stream_exactly_what_the_filter_matches_as_csv_and_json() {
     let (status, _) = call(&f, "GET", "/api/v1/export/instances", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_route_is_in_the_openapi_document() {
+    let _serial = crate::RENDER_LOCK.lock().await;
+    let f = fixture().await;
+    let (status, doc) = call(&f, "GET", "/api/v1/openapi.json", Some(Role::Viewer), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: std::collections::BTreeSet<String> =
+        doc["paths"].as_object().unwrap().keys().cloned().collect();
+    // The router's routes, read from its source: every `.route("/api/v1/…"` but the catch-all.
+    let source = include_str!("../../src/api.rs");
+    let routed: std::collections::BTreeSet<String> = source
+        .split(".route(")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
+        .filter(|path| path.starts_with("/api/v1/") && !path.contains('*'))
+        .map(str::to_owned)
+        .collect();
+    assert!(routed.len() >= 14, "found the routes: {routed:?}");
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    let extra: Vec<_> = documented.difference(&routed).collect();
+    assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+}
