@@ -315,8 +315,23 @@ async fn f7_api_tokens_reach_only_the_json_api() {
         )
         .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-        assert!(body.contains("/api/v1 only"), "{body}");
+        assert!(
+            body.contains("accepted on /api/v1 and /metrics only"),
+            "{body}"
+        );
     }
+    // A scrape job sends one too.
+    let (status, _, body) = send(
+        &f,
+        "GET",
+        "/metrics",
+        None,
+        &[("authorization", &auth)],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("switchyard_http_requests"), "{body}");
     let tokens: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
         .fetch_one(pool(&f.db))
         .await
