@@ -56,6 +56,18 @@ pub fn url_component(value: &str) -> String {
     out
 }
 
+/// A span of time for people, to the second under an hour: `45 s`, `3 min 20 s`, `2 h 5 min`,
+/// `3 d 4 h`. Negative spans read as `0 s`.
+pub fn format_span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        ..60 => format!("{s} s"),
+        60..3_600 => format!("{} min {} s", s / 60, s % 60),
+        3_600..86_400 => format!("{} h {} min", s / 3_600, s % 3_600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
 /// `YYYY-MM-DD HH:MM:SS` UTC for a millisecond timestamp, computed without a date library.
 pub fn format_utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -122,6 +134,19 @@ pub fn parse_utc(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_at_the_right_scale() {
+        for (ms, text) in [
+            (-5, "0 s"),
+            (45_999, "45 s"),
+            (200_000, "3 min 20 s"),
+            (7_500_000, "2 h 5 min"),
+            (273_600_000, "3 d 4 h"),
+        ] {
+            assert_eq!(format_span(ms), text);
+        }
+    }
 
     #[test]
     fn encodes_url_components() {

@@ -291,6 +291,11 @@ test.describe('as a viewer', () => {
     await expect(page.getByTestId('start-operator-only')).toBeVisible();
     await expect(page.getByTestId('start-form')).toHaveCount(0);
     await page.screenshot({ path: join(shots, 'start-viewer.png') });
+    // The tokens page says who manages tokens, without a raw refusal beside it.
+    await page.goto('/tokens');
+    await hydrated(page);
+    await expect(page.getByTestId('tokens-admin-only')).toBeVisible();
+    await expect(page.getByTestId('tokens-error')).toHaveCount(0);
     await expect(async () => {
       await page.goto('/approvals');
       await expect(page.locator('[data-instance="e2e-viewer-inbox"]')).toBeVisible();
@@ -306,6 +311,11 @@ test.describe('as a viewer', () => {
 test('an admin creates an API token a script uses, then revokes it', async ({ page, playwright }) => {
   await page.goto('/tokens');
   await hydrated(page);
+  // No complaint before anything is typed; one once a name is cleared.
+  await expect(page.getByTestId('token-problem')).toHaveCount(0);
+  await page.getByTestId('token-name').fill('x');
+  await page.getByTestId('token-name').fill('');
+  await expect(page.getByTestId('token-problem')).toBeVisible();
   await page.getByTestId('token-name').fill('e2e-script');
   await page.getByTestId('token-role').selectOption('operator');
   await page.getByTestId('token-days').fill('7');

@@ -192,7 +192,13 @@ test('an approval arrives in the open inbox, is approved by keyboard, and the in
 
   const item = page.locator('[data-testid="approval"][data-instance="e2e-approval"]');
   await expect(item).toBeVisible({ timeout: 15_000 });
-  await expect(item).toContainText('escalates at');
+  // What is asked for, how long it has waited, and a countdown that ticks without a reload.
+  await expect(item.getByTestId('approval-request')).toHaveText('expense 42');
+  await expect(item.getByTestId('approval-waiting')).toHaveText(/^\d+ s$/);
+  const deadline = item.getByTestId('approval-deadline');
+  await expect(deadline).toHaveText(/^in (9|10) min \d+ s$/);
+  const first = await deadline.textContent();
+  await expect(deadline).not.toHaveText(first ?? '', { timeout: 5_000 });
   await expect(item.getByTestId('approve')).toBeEnabled();
   // Keyboard only: type the comment, Tab to Approve, Enter.
   await item.getByTestId('approval-comment').focus();
@@ -227,6 +233,7 @@ test('a running instance is terminated from its detail page with a reason', asyn
   await expect(page.getByTestId('history-row').first()).toBeVisible();
   const terminate = page.getByTestId('terminate');
   await expect(terminate).toBeDisabled(); // a reason is required
+  await expect(page.getByTestId('action-reason-hint')).toHaveText('Type a reason to enable the actions.');
   await page.getByTestId('action-reason').fill('no longer needed');
   await expect(terminate).toBeEnabled();
   await terminate.click();

@@ -1,6 +1,7 @@
-//! The approvals inbox: instances waiting for an `Approval` event, how long they have waited and
-//! when their timeout escalates. Approving or rejecting (with a comment) raises the event; the
-//! instance then moves on by itself.
+//! The approvals inbox: instances waiting for an `Approval` event, what each asks for (its input's
+//! `request`, else its input), how long it has waited and a countdown to when its timeout
+//! escalates (ticking with the live feed's clock). Approving or rejecting (with a comment) raises
+//! the event; the instance then moves on by itself.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::AppError,
-    models::format_utc,
+    models::{format_span, format_utc},
     session::{Role, can},
 };
 
@@ -19,6 +20,24 @@ pub struct PendingApproval {
     pub name: String,
     pub waiting_since: i64,
     pub deadline: Option<i64>,
+    /// The instance's input (JSON text; a value on the wire).
+    #[serde(with = "crate::json::text_opt", default)]
+    pub input: Option<String>,
+    /// The server's clock when this was read (ms), for the countdown until the live feed ticks.
+    pub as_of: i64,
+}
+
+impl PendingApproval {
+    /// What is asked for, in a line: the input's `request` when it has one, else the input.
+    pub fn summary(&self) -> String {
+        let Some(input) = &self.input else {
+            return "(no input)".to_owned();
+        };
+        let request = serde_json::from_str::<serde_json::Value>(input)
+            .ok()
+            .and_then(|v| v.get("request").and_then(|r| r.as_str()).map(str::to_owned));
+        request.unwrap_or_else(|| crate::json::preview(input, 160))
+    }
 }
 
 /// Instances waiting for an approval, oldest first.
@@ -91,16 +110,42 @@ fn ApprovalItem(approval: PendingApproval, decide: ServerAction<Decide>) -> impl
             });
         }
     };
-    let deadline = approval
-        .deadline
-        .map_or_else(|| "none".to_owned(), format_utc);
     let comment_id = format!("comment-{}", approval.instance_id);
+    // The live feed's clock once it ticks (each process publishes once a second), else the
+    // server's at the time of reading.
+    let as_of = approval.as_of;
+    let ticking = crate::live::pushed(|s| s.resilience.first().map(|r| r.at_ms));
+    let now = move || ticking().flatten().unwrap_or(as_of).max(as_of);
+    let since = approval.waiting_since;
+    let deadline = approval.deadline;
+    let summary = approval.summary();
+    let input = approval.input.as_deref().map(crate::json::pretty);
+    let href = format!("/instances/{}", crate::models::url_component(&approval.instance_id));
     view! {
         <li class="card" data-testid="approval" data-instance=approval.instance_id.clone()>
-            <p>
-                <code>{approval.instance_id.clone()}</code> " · " {approval.name}
-                " · waiting since " {format_utc(approval.waiting_since)} " UTC · escalates at " {deadline}
-            </p>
+            <p class="request" data-testid="approval-request">{summary}</p>
+            <dl class="summary">
+                <dt>"Instance"</dt>
+                <dd><a href=href><code>{approval.instance_id.clone()}</code></a>" · "{approval.name}</dd>
+                <dt>"Waiting"</dt>
+                <dd data-testid="approval-waiting" title=format!("since {} UTC", format_utc(since))>
+                    {move || format_span(now() - since)}
+                </dd>
+                <dt>"Escalates"</dt>
+                <dd data-testid="approval-deadline" title=deadline.map(|d| format!("at {} UTC", format_utc(d)))>
+                    {move || match deadline {
+                        None => "never (no timeout)".to_owned(),
+                        Some(d) if d > now() => format!("in {}", format_span(d - now())),
+                        Some(_) => "now: the timeout has passed".to_owned(),
+                    }}
+                </dd>
+            </dl>
+            {input.map(|input| view! {
+                <details class="details">
+                    <summary>"Full input"</summary>
+                    <pre>{input}</pre>
+                </details>
+            })}
             <Show when=move || can(Role::Operator) fallback=|| view! {
                 <p class="notice" data-testid="approval-operator-only">"Approving or rejecting needs the operator role."</p>
             }>
@@ -125,10 +170,14 @@ mod ssr {
     use engine::{Event, samples::Approval};
 
     use super::PendingApproval;
-    use crate::{context::engine, error::AppError};
+    use crate::{
+        context::{engine, now_ms},
+        error::AppError,
+    };
 
     pub async fn pending() -> Result<Vec<PendingApproval>, AppError> {
         let waiting = engine()?.waiting_for_event(Approval::NAME, 200).await?;
+        let as_of = now_ms();
         Ok(waiting
             .into_iter()
             .map(|r| PendingApproval {
@@ -136,6 +185,8 @@ mod ssr {
                 name: r.name,
                 waiting_since: r.waiting_since.unwrap_or(r.created_at),
                 deadline: r.waiting_deadline,
+                input: r.input,
+                as_of,
             })
             .collect())
     }

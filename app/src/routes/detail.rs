@@ -254,7 +254,7 @@ fn Detail(
                     {detail.history.into_iter().map(|h| view! {
                         <tr data-testid="history-row">
                             <td>{h.id}</td>
-                            <td>{format_utc(h.timestamp)}</td>
+                            <td class="nowrap">{format_utc(h.timestamp)}</td>
                             <td>{h.kind}</td>
                             <td>{h.details.map(details_cell)}</td>
                         </tr>
@@ -344,9 +344,19 @@ fn Actions(
         <Show when=any>
             <section class="card" aria-labelledby="actions-title" data-testid="actions">
                 <h2 id="actions-title">"Actions"</h2>
-                <label for="action-reason">"Reason (required, recorded in the audit log)"</label>
-                <input id="action-reason" type="text" data-testid="action-reason" maxlength="1000"
-                    prop:value=reason on:input=move |ev| set_reason.set(event_target_value(&ev)) />
+                <div class="form">
+                    <label for="action-reason">"Reason (required, recorded in the audit log)"</label>
+                    <input id="action-reason" type="text" data-testid="action-reason" maxlength="1000"
+                        aria-describedby="action-reason-hint"
+                        prop:value=reason on:input=move |ev| set_reason.set(event_target_value(&ev)) />
+                    <p class="hint" id="action-reason-hint" data-testid="action-reason-hint">
+                        {move || if reason.with(|r| r.trim().is_empty()) {
+                            "Type a reason to enable the actions."
+                        } else {
+                            "The reason goes with the action into the audit log."
+                        }}
+                    </p>
+                </div>
                 <div class="actions">
                     {button(InstanceAction::Terminate, "Terminate", "danger")}
                     {button(InstanceAction::Suspend, "Suspend", "secondary")}

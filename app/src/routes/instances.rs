@@ -205,8 +205,8 @@ fn InstanceTable(list: InstanceList, filter: InstanceFilter) -> impl IntoView {
                             <td><a href=format!("/instances/{}", url_component(&i.instance_id))><code>{i.instance_id.clone()}</code></a></td>
                             <td>{i.name}</td>
                             <td><span class=class>{i.status}</span></td>
-                            <td>{format_utc(i.created_at)}</td>
-                            <td>{format_utc(i.updated_at)}</td>
+                            <td class="nowrap">{format_utc(i.created_at)}</td>
+                            <td class="nowrap">{format_utc(i.updated_at)}</td>
                         </tr>
                         }
                     })

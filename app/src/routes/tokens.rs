@@ -27,6 +27,8 @@ pub fn ApiTokens() -> impl IntoView {
     let (name, set_name) = signal(String::new());
     let (role, set_role) = signal(Role::Viewer);
     let (days, set_days) = signal(DEFAULT_DAYS.to_string());
+    // Whether the user has typed a name or tried to submit: no complaint before that.
+    let (touched, set_touched) = signal(false);
     // What is wrong with the form, checked as the user types; the server checks again.
     let problem = move || {
         if let Err(e) = valid_name(&name.get()) {
@@ -39,6 +41,7 @@ pub fn ApiTokens() -> impl IntoView {
     };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        set_touched.set(true);
         if problem().is_some() {
             return;
         }
@@ -76,7 +79,10 @@ pub fn ApiTokens() -> impl IntoView {
                 <label for="token-name">"Name"</label>
                 <input id="token-name" type="text" maxlength=MAX_NAME.to_string() data-testid="token-name"
                     placeholder="nightly-cleanup" prop:value=name
-                    on:input=move |ev| set_name.set(event_target_value(&ev)) />
+                    on:input=move |ev| {
+                        set_touched.set(true);
+                        set_name.set(event_target_value(&ev));
+                    } />
                 <label for="token-role">"Role"</label>
                 <select id="token-role" data-testid="token-role"
                     on:change=move |ev| set_role.set(Role::from_label(&event_target_value(&ev)).unwrap_or(Role::Viewer))>
@@ -87,9 +93,9 @@ pub fn ApiTokens() -> impl IntoView {
                 <label for="token-days">"Lifetime (days)"</label>
                 <input id="token-days" type="number" min="1" max=MAX_DAYS.to_string() data-testid="token-days"
                     prop:value=days on:input=move |ev| set_days.set(event_target_value(&ev)) />
-                {move || problem().map(|p| view! { <p class="hint" data-testid="token-problem">{p}</p> })}
+                {move || problem().filter(|_| touched.get()).map(|p| view! { <p class="hint" data-testid="token-problem">{p}</p> })}
                 <button type="submit" data-testid="create-token"
-                    disabled=move || problem().is_some() || create.pending().get()>"Create token"</button>
+                    disabled=move || (touched.get() && problem().is_some()) || create.pending().get()>"Create token"</button>
             </form>
             {created}
         </Show>
@@ -97,8 +103,9 @@ pub fn ApiTokens() -> impl IntoView {
         {move || revoke.value().get().and_then(Result::err).map(|e| view! {
             <p class="error" role="alert" data-testid="revoke-error">{e.to_string()}</p>
         })}
+        // The list is for administrators only: others were told so above, not shown a 403.
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-            {move || tokens.get().map(|result| match result {
+            {move || tokens.get().filter(|_| can(Role::Admin)).map(|result| match result {
                 Ok(list) if list.is_empty() => view! {
                     <p class="notice" data-testid="no-tokens">"No API tokens yet."</p>
                 }.into_any(),

@@ -60,6 +60,14 @@ fn wait_for(port: u16, id: &str, status: &str) -> Value {
     }
 }
 
+/// Starts the human-interaction sample as `id` through ctl and waits until it waits.
+fn start_waiting(port: u16, id: &str) {
+    let input = r#"{"request":"ctl","timeout_ms":600000}"#;
+    let args = ["start", "HumanInteraction", "--input", input, "--id", id];
+    ok(&ctl(port, None, &args));
+    wait_for(port, id, "Running");
+}
+
 #[test]
 fn ctl_lists_shows_starts_raises_terminates_and_purges() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,20 +107,7 @@ fn ctl_lists_shows_starts_raises_terminates_and_purges() {
     assert_eq!(as_json["instances"][0]["instance_id"], "ctl-hello");
 
     // raise: an approval completes the human-interaction sample.
-    let input = r#"{"request":"ctl","timeout_ms":600000}"#;
-    ok(&ctl(
-        port,
-        None,
-        &[
-            "start",
-            "HumanInteraction",
-            "--input",
-            input,
-            "--id",
-            "ctl-ask",
-        ],
-    ));
-    wait_for(port, "ctl-ask", "Running");
+    start_waiting(port, "ctl-ask");
     let raised = ok(&ctl(
         port,
         None,
@@ -130,19 +125,7 @@ fn ctl_lists_shows_starts_raises_terminates_and_purges() {
     wait_for(port, "ctl-ask", "Completed");
 
     // terminate → purge → gone
-    ok(&ctl(
-        port,
-        None,
-        &[
-            "start",
-            "HumanInteraction",
-            "--input",
-            input,
-            "--id",
-            "ctl-stop",
-        ],
-    ));
-    wait_for(port, "ctl-stop", "Running");
+    start_waiting(port, "ctl-stop");
     let stopped = ok(&ctl(
         port,
         None,
