@@ -120,7 +120,10 @@ fn ApprovalItem(approval: PendingApproval, decide: ServerAction<Decide>) -> impl
     let deadline = approval.deadline;
     let summary = approval.summary();
     let input = approval.input.as_deref().map(crate::json::pretty);
-    let href = format!("/instances/{}", crate::models::url_component(&approval.instance_id));
+    let href = format!(
+        "/instances/{}",
+        crate::models::url_component(&approval.instance_id)
+    );
     view! {
         <li class="card" data-testid="approval" data-instance=approval.instance_id.clone()>
             <p class="request" data-testid="approval-request">{summary}</p>
