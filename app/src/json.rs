@@ -83,6 +83,247 @@ pub fn embed_payloads(value: &mut Value, fields: &[&str]) {
     }
 }
 
+/// A JSON Schema's node, with `$ref`s into the root's `$defs` (or `definitions`) followed.
+fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
+    let mut node = node;
+    for _ in 0..32 {
+        let Some(target) = node.get("$ref").and_then(Value::as_str) else {
+            return node;
+        };
+        let pointer = target.strip_prefix('#').unwrap_or(target);
+        match root.pointer(pointer) {
+            Some(next) => node = next,
+            None => return node,
+        }
+    }
+    node
+}
+
+/// The schema's first non-null type (`"type": ["integer", "null"]` is an integer).
+fn first_type(node: &Value) -> Option<&str> {
+    match node.get("type")? {
+        Value::String(t) => Some(t.as_str()),
+        Value::Array(types) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null"),
+        _ => None,
+    }
+}
+
+/// An input that satisfies `schema` (a JSON Schema as `schemars` writes them): its own
+/// `examples`, `default`, `const` or first `enum` value where it has one; else the required
+/// properties of an object, one item of an array (or `minItems`), `"text"`, and the smallest
+/// number at least 1 that its bounds allow.
+pub fn example(schema: &Value) -> Value {
+    example_at(schema, schema, 0)
+}
+
+fn example_at(root: &Value, node: &Value, depth: u32) -> Value {
+    let node = resolve(root, node);
+    if depth > 16 {
+        return Value::Null;
+    }
+    if let Some(first) = node
+        .get("examples")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    for key in ["default", "const"] {
+        if let Some(value) = node.get(key) {
+            return value.clone();
+        }
+    }
+    if let Some(first) = node
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(options) = node.get(key).and_then(Value::as_array) {
+            let option = options
+                .iter()
+                .find(|o| first_type(resolve(root, o)).is_some())
+                .or(options.first());
+            return option.map_or(Value::Null, |o| example_at(root, o, depth + 1));
+        }
+    }
+    let bound = |key: &str| node.get(key).and_then(Value::as_f64);
+    match first_type(node) {
+        Some("object") => {
+            let mut map = serde_json::Map::new();
+            let properties = node.get("properties").and_then(Value::as_object);
+            for name in node
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = name.as_str() {
+                    let property = properties.and_then(|p| p.get(name)).unwrap_or(&Value::Null);
+                    map.insert(name.to_owned(), example_at(root, property, depth + 1));
+                }
+            }
+            Value::Object(map)
+        }
+        Some("array") => {
+            let n = node
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .max(1);
+            let item = node
+                .get("items")
+                .map_or(Value::Null, |i| example_at(root, i, depth + 1));
+            Value::Array((0..n.min(16)).map(|_| item.clone()).collect())
+        }
+        Some("string") => Value::from("text"),
+        Some(kind @ ("integer" | "number")) => {
+            let mut n = bound("minimum").map_or(1.0, |m| m.max(1.0));
+            if let Some(max) = bound("maximum") {
+                n = n.min(max);
+            }
+            if kind == "integer" {
+                Value::from(n as i64)
+            } else {
+                Value::from(n)
+            }
+        }
+        Some("boolean") => Value::Bool(true),
+        _ => Value::Null,
+    }
+}
+
+/// Whether `value` satisfies `schema`, for the parts of JSON Schema `schemars` writes (types,
+/// required and unknown properties, items and their counts, numeric bounds, enums, `$ref`,
+/// `anyOf`/`oneOf`); the first problem, with where it is (`/names/0`), when not.
+pub fn check(schema: &Value, value: &Value) -> Result<(), String> {
+    check_at(schema, schema, value, "")
+}
+
+fn check_at(root: &Value, node: &Value, value: &Value, at: &str) -> Result<(), String> {
+    let node = resolve(root, node);
+    let place = if at.is_empty() {
+        "the input".to_owned()
+    } else {
+        at.to_owned()
+    };
+    for key in ["anyOf", "oneOf"] {
+        if let Some(options) = node.get(key).and_then(Value::as_array) {
+            let mut first_problem = None;
+            for option in options {
+                match check_at(root, option, value, at) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        first_problem.get_or_insert(e);
+                    }
+                }
+            }
+            return Err(first_problem.unwrap_or_else(|| format!("{place} matches no option")));
+        }
+    }
+    if let Some(options) = node.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        return Err(format!(
+            "{place} must be one of {}",
+            Value::Array(options.clone())
+        ));
+    }
+    if let Some(expected) = node.get("const")
+        && expected != value
+    {
+        return Err(format!("{place} must be {expected}"));
+    }
+    let types: Vec<&str> = match node.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let is = |t: &str| match t {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "string" => value.is_string(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        "number" => value.is_number(),
+        "integer" => value.is_i64() || value.is_u64(),
+        _ => true,
+    };
+    if !types.is_empty() && !types.iter().any(|t| is(t)) {
+        let article = |t: &str| {
+            if t.starts_with(['a', 'i', 'o']) {
+                "an"
+            } else {
+                "a"
+            }
+        };
+        let wanted: Vec<String> = types
+            .iter()
+            .map(|t| format!("{} {t}", article(t)))
+            .collect();
+        return Err(format!("{place} must be {}", wanted.join(" or ")));
+    }
+    if let Some(n) = value.as_f64() {
+        if let Some(min) = node.get("minimum").and_then(Value::as_f64)
+            && n < min
+        {
+            return Err(format!("{place} must be at least {min}"));
+        }
+        if let Some(max) = node.get("maximum").and_then(Value::as_f64)
+            && n > max
+        {
+            return Err(format!("{place} must be at most {max}"));
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if let Some(min) = node.get("minItems").and_then(Value::as_u64)
+            && (items.len() as u64) < min
+        {
+            return Err(format!("{place} needs at least {min} items"));
+        }
+        if let Some(max) = node.get("maxItems").and_then(Value::as_u64)
+            && items.len() as u64 > max
+        {
+            return Err(format!("{place} takes at most {max} items"));
+        }
+        if let Some(item) = node.get("items") {
+            for (i, v) in items.iter().enumerate() {
+                check_at(root, item, v, &format!("{at}/{i}"))?;
+            }
+        }
+    }
+    if let Some(map) = value.as_object() {
+        let properties = node.get("properties").and_then(Value::as_object);
+        for name in node
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = name.as_str()
+                && !map.contains_key(name)
+            {
+                return Err(format!("{place} needs the field \"{name}\""));
+            }
+        }
+        for (key, v) in map {
+            match properties.and_then(|p| p.get(key)) {
+                Some(property) => check_at(root, property, v, &format!("{at}/{key}"))?,
+                None if node.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    return Err(format!("{place} has an unknown field \"{key}\""));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +373,96 @@ mod tests {
             serde_json::json!({"name": "Hello", "input": {"request": 1}, "reason": "x"})
         );
         assert_eq!(pretty(r#"{"a":1}"#), "{\n  \"a\": 1\n}");
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use serde_json::json;
+
+    use super::{check, example};
+
+    fn monitor_like() -> serde_json::Value {
+        json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "job_id": {"type": "string", "examples": ["nightly-export"]},
+                "checks": {"type": "integer", "format": "uint32", "minimum": 0, "default": 0},
+                "ready_after": {"type": ["integer", "null"], "minimum": 0},
+                "interval_ms": {"type": "integer", "minimum": 0},
+                "parts": {"type": "array", "items": {"$ref": "#/$defs/Part"}}
+            },
+            "required": ["job_id", "interval_ms", "parts"],
+            "$defs": {"Part": {"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}}, "required": ["n"], "additionalProperties": false}}
+        })
+    }
+
+    #[test]
+    fn examples_fill_what_is_required_and_pass_their_own_check() {
+        let schema = monitor_like();
+        let made = example(&schema);
+        assert_eq!(
+            made,
+            json!({"job_id": "nightly-export", "interval_ms": 1, "parts": [{"n": 1}]})
+        );
+        assert_eq!(check(&schema, &made), Ok(()));
+        for (schema, expected) in [
+            (
+                json!({"type": "array", "items": {"type": "string"}}),
+                json!(["text"]),
+            ),
+            (
+                json!({"type": "integer", "format": "uint32", "minimum": 0}),
+                json!(1),
+            ),
+            (
+                json!({"type": "integer", "minimum": 5, "maximum": 7}),
+                json!(5),
+            ),
+            (json!({"enum": ["b", "a"]}), json!("b")),
+            (
+                json!({"anyOf": [{"type": "null"}, {"type": "boolean"}]}),
+                json!(true),
+            ),
+        ] {
+            assert_eq!(example(&schema), expected, "{schema}");
+            assert_eq!(check(&schema, &expected), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_wrong_input_is_named_where_it_is_wrong() {
+        let schema = monitor_like();
+        for (value, says) in [
+            (json!(null), "the input must be an object"),
+            (
+                json!({"interval_ms": 1, "parts": []}),
+                "needs the field \"job_id\"",
+            ),
+            (
+                json!({"job_id": 3, "interval_ms": 1, "parts": []}),
+                "/job_id must be a string",
+            ),
+            (
+                json!({"job_id": "j", "interval_ms": -1, "parts": []}),
+                "/interval_ms must be at least 0",
+            ),
+            (
+                json!({"job_id": "j", "interval_ms": 1.5, "parts": []}),
+                "/interval_ms must be an integer",
+            ),
+            (
+                json!({"job_id": "j", "interval_ms": 1, "parts": [{"n": 10}]}),
+                "/parts/0/n must be at most 9",
+            ),
+            (
+                json!({"job_id": "j", "interval_ms": 1, "parts": [{"n": 1, "m": 2}]}),
+                "/parts/0 has an unknown field \"m\"",
+            ),
+        ] {
+            let problem = check(&schema, &value).unwrap_err();
+            assert!(problem.contains(says), "{value}: {problem}");
+        }
     }
 }

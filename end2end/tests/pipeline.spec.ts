@@ -262,3 +262,30 @@ test('the CSV export of a filter downloads exactly the rows the filter matches',
   expect(lines[0]).toBe('instance_id,name,status,created_at,updated_at,completed_at,duration_ms');
   expect(lines.slice(1).map((l) => l.split(',')[0]).sort()).toEqual(shown);
 });
+
+test('every sample starts from its prefilled example without editing, and a wrong input is named', async ({ page }) => {
+  await page.goto('/start');
+  await hydrated(page);
+  const select = page.getByTestId('start-name');
+  const names = await select.locator('option').evaluateAll((options) => options.map((o) => (o as HTMLOptionElement).value));
+  expect(names.length).toBeGreaterThanOrEqual(8);
+  const stamp = Date.now();
+  for (const name of names) {
+    await select.selectOption(name);
+    const input = page.getByTestId('start-input');
+    await expect(input).not.toHaveValue('null');
+    await expect(page.getByTestId('start-input-problem')).toBeEmpty();
+    const id = `e2e-example-${name.toLowerCase()}-${stamp}`;
+    await page.getByTestId('start-id').fill(id);
+    await page.getByTestId('start-submit').click();
+    await expect(page.getByTestId('start-result')).toContainText(id);
+  }
+  // Checked against the input type's schema before anything is sent.
+  await select.selectOption('HumanInteraction');
+  await page.getByTestId('start-input').fill('{"request": "laptop"}');
+  await expect(page.getByTestId('start-input-problem')).toContainText('needs the field "timeout_ms"');
+  await expect(page.getByTestId('start-submit')).toBeDisabled();
+  await select.selectOption('HelloN');
+  await page.getByTestId('start-input').fill('-1');
+  await expect(page.getByTestId('start-input-problem')).toContainText('must be at least 0');
+});

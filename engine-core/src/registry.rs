@@ -152,6 +152,8 @@ pub struct Registry {
     breakers: BTreeMap<String, BreakerConfig>,
     /// By lower-case name (entity names are case-insensitive).
     entities: HashMap<String, EntityEntry>,
+    /// JSON Schemas of orchestrations' inputs, where described (see [`Registry::describe_input`]).
+    input_schemas: HashMap<&'static str, serde_json::Value>,
 }
 
 impl fmt::Debug for Registry {
@@ -342,6 +344,20 @@ impl Registry {
     }
 
     /// Registered orchestration names, sorted.
+    /// Records the JSON Schema of orchestration `O`'s input, so tools (the dashboard's Start
+    /// page) can offer an example and check an input before it is sent. The engine derives it
+    /// from the Rust type (`engine::schema::describe`); the start itself still decodes the input
+    /// into the type and validates it.
+    pub fn describe_input<O: Orchestration>(&mut self, schema: serde_json::Value) -> &mut Self {
+        self.input_schemas.insert(O::NAME, schema);
+        self
+    }
+
+    /// The JSON Schema of orchestration `name`'s input, when it was described.
+    pub fn input_schema(&self, name: &str) -> Option<&serde_json::Value> {
+        self.input_schemas.get(name)
+    }
+
     pub fn orchestration_names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self.orchestrations.keys().copied().collect();
         names.sort_unstable();

@@ -250,6 +250,12 @@ impl<S: Store + StoreAdmin> Client<S> {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The JSON Schema of orchestration `name`'s input, when it was described
+    /// ([`crate::schema::describe`]).
+    pub fn input_schema(&self, name: &str) -> Option<serde_json::Value> {
+        self.shared.registry.input_schema(name).cloned()
+    }
+
     /// Registered orchestration names, without the system ones (which only the engine starts).
     pub fn orchestration_names(&self) -> Vec<&'static str> {
         let mut names = self.shared.registry.orchestration_names();

@@ -22,6 +22,7 @@ pub mod client;
 pub mod db;
 pub mod runtime;
 pub mod samples;
+pub mod schema;
 pub mod store;
 pub mod system;
 

@@ -128,8 +128,9 @@ pub async fn check_job(_: ActivityContext, job: JobCheck) -> Result<bool, Failur
 /// The monitor's state, carried from one execution to the next. In JSON the durations are
 /// milliseconds: `{"job_id": "j", "interval_ms": 1000, "max_interval_ms": 60000,
 /// "timeout_ms": 3600000}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MonitorInput {
+    #[schemars(example = &"nightly-export")]
     pub job_id: String,
     /// Checks done so far.
     #[serde(default)]
@@ -138,11 +139,14 @@ pub struct MonitorInput {
     #[serde(default)]
     pub ready_after: Option<u32>,
     #[serde(rename = "interval_ms", with = "crate::millis")]
+    #[schemars(with = "u64", example = 1_000)]
     pub interval: Duration,
     #[serde(rename = "max_interval_ms", with = "crate::millis")]
+    #[schemars(with = "u64", example = 60_000)]
     pub max_interval: Duration,
     /// How long to keep polling, from the first check.
     #[serde(rename = "timeout_ms", with = "crate::millis")]
+    #[schemars(with = "u64", example = 600_000)]
     pub timeout: Duration,
     /// When to give up (ms since the epoch); set by the first execution from `timeout`.
     #[serde(default)]
@@ -233,10 +237,12 @@ pub async fn escalate(_: ActivityContext, request: String) -> Result<String, Fai
 }
 
 /// An approval request: `{"request": "expense #1", "timeout_ms": 60000}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApprovalRequest {
+    #[schemars(example = &"new laptop")]
     pub request: String,
     #[serde(rename = "timeout_ms", with = "crate::millis")]
+    #[schemars(with = "u64", example = 600_000)]
     pub timeout: Duration,
 }
 
@@ -299,7 +305,22 @@ pub fn registry() -> Registry {
         .entity(Counter::operations())
         .entity(Account::operations());
     resilience_samples(&mut r);
+    describe_inputs(&mut r);
     r
+}
+
+/// Records every sample's input schema (derived from its Rust type) for the Start page.
+fn describe_inputs(r: &mut Registry) {
+    use crate::schema::{describe, describe_with_example};
+    use serde_json::json;
+    describe_with_example::<HelloSequence>(r, json!(["Ada", "Grace"]));
+    describe_with_example::<HelloN>(r, json!(5));
+    describe_with_example::<FanOutFanIn>(r, json!(10));
+    describe::<Monitor>(r);
+    describe::<HumanInteraction>(r);
+    describe::<Transfer>(r);
+    describe_with_example::<FlakyCalls>(r, json!(20));
+    describe_with_example::<LimiterBurst>(r, json!(20));
 }
 
 /// The circuit breaker [`CallFlaky`] goes through: the last 20 calls, tripping at 50 % failures
@@ -505,10 +526,13 @@ impl Account {
 }
 
 /// A transfer between two accounts: `{"from": "alice", "to": "bob", "amount": 10}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TransferRequest {
+    #[schemars(example = &"alice")]
     pub from: String,
+    #[schemars(example = &"bob")]
     pub to: String,
+    #[schemars(example = 10)]
     pub amount: u64,
 }
 

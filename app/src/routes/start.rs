@@ -1,5 +1,7 @@
-//! The Start page: pick a registered orchestration, give its JSON input (checked in the browser
-//! before submit, and again on the server) and optionally an instance id.
+//! The Start page: pick a registered orchestration, give its JSON input and optionally an
+//! instance id. The input starts as an example generated from the orchestration's input schema
+//! (derived from its Rust type, see `engine::schema`) and is checked in the browser against
+//! that schema before submit; the server decodes and validates it again.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -9,15 +11,45 @@ use crate::{
     session::{Role, can},
 };
 
-/// Registered orchestration names.
+/// A registered orchestration and what its input looks like.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OrchestrationInput {
+    pub name: String,
+    /// An input generated from the input type's JSON Schema (JSON text), or `null`.
+    pub example: String,
+    /// The input type's JSON Schema (JSON text), when the orchestration describes it.
+    pub schema: Option<String>,
+}
+
+/// Registered orchestrations, by name, with an example input each.
 #[server(prefix = "/api/fn", endpoint = "orchestrations")]
-pub async fn orchestration_names() -> Result<Vec<String>, AppError> {
+pub async fn orchestrations() -> Result<Vec<OrchestrationInput>, AppError> {
     let engine = crate::context::engine()?;
     Ok(engine
         .orchestration_names()
         .into_iter()
-        .map(str::to_owned)
+        .map(|name| {
+            let schema = engine.input_schema(name);
+            OrchestrationInput {
+                name: name.to_owned(),
+                example: schema.as_ref().map_or_else(
+                    || "null".to_owned(),
+                    |s| {
+                        serde_json::to_string_pretty(&crate::json::example(s))
+                            .unwrap_or_else(|_| "null".to_owned())
+                    },
+                ),
+                schema: schema.map(|s| s.to_string()),
+            }
+        })
         .collect())
+}
+
+/// Why `text` does not fit `info`'s input schema, if it does not (and it has one).
+fn schema_problem(info: Option<&OrchestrationInput>, text: &str) -> Option<String> {
+    let schema: serde_json::Value = serde_json::from_str(info?.schema.as_deref()?).ok()?;
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    crate::json::check(&schema, &value).err()
 }
 
 /// Starts `name` with `input` (JSON); returns the instance id. Needs the operator role.
@@ -56,10 +88,23 @@ pub fn json_problem(text: &str) -> Option<String> {
 /// The Start page.
 #[component]
 pub fn Start() -> impl IntoView {
-    let names = Resource::new(|| (), |_| orchestration_names());
+    let names = Resource::new(|| (), |_| orchestrations());
     let start = ServerAction::<StartInstance>::new();
     let (name, set_name) = signal(String::new());
-    let (input, set_input) = signal("null".to_owned());
+    let name_now = name;
+    // What the operator typed; `None` shows the chosen orchestration's example.
+    let draft = RwSignal::new(None::<String>);
+    let info = move |n: &str| {
+        names
+            .get()
+            .and_then(Result::ok)
+            .and_then(|list| list.into_iter().find(|i| i.name == n))
+    };
+    let input = move || {
+        draft
+            .get()
+            .unwrap_or_else(|| info(&name.get()).map_or_else(|| "null".to_owned(), |i| i.example))
+    };
     let (instance_id, set_instance_id) = signal(String::new());
     let (start_at, set_start_at) = signal(String::new());
     let start_at_problem = move || {
@@ -68,7 +113,10 @@ pub fn Start() -> impl IntoView {
                 .then(|| "use YYYY-MM-DD HH:MM (UTC), or leave empty to start now".to_owned())
         })
     };
-    let problem = move || input.with(|t| json_problem(t));
+    let problem = move || {
+        let text = input();
+        json_problem(&text).or_else(|| schema_problem(info(&name.get()).as_ref(), &text))
+    };
     let (hydrated, set_hydrated) = signal(false);
     Effect::new(move |_| set_hydrated.set(true));
     // What the select shows, even when it was changed before the page hydrated (its change
@@ -85,6 +133,10 @@ pub fn Start() -> impl IntoView {
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let name = chosen();
+        if name != name_now.get_untracked() {
+            // Chosen before hydration: check the input against that orchestration's schema.
+            set_name.set(name.clone());
+        }
         if problem().is_some() || start_at_problem().is_some() || name.is_empty() {
             return;
         }
@@ -92,7 +144,7 @@ pub fn Start() -> impl IntoView {
         let at = start_at.get();
         start.dispatch(StartInstance {
             name,
-            input: input.get(),
+            input: input(),
             instance_id: (!id.trim().is_empty()).then(|| id.trim().to_owned()),
             start_at: (!at.trim().is_empty()).then(|| at.trim().to_owned()),
         });
@@ -113,12 +165,17 @@ pub fn Start() -> impl IntoView {
                         if name.get_untracked().is_empty()
                             && let Some(first) = list.first()
                         {
-                            set_name.set(first.clone());
+                            set_name.set(first.name.clone());
                         }
                         view! {
                             <select id="start-name" data-testid="start-name" node_ref=select
-                                on:change=move |ev| set_name.set(event_target_value(&ev))>
-                                {list.into_iter().map(|n| {
+                                on:change=move |ev| {
+                                    // A new choice shows its own example.
+                                    draft.set(None);
+                                    set_name.set(event_target_value(&ev));
+                                }>
+                                {list.into_iter().map(|i| {
+                                    let n = i.name;
                                     let selected = n == name.get_untracked();
                                     let label = n.clone();
                                     view! { <option value=n selected=selected>{label}</option> }
@@ -134,7 +191,7 @@ pub fn Start() -> impl IntoView {
                 aria-invalid=move || problem().is_some().to_string()
                 aria-describedby="start-input-problem"
                 prop:value=input
-                on:input=move |ev| set_input.set(event_target_value(&ev))></textarea>
+                on:input=move |ev| draft.set(Some(event_target_value(&ev)))></textarea>
             <p id="start-input-problem" class="error" data-testid="start-input-problem" aria-live="polite">
                 {problem}
             </p>
