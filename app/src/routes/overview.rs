@@ -234,17 +234,22 @@ fn PipelineCheck() -> impl IntoView {
                 "Stored value: "
                 <Suspense fallback=|| view! { <span>"…"</span> }>{shown}</Suspense>
             </p>
-            <button
-                type="button"
-                data-testid="increment"
-                data-hydrated=move || hydrated.get().to_string()
-                disabled=move || !hydrated.get() || increment.pending().get()
-                on:click=move |_| {
-                    increment.dispatch(IncrementCounter {});
-                }
-            >
-                "Increment"
-            </button>
+            // Operators only (the server function checks it too): a viewer sees the value.
+            <Suspense fallback=|| ()>
+                {move || crate::session::can(crate::session::Role::Operator).then(|| view! {
+                    <button
+                        type="button"
+                        data-testid="increment"
+                        data-hydrated=move || hydrated.get().to_string()
+                        disabled=move || !hydrated.get() || increment.pending().get()
+                        on:click=move |_| {
+                            increment.dispatch(IncrementCounter {});
+                        }
+                    >
+                        "Increment"
+                    </button>
+                })}
+            </Suspense>
             {action_error}
         </section>
     }
