@@ -68,3 +68,4 @@ for (const scheme of ['light', 'dark'] as const) {
     }
   });
 }
+

@@ -557,7 +557,10 @@ fn page(title: &str, body: &str) -> Html<String> {
          content=\"width=device-width, initial-scale=1\"><meta name=\"color-scheme\" content=\"light dark\">\
          <title>{title} · Switchyard</title><link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
          <link rel=\"stylesheet\" href=\"/pkg/app.css\"></head>\
-         <body><main id=\"main\" class=\"auth-page\"><h1>{title}</h1>{body}</main></body></html>"
+         <body><header class=\"site-header\"><span class=\"brand\"><span class=\"brand-mark\" \
+         aria-hidden=\"true\">⇄</span>Switchyard</span></header>\
+         <main id=\"main\" class=\"auth-page\"><section class=\"card\"><h1>{title}</h1>{body}</section>\
+         </main></body></html>"
     ))
 }
 
