@@ -102,7 +102,7 @@ fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
 /// The schema's first non-null type (`"type": ["integer", "null"]` is an integer).
 fn first_type(node: &Value) -> Option<&str> {
     match node.get("type")? {
-        Value::String(t) => Some(t.as_str()),
+        Value::String(t) => Some(t.as_str()).filter(|t| *t != "null"),
         Value::Array(types) => types
             .iter()
             .filter_map(Value::as_str)
