@@ -124,24 +124,13 @@ fn example_at(root: &Value, node: &Value, depth: u32) -> Value {
     if depth > 16 {
         return Value::Null;
     }
-    if let Some(first) = node
-        .get("examples")
-        .and_then(Value::as_array)
-        .and_then(|e| e.first())
-    {
-        return first.clone();
-    }
-    for key in ["default", "const"] {
-        if let Some(value) = node.get(key) {
-            return value.clone();
-        }
-    }
-    if let Some(first) = node
-        .get("enum")
-        .and_then(Value::as_array)
-        .and_then(|e| e.first())
-    {
-        return first.clone();
+    let first_of = |key: &str| node.get(key).and_then(Value::as_array)?.first();
+    let given = first_of("examples")
+        .or_else(|| node.get("default"))
+        .or_else(|| node.get("const"))
+        .or_else(|| first_of("enum"));
+    if let Some(value) = given {
+        return value.clone();
     }
     for key in ["anyOf", "oneOf"] {
         if let Some(options) = node.get(key).and_then(Value::as_array) {
