@@ -19,6 +19,9 @@ pub struct InstanceSummary {
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
     pub updated_at: i64,
+    /// When it ended; `None` while it runs.
+    #[serde(default)]
+    pub completed_at: Option<i64>,
 }
 
 /// A page of the instance list.
@@ -54,6 +57,17 @@ pub fn url_component(value: &str) -> String {
         }
     }
     out
+}
+
+/// A run's length for people, precise when short: `56 ms`, `1.234 s`, `2 min 3 s`, then
+/// [`format_span`]'s hours and days.
+pub fn format_duration(ms: i64) -> String {
+    match ms {
+        ..1_000 => format!("{} ms", ms.max(0)),
+        1_000..60_000 => format!("{:.3} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
+        _ => format_span(ms),
+    }
 }
 
 /// A span of time for people, to the second under an hour: `45 s`, `3 min 20 s`, `2 h 5 min`,
@@ -134,6 +148,18 @@ pub fn parse_utc(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_precise_when_short() {
+        for (ms, text) in [
+            (56, "56 ms"),
+            (1_234, "1.234 s"),
+            (123_000, "2 min 3 s"),
+            (7_500_000, "2 h 5 min"),
+        ] {
+            assert_eq!(format_duration(ms), text);
+        }
+    }
 
     #[test]
     fn spans_read_at_the_right_scale() {

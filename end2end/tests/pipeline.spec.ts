@@ -132,6 +132,11 @@ test('overview counts link to the instance list filtered by status', async ({ pa
   for (const row of await page.getByTestId('instance-row').all()) {
     await expect(row).toContainText('Completed');
   }
+  // A status-only filter shows its total, and ended runs their duration.
+  await expect(page.getByTestId('instance-total')).toContainText(/^\d+ matching instances$/);
+  for (const cell of await page.getByTestId('instance-duration').all()) {
+    await expect(cell).toHaveText(/^\d+(\.\d+)? (ms|s)$|min|h|d/);
+  }
   await page.goto('/instances?status=Sleeping');
   await expect(page.getByTestId('list-error')).toContainText('unknown status');
   await page.goto('/instances?from=yesterday');

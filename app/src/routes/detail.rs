@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::AppError,
     json::{pretty, preview},
-    models::format_utc,
+    models::{format_duration, format_utc},
     session::{Role, can},
 };
 
@@ -482,15 +482,6 @@ fn Timeline(spans: Vec<Span>) -> impl IntoView {
         </section>
     }
     .into_any()
-}
-
-/// `1.234 s`, `56 ms`, `2 min 3 s`.
-fn format_duration(ms: i64) -> String {
-    match ms {
-        ..1_000 => format!("{ms} ms"),
-        1_000..60_000 => format!("{:.3} s", ms as f64 / 1000.0),
-        _ => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
-    }
 }
 
 #[cfg(feature = "ssr")]

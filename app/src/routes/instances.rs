@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::AppError,
-    models::{InstanceList, STATUSES, format_utc, url_component},
+    models::{InstanceList, STATUSES, format_duration, format_utc, url_component},
     routes::bulk::BulkPanel,
     session::{Role, can},
 };
@@ -124,6 +124,22 @@ pub fn Instances() -> impl IntoView {
         .href()
     };
     let value = move |key: &str| query.with(|q| q.get(key).unwrap_or_default());
+    // How many match, from the maintained counts, when the filter is at most a status (other
+    // filters would need a count query per page view).
+    let total = move || {
+        let f = filter();
+        let only_status = [&f.name, &f.id_prefix, &f.from, &f.to, &f.tag]
+            .iter()
+            .all(|v| v.is_none());
+        let counts = counts()?;
+        only_status.then(|| {
+            counts
+                .iter()
+                .filter(|c| f.status.as_ref().is_none_or(|s| *s == c.status))
+                .map(|c| c.count)
+                .sum::<i64>()
+        })
+    };
     view! {
         <Title text="Instances" />
         <h1>"Instances"</h1>
@@ -166,6 +182,9 @@ pub fn Instances() -> impl IntoView {
         <Suspense fallback=|| ()>
             {move || can(Role::Admin).then(|| view! { <BulkPanel filter=Signal::derive(filter) /> })}
         </Suspense>
+        {move || total().map(|n| view! {
+            <p class="hint" data-testid="instance-total">{format!("{n} matching instances")}</p>
+        })}
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || page.get().map(|result| match result {
                 Ok(list) => view! { <InstanceTable list filter=filter() /> }.into_any(),
@@ -192,7 +211,7 @@ fn InstanceTable(list: InstanceList, filter: InstanceFilter) -> impl IntoView {
     view! {
         <table class="instances" data-testid="instance-table">
             <thead>
-                <tr><th scope="col">"Instance"</th><th scope="col">"Orchestration"</th><th scope="col">"Status"</th><th scope="col">"Created (UTC)"</th><th scope="col">"Last change (UTC)"</th></tr>
+                <tr><th scope="col">"Instance"</th><th scope="col">"Orchestration"</th><th scope="col">"Status"</th><th scope="col">"Duration"</th><th scope="col">"Created (UTC)"</th><th scope="col">"Last change (UTC)"</th></tr>
             </thead>
             <tbody>
                 {list
@@ -205,6 +224,9 @@ fn InstanceTable(list: InstanceList, filter: InstanceFilter) -> impl IntoView {
                             <td><a href=format!("/instances/{}", url_component(&i.instance_id))><code>{i.instance_id.clone()}</code></a></td>
                             <td>{i.name}</td>
                             <td><span class=class>{i.status}</span></td>
+                            <td class="nowrap" data-testid="instance-duration">
+                                {i.completed_at.map_or_else(|| "–".to_owned(), |end| format_duration(end - i.created_at))}
+                            </td>
                             <td class="nowrap">{format_utc(i.created_at)}</td>
                             <td class="nowrap">{format_utc(i.updated_at)}</td>
                         </tr>
@@ -329,6 +351,7 @@ pub mod ssr {
                     status: r.status.to_string(),
                     created_at: r.created_at,
                     updated_at: r.updated_at,
+                    completed_at: r.completed_at,
                 })
                 .collect(),
             next_cursor: page.next_cursor,
