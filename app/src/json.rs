@@ -99,6 +99,15 @@ fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
     node
 }
 
+/// The names an object schema requires.
+fn required(node: &Value) -> impl Iterator<Item = &str> {
+    node.get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
 /// The schema's first non-null type (`"type": ["integer", "null"]` is an integer).
 fn first_type(node: &Value) -> Option<&str> {
     match node.get("type")? {
@@ -146,16 +155,9 @@ fn example_at(root: &Value, node: &Value, depth: u32) -> Value {
         Some("object") => {
             let mut map = serde_json::Map::new();
             let properties = node.get("properties").and_then(Value::as_object);
-            for name in node
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(name) = name.as_str() {
-                    let property = properties.and_then(|p| p.get(name)).unwrap_or(&Value::Null);
-                    map.insert(name.to_owned(), example_at(root, property, depth + 1));
-                }
+            for name in required(node) {
+                let property = properties.and_then(|p| p.get(name)).unwrap_or(&Value::Null);
+                map.insert(name.to_owned(), example_at(root, property, depth + 1));
             }
             Value::Object(map)
         }
@@ -288,15 +290,8 @@ fn check_at(root: &Value, node: &Value, value: &Value, at: &str) -> Result<(), S
     }
     if let Some(map) = value.as_object() {
         let properties = node.get("properties").and_then(Value::as_object);
-        for name in node
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(name) = name.as_str()
-                && !map.contains_key(name)
-            {
+        for name in required(node) {
+            if !map.contains_key(name) {
                 return Err(format!("{place} needs the field \"{name}\""));
             }
         }

@@ -260,28 +260,20 @@ impl Verb {
                     Output::Done(done),
                 )
             }
-            Verb::Terminate { id, reason } => {
-                let done = format!("terminated {id}");
-                (
-                    post(
-                        format!("/api/v1/instances/{}/terminate", encode(&id)),
-                        json!({ "reason": reason }),
-                    ),
-                    Output::Done(done),
-                )
-            }
-            Verb::Purge { id, reason } => {
-                let done = format!("purged {id}");
-                (
-                    post(
-                        format!("/api/v1/instances/{}/purge", encode(&id)),
-                        json!({ "reason": reason }),
-                    ),
-                    Output::Done(done),
-                )
-            }
+            Verb::Terminate { id, reason } => act("terminate", "terminated", &id, reason),
+            Verb::Purge { id, reason } => act("purge", "purged", &id, reason),
         })
     }
+}
+
+/// An instance action with a reason: `POST /api/v1/instances/{id}/{action}`.
+fn act(action: &str, done: &str, id: &str, reason: String) -> (Call, Output) {
+    let call = Call {
+        method: reqwest::Method::POST,
+        path: format!("/api/v1/instances/{}/{action}", encode(id)),
+        body: Some(json!({ "reason": reason })),
+    };
+    (call, Output::Done(format!("{done} {id}")))
 }
 
 fn parse(what: &'static str, text: &str) -> Result<Value, CtlError> {
