@@ -28,6 +28,7 @@ pub type EngineClient = engine::Client<engine::SqliteStore>;
 use leptos::prelude::*;
 use leptos_meta::{HashedStylesheet, MetaTags, Title, provide_meta_context};
 use leptos_router::{
+    Lazy, LazyRoute,
     components::{Route, Router, Routes},
     path,
 };
@@ -69,6 +70,10 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 }
 
 /// The dashboard's root component: meta tags, stylesheet, layout and routes.
+///
+/// Every page is a lazy route. `cargo xtask build` splits the wasm at the page groups below, so a
+/// first visit downloads the shell (main module) and the group of the page it shows, and the other
+/// groups are fetched when first needed.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -79,27 +84,91 @@ pub fn App() -> impl IntoView {
         <Router>
             <Layout>
                 <Routes fallback=NotFound>
-                    <Route path=path!("") view=Overview />
-                    <Route path=path!("/instances") view=Instances />
-                    <Route path=path!("/instances/:id") view=InstanceDetailPage />
-                    <Route path=path!("/start") view=Start />
-                    <Route path=path!("/approvals") view=Approvals />
-                    <Route path=path!("/entities") view=Entities />
-                    <Route path=path!("/entities/:id") view=EntityDetailPage />
-                    <Route path=path!("/resilience") view=Resilience />
-                    <Route path=path!("/runaways") view=Runaways />
-                    <Route path=path!("/audit") view=AuditLog />
-                    <Route path=path!("/tokens") view=ApiTokens />
+                    <Route path=path!("") view={Lazy::<OverviewRoute>::new()} />
+                    <Route path=path!("/instances") view={Lazy::<InstancesRoute>::new()} />
+                    <Route path=path!("/instances/:id") view={Lazy::<InstanceRoute>::new()} />
+                    <Route path=path!("/start") view={Lazy::<StartRoute>::new()} />
+                    <Route path=path!("/approvals") view={Lazy::<ApprovalsRoute>::new()} />
+                    <Route path=path!("/entities") view={Lazy::<EntitiesRoute>::new()} />
+                    <Route path=path!("/entities/:id") view={Lazy::<EntityRoute>::new()} />
+                    <Route path=path!("/resilience") view={Lazy::<ResilienceRoute>::new()} />
+                    <Route path=path!("/runaways") view={Lazy::<RunawaysRoute>::new()} />
+                    <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()} />
+                    <Route path=path!("/tokens") view={Lazy::<TokensRoute>::new()} />
                 </Routes>
             </Layout>
         </Router>
     }
 }
 
-/// Browser entry point: hydrates the server-rendered body.
+/// Declares the page groups, each one lazily loaded function (one wasm chunk), and a lazy route
+/// per page that renders its page through its group's function. Few groups rather than one chunk
+/// per page: the splitter gives every set of splits that shares code a chunk of its own, so eleven
+/// splits make hundreds of tiny chunks to fetch, seven a few dozen. A group holds pages that share
+/// most of their code, and none is over the first-visit budget (`cargo xtask test` checks it).
+macro_rules! page_groups {
+    ($($group:ident / $preload:ident: $groups_enum:ident {
+        $($route:ident => $page:ident),+ $(,)?
+    })+) => {$(
+        #[derive(Clone, Copy)]
+        enum $groups_enum { $($page),+ }
+
+        #[leptos::prelude::lazy]
+        fn $group(page: $groups_enum) -> AnyView {
+            match page {
+                $($groups_enum::$page => view! { <$page /> }.into_any()),+
+            }
+        }
+
+        $(
+            #[doc = concat!("The route of [`", stringify!($page), "`], loaded with its group.")]
+            struct $route;
+
+            impl LazyRoute for $route {
+                fn data() -> Self {
+                    $route
+                }
+
+                async fn view(_this: Self) -> AnyView {
+                    $group($groups_enum::$page).await
+                }
+
+                // The router awaits this before it hydrates or shows the page, so the view is
+                // ready at once: hydrating a view that is still loading would not match the
+                // server's HTML. (`#[lazy]` defines the preload function in the browser only.)
+                async fn preload() {
+                    #[cfg(feature = "hydrate")]
+                    $preload().await;
+                }
+            }
+        )+
+    )+};
+}
+
+page_groups! {
+    overview_pages / __preload_overview_pages: OverviewPages { OverviewRoute => Overview }
+    instance_list_pages / __preload_instance_list_pages: InstanceListPages { InstancesRoute => Instances }
+    instance_detail_pages / __preload_instance_detail_pages: InstanceDetailPages { InstanceRoute => InstanceDetailPage }
+    operator_pages / __preload_operator_pages: OperatorPages {
+        StartRoute => Start,
+        ApprovalsRoute => Approvals,
+    }
+    entity_pages / __preload_entity_pages: EntityPages {
+        EntitiesRoute => Entities,
+        EntityRoute => EntityDetailPage,
+    }
+    resilience_pages / __preload_resilience_pages: ResiliencePages { ResilienceRoute => Resilience }
+    admin_pages / __preload_admin_pages: AdminPages {
+        RunawaysRoute => Runaways,
+        AuditRoute => AuditLog,
+        TokensRoute => ApiTokens,
+    }
+}
+
+/// Browser entry point: loads the current page's chunk, then hydrates the server-rendered body.
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(App);
+    leptos::mount::hydrate_lazy(App);
 }

@@ -30,9 +30,11 @@ pub struct Throughput {
     pub start: i64,
     pub bucket_ms: i64,
     pub series: Vec<Series>,
-    /// Mean and maximum start-to-finish latency per bucket (`None`: nothing finished).
-    pub mean_latency_ms: Vec<Option<f64>>,
-    pub max_latency_ms: Vec<Option<i64>>,
+    /// Start-to-finish latency percentiles per bucket: median, 95th and 99th (`None`: nothing
+    /// finished in it).
+    pub latency_p50_ms: Vec<Option<f64>>,
+    pub latency_p95_ms: Vec<Option<f64>>,
+    pub latency_p99_ms: Vec<Option<f64>>,
 }
 
 impl Throughput {
@@ -144,9 +146,7 @@ pub mod ssr {
         let start = (now / BUCKET_MS + 1) * BUCKET_MS - WINDOW_MS;
         let rows = engine.completion_stats(start, BUCKET_MS).await?;
         let mut series: BTreeMap<String, Series> = BTreeMap::new();
-        let mut latency_sum = vec![0.0f64; buckets];
-        let mut latency_n = vec![0u64; buckets];
-        let mut max_latency: Vec<Option<i64>> = vec![None; buckets];
+        let mut latency = vec![engine::store::LatencyHistogram::default(); buckets];
         for row in rows {
             let Ok(index) = usize::try_from((row.bucket_start - start) / BUCKET_MS) else {
                 continue;
@@ -168,9 +168,7 @@ pub mod ssr {
             } else {
                 entry.failed[index] += row.count;
             }
-            latency_sum[index] += row.mean_latency_ms * row.count as f64;
-            latency_n[index] += row.count;
-            max_latency[index] = max_latency[index].max(Some(row.max_latency_ms));
+            latency[index].add(&row);
         }
         let waiting_approvals = engine
             .count_waiting_for_event(
@@ -193,12 +191,9 @@ pub mod ssr {
                 start,
                 bucket_ms: BUCKET_MS,
                 series: series.into_values().collect(),
-                mean_latency_ms: latency_sum
-                    .iter()
-                    .zip(&latency_n)
-                    .map(|(sum, n)| (*n > 0).then(|| sum / *n as f64))
-                    .collect(),
-                max_latency_ms: max_latency,
+                latency_p50_ms: latency.iter().map(|h| h.quantile(0.5)).collect(),
+                latency_p95_ms: latency.iter().map(|h| h.quantile(0.95)).collect(),
+                latency_p99_ms: latency.iter().map(|h| h.quantile(0.99)).collect(),
             },
         })
     }

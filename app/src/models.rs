@@ -29,9 +29,16 @@ pub struct InstanceSummary {
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct InstanceList {
     pub instances: Vec<InstanceSummary>,
+    /// When the server read the list (ms since the epoch): "now" for its relative times.
+    #[serde(default)]
+    pub as_of: i64,
     /// Present when another page follows.
     pub next_cursor: Option<String>,
 }
+
+/// The instance tag naming who started an instance from the dashboard or the API (the user, or
+/// the API token's owner).
+pub const STARTED_BY_TAG: &str = "started-by";
 
 /// The statuses the list can filter by, in display order.
 pub const STATUSES: [&str; 8] = [
@@ -79,6 +86,24 @@ pub fn format_span(ms: i64) -> String {
         60..3_600 => format!("{} min {} s", s / 60, s % 60),
         3_600..86_400 => format!("{} h {} min", s / 3_600, s % 3_600 / 60),
         _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
+/// How long ago something was, for lists: `just now`, `45 s ago`, `3 min ago`, `2 h ago`,
+/// `4 d ago`, or `in 5 min` for a time ahead (a clock a little off, or a deadline).
+pub fn format_ago(elapsed_ms: i64) -> String {
+    let ahead = elapsed_ms < -1_000;
+    let s = elapsed_ms.unsigned_abs() / 1000;
+    let span = match s {
+        ..60 => format!("{s} s"),
+        60..3_600 => format!("{} min", s / 60),
+        3_600..86_400 => format!("{} h", s / 3_600),
+        _ => format!("{} d", s / 86_400),
+    };
+    match (ahead, s) {
+        (false, ..5) => "just now".to_owned(),
+        (false, _) => format!("{span} ago"),
+        (true, _) => format!("in {span}"),
     }
 }
 
@@ -148,6 +173,19 @@ pub fn parse_utc(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_times_read_as_ago_or_ahead() {
+        assert_eq!(format_ago(0), "just now");
+        assert_eq!(format_ago(4_999), "just now");
+        assert_eq!(format_ago(45_000), "45 s ago");
+        assert_eq!(format_ago(200_000), "3 min ago");
+        assert_eq!(format_ago(2 * 3_600_000 + 1), "2 h ago");
+        assert_eq!(format_ago(4 * 86_400_000), "4 d ago");
+        assert_eq!(format_ago(-300_000), "in 5 min");
+        // A clock a few hundred ms ahead is still "just now".
+        assert_eq!(format_ago(-500), "just now");
+    }
 
     #[test]
     fn durations_are_precise_when_short() {

@@ -57,8 +57,7 @@ for (const scheme of ['light', 'dark'] as const) {
       test(`${name} has no serious accessibility violation`, async ({ page }) => {
         await expect(async () => {
           await page.goto(path);
-          // The not-found page is served complete; it does not hydrate (noted as a bug).
-          if (name !== 'not-found') await hydrated(page);
+          await hydrated(page);
           // The instance and entity pages exist once their first work is committed.
           await expect(page.getByTestId('detail-error')).toHaveCount(0);
         }).toPass({ timeout: 15_000 });

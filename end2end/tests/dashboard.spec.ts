@@ -33,7 +33,9 @@ test.describe('without a session', () => {
 
   test('a user whose groups grant no role is refused at login', async ({ page }) => {
     await signIn(page, 'nora');
-    await expect(page.getByTestId('auth-error')).toContainText('none of your `groups` values grants a Switchyard role');
+    await expect(page.getByTestId('auth-error')).toContainText('none of your "groups" values grants a Switchyard role; ask an administrator to add you.');
+    // A sentence for a person: capitalised, no code quoting.
+    await expect(page.getByTestId('auth-error')).toHaveText(/^You are signed in at the identity provider as /);
   });
 
   test('a crafted next after login stays on this site and the login still succeeds', async ({ page, baseURL }) => {

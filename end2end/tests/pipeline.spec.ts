@@ -8,12 +8,14 @@ test('server renders the overview before any script runs', async ({ request }) =
   const response = await request.get('/');
   expect(response.status()).toBe(200);
   const html = await response.text();
-  expect(html).toContain('Pipeline check');
-  expect(html).toContain('data-testid="counter-value"');
-  // The bundle under its fingerprinted names (`cargo xtask build` writes them and `hash.txt`).
-  expect(html).toMatch(/\/pkg\/app\.[0-9a-f]{16}\.js/);
-  expect(html).toMatch(/\/pkg\/app\.[0-9a-f]{16}\.wasm/);
-  expect(html).toMatch(/\/pkg\/app\.[0-9a-f]{16}\.css/);
+  expect(html).toContain('Instances by status');
+  expect(html).toContain('data-testid="throughput-chart"');
+  // The bundle from its folder named by the content's hash (`cargo xtask build` names it in
+  // `build.txt`), and the overview's own chunk preloaded beside the main module.
+  expect(html).toMatch(/\/pkg\/[0-9a-f]{16}\/app\.js/);
+  expect(html).toMatch(/\/pkg\/[0-9a-f]{16}\/app\.wasm/);
+  expect(html).toMatch(/\/pkg\/[0-9a-f]{16}\/app\.css/);
+  expect(html).toMatch(/\/pkg\/[0-9a-f]{16}\/split_overview_pages_\d+\.wasm/);
 });
 
 test('the bundle comes compressed, and a second load takes every static file from the cache', async ({ page }) => {
@@ -38,47 +40,29 @@ test('the bundle comes compressed, and a second load takes every static file fro
   });
   await page.goto('/');
   await hydrated(page);
-  const first = [...seen.values()].filter((s) => /\/pkg\/app\.[0-9a-f]{16}\.(js|wasm|css)$/.test(s.url));
-  expect(first.map((s) => s.url.split('/').pop()?.split('.').pop()).sort()).toEqual(['css', 'js', 'wasm']);
+  const first = [...seen.values()].filter((s) => /\/pkg\/[0-9a-f]{16}\/[^/]+\.(js|wasm|css)$/.test(s.url));
+  const kinds = new Set(first.map((s) => s.url.split('.').pop()));
+  expect([...kinds].sort()).toEqual(['css', 'js', 'wasm']);
+  // The main module and the overview's chunks: more than one wasm file.
+  expect(first.filter((s) => s.url.endsWith('.wasm')).length).toBeGreaterThan(1);
   for (const s of first) {
     expect(s.encoding, s.url).toBe('br');
   }
+  // The same page again: nothing is downloaded again (served from the cache, or at most a 304).
+  seen = new Map();
+  await page.goto('/');
+  await hydrated(page);
+  const again = [...seen.values()];
+  expect(again.length).toBeGreaterThan(0);
+  expect(again.filter((s) => !s.cached && s.status !== 304), JSON.stringify(again)).toEqual([]);
+  // Another page fetches only its own group's modules, and only once.
+  await page.goto('/instances');
+  await hydrated(page);
   seen = new Map();
   await page.goto('/instances');
   await hydrated(page);
   const second = [...seen.values()];
-  expect(second.length).toBeGreaterThan(0);
-  // Nothing is downloaded again: served from the cache, or at most a 304 without a body.
-  const downloaded = second.filter((s) => !s.cached && s.status !== 304);
-  expect(downloaded, JSON.stringify(second)).toEqual([]);
-});
-
-test('the hydrated button changes the stored value, which survives a reload', async ({ page }) => {
-  const consoleErrors: string[] = [];
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') consoleErrors.push(msg.text());
-  });
-  page.on('pageerror', (err) => consoleErrors.push(err.message));
-
-  await page.goto('/');
-  const button = page.getByTestId('increment');
-  const value = page.getByTestId('counter-value');
-
-  // Server-rendered and disabled until the wasm bundle hydrates the page.
-  await expect(button).toHaveAttribute('data-hydrated', 'true');
-  await expect(button).toBeEnabled();
-  const before = Number(await value.textContent());
-  expect(Number.isInteger(before)).toBe(true);
-
-  await button.click();
-  await expect(value).toHaveText(String(before + 1));
-  await button.click();
-  await expect(value).toHaveText(String(before + 2));
-
-  // The value lives in the database: a fresh server render shows it.
-  await page.reload();
-  await expect(page.getByTestId('counter-value')).toHaveText(String(before + 2));
-  expect(consoleErrors).toEqual([]);
+  expect(second.filter((s) => !s.cached && s.status !== 304), JSON.stringify(second)).toEqual([]);
 });
 
 test('navigation shell lists every area and marks the current page', async ({ page }) => {
@@ -93,7 +77,7 @@ test('navigation shell lists every area and marks the current page', async ({ pa
   await expect(nav.getByRole('link', { name: 'API tokens' })).toBeVisible();
   const tops = await nav.getByRole('link').evaluateAll((links) => links.map((l) => l.getBoundingClientRect().top));
   expect(new Set(tops).size, `link tops ${tops}`).toBe(1);
-  await expect(page.getByTestId('increment')).toBeEnabled();
+  await hydrated(page);
   await nav.getByRole('link', { name: 'Approvals' }).click();
   await expect(page).toHaveURL(/\/approvals$/);
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('Approvals');
@@ -105,22 +89,22 @@ test('unknown paths answer 404 with the not-found page', async ({ request }) => 
   expect(await response.text()).toContain('Page not found');
 });
 
-test('a forged cross-site request cannot change the stored value', async ({ page, request }) => {
-  await page.goto('/');
-  const before = Number(await page.getByTestId('counter-value').textContent());
-  const forged = await request.post('/api/fn/counter/increment', {
-    headers: { origin: 'http://evil.example', 'content-type': 'application/x-www-form-urlencoded' },
+test('a forged cross-site request cannot start an instance', async ({ request }) => {
+  const id = `e2e-forged-${Date.now()}`;
+  const forged = await request.post('/api/fn/instances/start', {
+    headers: { origin: 'http://evil.example' },
+    form: { name: 'HelloN', input: '1', instance_id: id },
   });
   expect(forged.status()).toBe(403);
-  await page.reload();
-  await expect(page.getByTestId('counter-value')).toHaveText(String(before));
+  const lookup = await request.get(`/api/v1/instances/${id}`);
+  expect(lookup.status()).toBe(404);
 });
 
 test('overview counts link to the instance list filtered by status', async ({ page }) => {
   await page.goto('/');
   const completed = page.getByTestId('count-Completed');
   await expect(completed).toContainText('Completed');
-  await expect(page.getByTestId('increment')).toBeEnabled();
+  await hydrated(page);
   await completed.click();
   await expect(page).toHaveURL(/\/instances\?status=Completed$/);
   await expect(page.getByTestId('status-filter').getByRole('link', { name: 'Completed' })).toHaveAttribute(
@@ -200,6 +184,8 @@ test('an approval arrives in the open inbox, is approved by keyboard, and the in
   // What is asked for, how long it has waited, and a countdown that ticks without a reload.
   await expect(item.getByTestId('approval-request')).toHaveText('expense 42');
   await expect(item.getByTestId('approval-waiting')).toHaveText(/^\d+ s$/);
+  // Started through a server function by the signed-in admin (the provider's user "alice").
+  await expect(item.getByTestId('approval-started-by')).toHaveText('alice');
   const deadline = item.getByTestId('approval-deadline');
   await expect(deadline).toHaveText(/^in (9|10) min \d+ s$/);
   const first = await deadline.textContent();
@@ -293,4 +279,64 @@ test('every sample starts from its prefilled example without editing, and a wron
   await select.selectOption('HelloN');
   await page.getByTestId('start-input').fill('-1');
   await expect(page.getByTestId('start-input-problem')).toContainText('must be at least 0');
+});
+
+test('the overview charts have time and value axes, and pointing at one reads its values', async ({ page, request }) => {
+  // Something finished in the window, so both charts have values.
+  const started = await request.post('/api/v1/instances', {
+    data: { name: 'HelloSequence', input: ['chart'], instance_id: `e2e-chart-${Date.now()}` },
+  });
+  expect(started.status()).toBe(201);
+  await page.goto('/');
+  await hydrated(page);
+  for (const id of ['throughput-chart', 'latency-chart']) {
+    const chart = page.getByTestId(id);
+    // Clock labels on the time axis (HH:MM), numbers on the value axis starting at 0.
+    await expect(chart.locator('text.tick').filter({ hasText: /^\d\d:\d\d$/ }).first()).toBeVisible();
+    await expect(chart.locator('text.tick').filter({ hasText: /^0$/ })).toHaveCount(1);
+  }
+  await expect(page.getByTestId('latency-chart').locator('.legend')).toContainText('p95');
+  const chart = page.getByTestId('throughput-chart');
+  // Pointing at the last column reads that bucket: its UTC time and each series' value.
+  const last = chart.locator('rect.hover-target').last();
+  await last.hover();
+  await expect(chart.getByTestId('chart-readout')).toHaveText(/^\d\d:\d\d:\d\d UTC — .+: /);
+  await expect(chart.locator('line.guide')).toHaveCount(1);
+  // And by keyboard: focus the chart, step left.
+  await chart.locator('svg').focus();
+  const before = await chart.getByTestId('chart-readout').textContent();
+  await page.keyboard.press('ArrowLeft');
+  await expect(chart.getByTestId('chart-readout')).not.toHaveText(before ?? '');
+});
+
+test('keyboard shortcuts move between pages and focus the filter; ? lists them', async ({ page }) => {
+  await page.goto('/');
+  await hydrated(page);
+  const help = page.getByTestId('shortcut-help');
+  await expect(help).toBeHidden();
+  await page.keyboard.press('?');
+  await expect(help).toBeVisible();
+  await expect(help).toContainText('Go to instances');
+  await page.keyboard.press('Escape');
+  await expect(help).toBeHidden();
+  await page.keyboard.press('g');
+  await page.keyboard.press('i');
+  await expect(page).toHaveURL(/\/instances$/);
+  await expect(page.getByRole('heading', { level: 1 })).toHaveText('Instances');
+  await hydrated(page);
+  await page.keyboard.press('/');
+  await expect(page.getByTestId('filter-name')).toBeFocused();
+  // Typed into a field, the keys are the field's: no navigation.
+  await page.keyboard.type('gaHello');
+  await expect(page).toHaveURL(/\/instances$/);
+  await expect(page.getByTestId('filter-name')).toHaveValue('gaHello');
+});
+
+test('list times read relative, with the exact UTC time on hover', async ({ page }) => {
+  await page.goto('/instances');
+  await hydrated(page);
+  const time = page.getByTestId('instance-row').first().locator('time').first();
+  await expect(time).toHaveText(/^(just now|\d+ (s|min|h|d) ago)$/);
+  await expect(time).toHaveAttribute('title', /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/);
+  await expect(time).toHaveAttribute('datetime', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
 });

@@ -314,6 +314,7 @@ async fn start(
             body.input.to_string(),
             body.instance_id,
             body.start_at,
+            Some(user.name.clone()),
         ),
     )
     .await?;

@@ -131,7 +131,7 @@ pub enum AuthError {
     #[error("the identity provider's answer could not be verified: {0}")]
     Verification(String),
     #[error(
-        "you are signed in at the identity provider as {user}, but none of your `{claim}` values \
+        "you are signed in at the identity provider as {user}, but none of your \"{claim}\" values \
          grants a Switchyard role; ask an administrator to add you"
     )]
     NoRole { user: String, claim: String },
@@ -160,7 +160,7 @@ impl IntoResponse for AuthError {
             "Sign-in failed",
             &format!(
                 "<p role=\"alert\" data-testid=\"auth-error\">{}</p><p><a href=\"/auth/login\">Sign in again</a></p>",
-                escape(&self.to_string())
+                escape(&sentence(&self.to_string()))
             ),
         );
         (self.status(), body).into_response()
@@ -564,6 +564,20 @@ fn page(title: &str, body: &str) -> Html<String> {
     ))
 }
 
+/// An error message as a sentence for a page: capitalised, ending with a full stop (messages are
+/// lowercase clauses so that they compose in logs and chains).
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut text: String = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    if !text.is_empty() && !text.ends_with(['.', '!', '?']) {
+        text.push('.');
+    }
+    text
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -724,6 +738,19 @@ pub async fn authenticate(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn error_pages_show_messages_as_sentences() {
+        assert_eq!(
+            super::sentence("this login has expired; sign in again"),
+            "This login has expired; sign in again."
+        );
+        assert_eq!(
+            super::sentence("already a sentence."),
+            "Already a sentence."
+        );
+        assert_eq!(super::sentence(""), "");
+    }
+
     use super::*;
 
     #[test]

@@ -93,11 +93,16 @@ pub fn app(state: AppState) -> Router {
         .merge(live::router())
         .merge(metrics::router())
         .merge(api::router())
-        .leptos_routes_with_context(&state, routes, context, {
+        .leptos_routes_with_context(&state, routes, context.clone(), {
             let options = state.leptos.clone();
             move || shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Unknown paths render the app's not-found page with the same context (and so the same
+        // script policy), so it hydrates like any page.
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(context, shell))
         .with_state(state.clone());
     // The layers wrap the finished router once. (`Router::layer` would wrap every route
     // separately, and each middleware clones the service it wraps per request: that cloned the

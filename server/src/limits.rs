@@ -12,7 +12,7 @@
 //!   `Referrer-Policy: same-origin`, `X-Frame-Options: DENY`, a `Content-Security-Policy` (pages
 //!   get one with the render's script nonce from [`page_csp`]; everything else a strict default),
 //!   and `Cache-Control`: `no-store` for pages and API answers (they carry user data),
-//!   `public, max-age=31536000, immutable` for fingerprinted bundle files (`/pkg/app.<hash>.js`:
+//!   `public, max-age=31536000, immutable` for the bundle folder's files (`/pkg/<hash>/app.js`:
 //!   a new build has new names, so a browser never asks again), a day for the favicon, and
 //!   `no-cache` for the other static files (revalidated with `If-Modified-Since`, answered 304).
 
@@ -105,20 +105,19 @@ pub fn page_csp(nonce: &str, form_targets: &str) -> String {
 const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
      base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
-/// Hex characters in a fingerprint (`cargo xtask build` writes `app.<16 hex>.<ext>`).
-const FINGERPRINT_CHARS: usize = 16;
+/// Hex characters in a bundle folder's name (`cargo xtask build` writes `pkg/<16 hex>/`).
+const BUILD_ID_CHARS: usize = 16;
 
-/// Whether `path` names a bundle file whose name carries its content's hash.
+/// Whether `name` is a bundle folder's name: the hash of the bundle's content.
+pub fn is_build_id(name: &str) -> bool {
+    name.len() == BUILD_ID_CHARS && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `path` is a file of a bundle folder, whose name carries its content's hash.
 pub fn is_fingerprinted(path: &str) -> bool {
-    let Some(name) = path.strip_prefix("/pkg/") else {
-        return false;
-    };
-    let parts: Vec<&str> = name.split('.').collect();
-    matches!(parts.as_slice(), [stem, hash, ext]
-        if !stem.is_empty()
-            && !ext.is_empty()
-            && hash.len() == FINGERPRINT_CHARS
-            && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    path.strip_prefix("/pkg/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(folder, file)| is_build_id(folder) && !file.is_empty())
 }
 
 /// Middleware: the security and cache headers described in the module docs.
@@ -167,13 +166,14 @@ mod tests {
 
     #[test]
     fn only_bundle_files_named_with_their_hash_are_fingerprinted() {
-        assert!(is_fingerprinted("/pkg/app.0123456789abcdef.wasm"));
-        assert!(is_fingerprinted("/pkg/app.a1b2c3d4e5f60718.css"));
+        assert!(is_fingerprinted("/pkg/0123456789abcdef/app.wasm"));
+        assert!(is_fingerprinted("/pkg/a1b2c3d4e5f60718/chunk_3.wasm"));
         for path in [
             "/pkg/app.js",
-            "/pkg/app.0123456789abcde.js",
-            "/pkg/app.0123456789abcdeg.js",
-            "/pkg/.0123456789abcdef.js",
+            "/pkg/app.0123456789abcdef.js",
+            "/pkg/0123456789abcde/app.js",
+            "/pkg/0123456789abcdeg/app.js",
+            "/pkg/0123456789abcdef/",
             "/favicon.0123456789abcdef.svg",
             "/pkg/app.0123456789abcdef.js.map.x",
         ] {

@@ -37,18 +37,19 @@ impl AppState {
         site_root: &Path,
         addr: SocketAddr,
     ) -> AppState {
-        // `cargo xtask build` fingerprints the bundle and lists the hashes in `hash.txt`; pages
-        // then load `app.<hash>.js` and friends, which browsers keep (see `limits`). Leptos joins
-        // the file's name to the binary's folder, so it gets an absolute path.
-        let hash_file = std::path::absolute(site_root.join("hash.txt"))
-            .unwrap_or_else(|_| site_root.join("hash.txt"));
+        // `cargo xtask build` puts the bundle in `pkg/<hash of its content>/` and names that
+        // folder in `build.txt`; pages then load it from there, and browsers keep it (see
+        // `limits`). Without the file (a hand-made site), the bundle is read from `pkg/`.
+        let pkg_dir = std::fs::read_to_string(site_root.join("build.txt"))
+            .ok()
+            .map(|id| id.trim().to_owned())
+            .filter(|id| crate::limits::is_build_id(id))
+            .map_or_else(|| "pkg".to_owned(), |id| format!("pkg/{id}"));
         let leptos = LeptosOptions::builder()
             .output_name("app")
             .site_root(site_root.display().to_string())
-            .site_pkg_dir("pkg")
+            .site_pkg_dir(pkg_dir)
             .site_addr(addr)
-            .hash_files(hash_file.is_file())
-            .hash_file(hash_file.display().to_string().into())
             .build();
         // The feed's task needs a runtime; outside one (route listing) it is simply absent.
         let live = engine

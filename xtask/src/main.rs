@@ -13,6 +13,8 @@
 //! - `test`: every check CI runs: fmt, clippy, the wasm and pure-core dependency invariants, unit and integration
 //!   tests, then the Playwright suite in Debian Chromium against a freshly built server.
 //! - `e2e`: only the build and the Playwright suite.
+//! - `bench-load [--release]`: the page-load benchmark: Chromium throttled to 20 Mbit/s and
+//!   40 ms round trips loads the overview cold three times and prints the hydration times.
 //!
 //! Missing prerequisites are installed where that is possible without downloading anything but
 //! registry packages (the wasm target via rustup, Debian's chromium as root, `npm ci`); otherwise
@@ -35,6 +37,14 @@ const OUTPUT_NAME: &str = "app";
 /// The version of the linked `wasm-bindgen-cli-support`, pinned with `=` in Cargo.toml.
 const BINDGEN_VERSION: &str = "0.2.130";
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// Cargo's size-optimised profile for the browser bundle (Cargo.toml).
+const WASM_PROFILE: &str = "wasm-release";
+/// `cargo xtask test` fails when the served wasm is larger than this once gzipped.
+const WASM_GZIP_BUDGET: u64 = 400 * 1024;
+/// The npm package with the build's node tools (binaryen's wasm-opt).
+const BUILD_TOOLS: &str = "xtask/npm";
+/// The Playwright suite's npm package.
+const END2END: &str = "end2end";
 /// Crates that must never be part of the browser bundle.
 const SERVER_ONLY_CRATES: &[&str] = &[
     "sqlx",
@@ -82,11 +92,15 @@ fn run() -> Result<()> {
             build(profile)?;
             serve(profile, &passthrough)
         }
-        "build" => build(profile),
+        "build" => build(profile).map(drop),
         "test" => test_all(),
         "e2e" => {
             build(Profile::Dev)?;
             e2e()
+        }
+        "bench-load" => {
+            build(profile)?;
+            bench_load(profile)
         }
         "" | "help" | "--help" | "-h" => {
             println!("{}", HELP.trim());
@@ -101,6 +115,7 @@ cargo xtask serve [--release] [-- <server flags>]   build and serve on http://12
 cargo xtask build [--release]                       build the site and the server
 cargo xtask test                                    run every check and test (what CI runs)
 cargo xtask e2e                                     build and run only the Playwright suite
+cargo xtask bench-load [--release]                  the throttled page-load benchmark (prints figures)
 ";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -115,13 +130,6 @@ impl Profile {
         match self {
             Profile::Dev => ("dev", "debug"),
             Profile::Release => ("release", "release"),
-        }
-    }
-    /// Cargo's profile for the wasm build and its output folder name.
-    fn wasm(self) -> (&'static str, &'static str) {
-        match self {
-            Profile::Dev => ("dev", "debug"),
-            Profile::Release => ("wasm-release", "wasm-release"),
         }
     }
 }
@@ -164,22 +172,27 @@ fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// Builds the browser bundle into `<target>/site` and the server binary (`<target>` is
 /// `CARGO_TARGET_DIR` or `target`).
-fn build(profile: Profile) -> Result<()> {
+fn build(profile: Profile) -> Result<BundleSize> {
     step("wasm target", ensure_wasm_target)?;
     step("bindgen version check", check_bindgen_version)?;
-    let wasm = step("build browser bundle (wasm32, hydrate)", || {
-        build_wasm(profile)
+    let wasm = step(
+        "build browser bundle (wasm32, hydrate, size-optimised)",
+        build_wasm,
+    )?;
+    step("npm ci (build tools)", || npm_ci(BUILD_TOOLS))?;
+    let bundle = step("split, bind, optimise and fingerprint the bundle", || {
+        make_bundle(&wasm)
     })?;
-    step("wasm-bindgen", || bindgen(&wasm))?;
-    step("copy style and public assets", copy_assets)?;
-    step("fingerprint the bundle", fingerprint)?;
+    eprintln!("xtask: {bundle}");
+    step("copy public assets", copy_assets)?;
     step("build server", || {
         run_cmd(
             cargo()
                 .args(["build", "--package", "server", "--bin", "switchyard"])
                 .args(["--profile", profile.server().0]),
         )
-    })
+    })?;
+    Ok(bundle)
 }
 
 /// Cargo's target folder: `CARGO_TARGET_DIR` when set (relative to the workspace root, like
@@ -232,8 +245,9 @@ fn check_bindgen_version() -> Result<()> {
     bail!("Cargo.lock does not mention wasm-bindgen")
 }
 
-fn build_wasm(profile: Profile) -> Result<PathBuf> {
-    let (cargo_profile, dir) = profile.wasm();
+/// The browser bundle is always built with the size-optimised profile: it is what the serve
+/// command ships, and what the test command measures against [`WASM_GZIP_BUDGET`].
+fn build_wasm() -> Result<PathBuf> {
     run_cmd(
         cargo()
             .args([
@@ -245,7 +259,7 @@ fn build_wasm(profile: Profile) -> Result<PathBuf> {
                 WASM_TARGET,
             ])
             .args(["--no-default-features", "--features", "hydrate"])
-            .args(["--profile", cargo_profile])
+            .args(["--profile", WASM_PROFILE])
             // A separate target folder keeps the wasm build from evicting the server's artifacts.
             .arg("--target-dir")
             .arg(target_dir().join("wasm")),
@@ -253,7 +267,7 @@ fn build_wasm(profile: Profile) -> Result<PathBuf> {
     let wasm = target_dir()
         .join("wasm")
         .join(WASM_TARGET)
-        .join(dir)
+        .join(WASM_PROFILE)
         .join(format!("{OUTPUT_NAME}.wasm"));
     ensure!(
         wasm.is_file(),
@@ -263,87 +277,223 @@ fn build_wasm(profile: Profile) -> Result<PathBuf> {
     Ok(wasm)
 }
 
-fn bindgen(wasm: &Path) -> Result<()> {
+/// The link module the split chunks are loaded through. Leptos' `<HydrationScripts/>` looks for
+/// exactly this name (22 underscores) when file hashing is off: the folder is what is hashed.
+const SPLIT_LINK: &str = "__wasm_split.______________________.js";
+/// The split manifest Leptos reads at render time to preload the current page's chunks.
+const SPLIT_MANIFEST: &str = "__wasm_split_manifest.json";
+
+/// Turns the linked wasm into the served bundle, in a folder named after its content's hash
+/// (`<target>/site/pkg/<hash>/`), which browsers may keep forever:
+/// 1. split it at the lazy routes into a main module and per-page chunks (plus chunks of code
+///    several pages share), with the link module and the manifest that load them;
+/// 2. run wasm-bindgen on the main module;
+/// 3. shrink every module with binaryen's `wasm-opt -Oz` from npm (Debian's binaryen 108 breaks
+///    hydration: `WebAssembly.Table.set(): Argument 1 is invalid`);
+/// 4. add the stylesheet, hash the folder, precompress every file (brotli, gzip) so the server
+///    sends them without compressing on the fly, and record the folder in `site/build.txt`.
+///
+/// Older bundle folders are removed. Returns the sizes the budget is checked against.
+fn make_bundle(wasm: &Path) -> Result<BundleSize> {
     let pkg = site_root().join("pkg");
-    fs::create_dir_all(&pkg)?;
+    let stage = pkg.join(".staging");
+    if stage.exists() {
+        fs::remove_dir_all(&stage)?;
+    }
+    fs::create_dir_all(&stage)?;
+    let input = fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    let split_main = stage.join(format!("{OUTPUT_NAME}_split.wasm"));
+    let main_module = format!("./{OUTPUT_NAME}.js");
+    let link = format!("./{SPLIT_LINK}");
+    let split = wasm_split_cli_support::transform({
+        let mut options = wasm_split_cli_support::Options::new(&input);
+        options.output_dir = &stage;
+        options.main_out_path = &split_main;
+        options.main_module = &main_module;
+        options.link_name = &link;
+        options
+    })
+    .map_err(|e| anyhow::anyhow!("{e:?}"))
+    .context("wasm-split failed")?;
+    let manifest: std::collections::BTreeMap<_, _> = split.prefetch_map.into_iter().collect();
+    fs::write(
+        stage.join(SPLIT_MANIFEST),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
+
     wasm_bindgen_cli_support::Bindgen::new()
-        .input_path(wasm)
+        .input_path(&split_main)
         .out_name(OUTPUT_NAME)
         .web(true)?
         .typescript(false)
-        .generate(&pkg)
+        // The chunks call into the main module through the linker's exports, by their names.
+        .keep_lld_exports(true)
+        .demangle(false)
+        .generate(&stage)
         .context("wasm-bindgen failed")?;
+    fs::remove_file(&split_main)?;
     // `<HydrationScripts/>` loads `<name>.wasm` when LEPTOS_OUTPUT_NAME is set at compile time
     // (cargo-leptos' naming), not wasm-bindgen's `<name>_bg.wasm`. A mismatch fails silently: the
     // page renders but never hydrates.
     fs::rename(
-        pkg.join(format!("{OUTPUT_NAME}_bg.wasm")),
-        pkg.join(format!("{OUTPUT_NAME}.wasm")),
+        stage.join(format!("{OUTPUT_NAME}_bg.wasm")),
+        stage.join(format!("{OUTPUT_NAME}.wasm")),
     )
     .context("wasm-bindgen did not write the expected _bg.wasm file")?;
-    ensure!(
-        pkg.join(format!("{OUTPUT_NAME}.js")).is_file(),
-        "wasm-bindgen did not write {OUTPUT_NAME}.js"
-    );
-    Ok(())
-}
 
-fn copy_assets() -> Result<()> {
-    let site = site_root();
-    fs::copy(
-        "style/main.css",
-        site.join("pkg").join(format!("{OUTPUT_NAME}.css")),
-    )
-    .context("cannot copy style/main.css")?;
-    copy_dir(Path::new("public"), &site)
-}
+    let modules: Vec<PathBuf> = sorted_files(&stage)?
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    optimise_all(&modules)?;
+    fs::copy("style/main.css", stage.join(format!("{OUTPUT_NAME}.css")))
+        .context("cannot copy style/main.css")?;
+    let files = sorted_files(&stage)?;
 
-/// Gives the script, the wasm and the stylesheet content-hashed names (`app.<hash>.js`, …) so the
-/// server can let browsers keep them for a year, and writes `hash.txt` in the site root, the file
-/// Leptos' `<HydrationScripts/>` and `<HashedStylesheet/>` read the hashes from. The plain names
-/// stay for the sign-in pages and a server started without the hash file. Older fingerprinted
-/// copies are removed.
-fn fingerprint() -> Result<()> {
-    use sha2::{Digest, Sha256};
-    let site = site_root();
-    let pkg = site.join("pkg");
+    let id = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for file in &files {
+            hasher.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+            hasher.update(fs::read(file)?);
+        }
+        hex(&hasher.finalize()[..BUILD_ID_CHARS / 2])
+    };
+    let dest = pkg.join(&id);
+    if dest.exists() {
+        fs::remove_dir_all(&dest)?;
+    }
+    fs::rename(&stage, &dest)?;
     for entry in fs::read_dir(&pkg)? {
         let path = entry?.path();
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        let mut parts = name.split('.');
-        if parts.next() == Some(OUTPUT_NAME)
-            && parts
-                .next()
-                .is_some_and(|h| h.len() == HASH_CHARS && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            fs::remove_file(&path)?;
+        if path.is_dir() && name != id && is_build_id(name) {
+            fs::remove_dir_all(&path)?;
         }
     }
-    let mut lines = String::new();
-    for (key, ext) in [("js", "js"), ("wasm", "wasm"), ("css", "css")] {
-        let plain = pkg.join(format!("{OUTPUT_NAME}.{ext}"));
-        let bytes = fs::read(&plain).with_context(|| format!("cannot read {}", plain.display()))?;
-        let hash: String = Sha256::digest(&bytes)
-            .iter()
-            .take(HASH_CHARS / 2)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let hashed = pkg.join(format!("{OUTPUT_NAME}.{hash}.{ext}"));
-        fs::write(&hashed, &bytes)?;
-        precompress(&hashed, &bytes)?;
-        lines.push_str(&format!("{key}: {hash}\n"));
+
+    let mut gzipped = std::collections::BTreeMap::new();
+    for file in sorted_files(&dest)? {
+        let (_, gz) = precompress(&file)?;
+        let stem = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        gzipped.insert(stem, gz);
     }
-    fs::write(site.join("hash.txt"), lines)?;
+    fs::write(site_root().join("build.txt"), format!("{id}\n"))?;
+    // The stylesheet also under its plain name, for the sign-in pages outside the app.
+    fs::copy("style/main.css", pkg.join(format!("{OUTPUT_NAME}.css")))?;
+
+    let wasm_gz = |stem: &str| gzipped.get(&format!("{stem}.wasm")).copied().unwrap_or(0);
+    let main = wasm_gz(OUTPUT_NAME);
+    let (largest_page, largest) = manifest
+        .iter()
+        .filter(|(split, _)| split.contains("_pages_"))
+        .map(|(split, stems)| {
+            (
+                split.clone(),
+                main + stems.iter().map(|s| wasm_gz(s)).sum::<u64>(),
+            )
+        })
+        .max_by_key(|(_, size)| *size)
+        .unwrap_or_default();
+    Ok(BundleSize {
+        id,
+        main,
+        total: gzipped
+            .iter()
+            .filter(|(name, _)| name.ends_with(".wasm"))
+            .map(|(_, size)| size)
+            .sum(),
+        chunks: gzipped.keys().filter(|n| n.ends_with(".wasm")).count() - 1,
+        largest_page,
+        largest,
+    })
+}
+
+/// The files directly in `dir`, by name.
+fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Shrinks the modules in place with binaryen's `wasm-opt -Oz` from npm, one process per core at
+/// a time (most of the time is node starting up: the chunks are small).
+fn optimise_all(modules: &[PathBuf]) -> Result<()> {
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(module) = modules.get(i) else {
+                            return Ok(());
+                        };
+                        optimise_wasm(module)?;
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("wasm-opt worker panicked"))?
+        })
+    })?;
+    eprintln!("xtask: wasm-opt -Oz: {} modules", modules.len());
     Ok(())
 }
 
+/// Shrinks one wasm module in place (quietly: binaryen warns about name subsections it does not
+/// know, which the splitter leaves and `--strip-debug` drops).
+fn optimise_wasm(module: &Path) -> Result<()> {
+    let out = Command::new(Path::new(BUILD_TOOLS).join("node_modules/.bin/wasm-opt"))
+        .arg(module)
+        .arg("-o")
+        .arg(module)
+        .args(["-Oz", "--strip-debug", "--strip-producers"])
+        .args(["--enable-bulk-memory", "--enable-nontrapping-float-to-int"])
+        .output()
+        .context("cannot run wasm-opt")?;
+    ensure!(
+        out.status.success(),
+        "wasm-opt failed on {}: {}",
+        module.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex characters in a bundle folder's name (the server recognises bundle folders by it).
+const BUILD_ID_CHARS: usize = 16;
+
+fn is_build_id(name: &str) -> bool {
+    name.len() == BUILD_ID_CHARS && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Writes `<file>.br` and `<file>.gz` beside `file`, which the server sends to browsers that
-/// accept them: compressed once here instead of on every first load.
-fn precompress(file: &Path, bytes: &[u8]) -> Result<()> {
+/// accept them: compressed once here instead of on every first load. Returns their sizes (brotli,
+/// gzip).
+fn precompress(file: &Path) -> Result<(u64, u64)> {
     use std::io::Write;
+    let bytes = fs::read(file)?;
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -352,17 +502,53 @@ fn precompress(file: &Path, bytes: &[u8]) -> Result<()> {
     {
         // Quality 9 of 11: close to the best ratio at a fraction of the time on large files.
         let mut w = brotli::CompressorWriter::new(&mut br, 1 << 16, 9, 22);
-        w.write_all(bytes)?;
+        w.write_all(&bytes)?;
     }
-    fs::write(file.with_file_name(format!("{name}.br")), br)?;
+    fs::write(file.with_file_name(format!("{name}.br")), &br)?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(bytes)?;
-    fs::write(file.with_file_name(format!("{name}.gz")), gz.finish()?)?;
-    Ok(())
+    gz.write_all(&bytes)?;
+    let gz = gz.finish()?;
+    fs::write(file.with_file_name(format!("{name}.gz")), &gz)?;
+    Ok((br.len() as u64, gz.len() as u64))
 }
 
-/// Hex characters in a fingerprint (the server recognises fingerprinted names by this length).
-const HASH_CHARS: usize = 16;
+/// What the budget is about: the wasm a first visit downloads, gzipped.
+#[derive(Default, Clone)]
+struct BundleSize {
+    /// The bundle folder's name.
+    id: String,
+    /// The main module (every page needs it).
+    main: u64,
+    /// Every module together.
+    total: u64,
+    /// How many modules besides the main one.
+    chunks: usize,
+    /// The page whose first visit downloads the most wasm, and how much (main module included).
+    largest_page: String,
+    largest: u64,
+}
+
+impl std::fmt::Display for BundleSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kb = |b: u64| b as f64 / 1024.0;
+        write!(
+            f,
+            "bundle {}: main wasm {:.0} KB gzipped; a first visit loads at most {:.0} KB \
+             ({}; budget {:.0} KB); {} chunks, {:.0} KB for every page together",
+            self.id,
+            kb(self.main),
+            kb(self.largest),
+            self.largest_page,
+            kb(WASM_GZIP_BUDGET),
+            self.chunks,
+            kb(self.total)
+        )
+    }
+}
+
+fn copy_assets() -> Result<()> {
+    copy_dir(Path::new("public"), &site_root())
+}
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
@@ -420,7 +606,16 @@ fn test_all() -> Result<()> {
                 .env("SWITCHYARD_TEST_POSTGRES_URL", &postgres_url),
         )
     })?;
-    build(Profile::Dev)?;
+    let bundle = build(Profile::Dev)?;
+    step("browser bundle size budget", || {
+        ensure!(
+            bundle.largest <= WASM_GZIP_BUDGET,
+            "the {bundle}: over budget. Look for a new dependency in the `hydrate` build \
+             (`cargo tree -p app --target wasm32-unknown-unknown --features hydrate`)"
+        );
+        eprintln!("xtask: {bundle}: within budget");
+        Ok(())
+    })?;
     e2e()?;
     eprintln!(
         "xtask: all checks passed in {:.0}s",
@@ -485,16 +680,35 @@ fn forbid(what: &str, tree: &[String], forbidden: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `end2end/bench` with its own Playwright configuration against the server of `profile`.
+fn bench_load(profile: Profile) -> Result<()> {
+    step("chromium", ensure_chromium)?;
+    step("npm ci (end2end)", || npm_ci(END2END))?;
+    step("load benchmark", || {
+        let server = env::current_dir()?.join(server_binary(profile));
+        let site = env::current_dir()?.join(site_root());
+        run_cmd(
+            Command::new("npx")
+                .args(["--no-install", "playwright", "test"])
+                .args(["--config", "playwright.bench.config.ts"])
+                .current_dir(END2END)
+                .env("SWITCHYARD_BIN", server)
+                .env("SWITCHYARD_SITE_ROOT", site)
+                .env("CHROMIUM_PATH", CHROMIUM),
+        )
+    })
+}
+
 fn e2e() -> Result<()> {
     step("chromium", ensure_chromium)?;
-    step("npm ci (end2end)", ensure_node_modules)?;
+    step("npm ci (end2end)", || npm_ci(END2END))?;
     step("playwright", || {
         let server = env::current_dir()?.join(server_binary(Profile::Dev));
         let site = env::current_dir()?.join(site_root());
         run_cmd(
             Command::new("npx")
                 .args(["--no-install", "playwright", "test"])
-                .current_dir("end2end")
+                .current_dir(END2END)
                 .env("SWITCHYARD_BIN", server)
                 .env("SWITCHYARD_SITE_ROOT", site)
                 .env("CHROMIUM_PATH", CHROMIUM),
@@ -589,11 +803,13 @@ fn ensure_chromium() -> Result<()> {
     Ok(())
 }
 
-fn ensure_node_modules() -> Result<()> {
+/// `npm ci` in `dir` unless its `node_modules` is at least as new as its lockfile.
+fn npm_ci(dir: &str) -> Result<()> {
     which("npm")
         .context("npm is missing: install Node.js 20+ and npm (`apt-get install -y npm`)")?;
-    let lock = Path::new("end2end/package-lock.json");
-    let installed = Path::new("end2end/node_modules/.package-lock.json");
+    let dir = Path::new(dir);
+    let lock = dir.join("package-lock.json");
+    let installed = dir.join("node_modules/.package-lock.json");
     let fresh = match (fs::metadata(lock), fs::metadata(installed)) {
         (Ok(l), Ok(i)) => i.modified()? >= l.modified()?,
         _ => false,
@@ -604,7 +820,7 @@ fn ensure_node_modules() -> Result<()> {
     run_cmd(
         Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir("end2end")
+            .current_dir(dir)
             // @playwright/test must not fetch its own browsers: we use Debian's chromium.
             .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
     )

@@ -86,6 +86,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                 </ul>
             </nav>
             <Suspense fallback=|| ()>{who}</Suspense>
+            <crate::components::shortcuts::Shortcuts />
         </header>
         <Suspense fallback=|| ()>
             <Show when=local>

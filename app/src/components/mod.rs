@@ -2,3 +2,5 @@
 
 pub mod chart;
 pub mod layout;
+pub mod shortcuts;
+pub mod time;

@@ -25,6 +25,10 @@ pub struct PendingApproval {
     pub input: Option<String>,
     /// The server's clock when this was read (ms), for the countdown until the live feed ticks.
     pub as_of: i64,
+    /// Who started the instance (its [`STARTED_BY_TAG`](crate::models::STARTED_BY_TAG)); `None`
+    /// when an orchestration or the engine started it.
+    #[serde(default)]
+    pub started_by: Option<String>,
 }
 
 impl PendingApproval {
@@ -130,6 +134,10 @@ fn ApprovalItem(approval: PendingApproval, decide: ServerAction<Decide>) -> impl
             <dl class="summary">
                 <dt>"Instance"</dt>
                 <dd><a href=href><code>{approval.instance_id.clone()}</code></a>" · "{approval.name}</dd>
+                <dt>"Started by"</dt>
+                <dd data-testid="approval-started-by">
+                    {approval.started_by.clone().unwrap_or_else(|| "an orchestration or the engine (not a person)".to_owned())}
+                </dd>
                 <dt>"Waiting"</dt>
                 <dd data-testid="approval-waiting" title=format!("since {} UTC", format_utc(since))>
                     {move || format_span(now() - since)}
@@ -188,6 +196,7 @@ mod ssr {
                 name: r.name,
                 waiting_since: r.waiting_since.unwrap_or(r.created_at),
                 deadline: r.waiting_deadline,
+                started_by: r.tags.get(crate::models::STARTED_BY_TAG).cloned(),
                 input: r.input,
                 as_of,
             })

@@ -59,7 +59,7 @@ pub fn AuditLog() -> impl IntoView {
         <Title text="Audit" />
         <h1>"Audit log"</h1>
         <form method="get" action="/audit" class="filters-form" data-testid="audit-filter">
-            <label>"Actor "<input type="text" name="actor" value=move || value("actor") /></label>
+            <label>"Actor "<input type="text" name="actor" value=move || value("actor") data-shortcut="filter" /></label>
             <label>"Action "<input type="text" name="action" value=move || value("action") /></label>
             <label>"Target starts with "<input type="text" name="target" value=move || value("target") /></label>
             <button type="submit" class="secondary">"Filter"</button>

@@ -35,9 +35,30 @@ pub struct InstanceDetail {
     #[cfg_attr(feature = "ssr", schema(value_type = Option<serde_json::Value>))]
     pub custom_status: Option<String>,
     pub failure: Option<String>,
+    /// The failure and its causes, outermost first (empty unless it failed).
+    #[serde(default)]
+    pub failure_chain: Vec<FailureCause>,
     pub history: Vec<HistoryRow>,
     /// Activities, timers and sub-orchestrations, in the order they were scheduled.
     pub timeline: Vec<Span>,
+}
+
+/// One link of a failure's cause chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct FailureCause {
+    pub error_type: String,
+    pub message: String,
+}
+
+/// A failure and its causes, outermost first.
+pub fn cause_chain(failure: &engine_core::history::Failure) -> Vec<FailureCause> {
+    std::iter::successors(Some(failure), |f| f.cause.as_deref())
+        .map(|f| FailureCause {
+            error_type: f.error_type.clone(),
+            message: f.message.clone(),
+        })
+        .collect()
 }
 
 /// One bar of the timeline.
@@ -240,7 +261,19 @@ fn Detail(
                 {field("Custom status", detail.custom_status.as_deref().map(pretty), "detail-custom-status")}
                 {field("Input", detail.input.as_deref().map(pretty), "detail-input")}
                 {field("Output", detail.output.as_deref().map(pretty), "detail-output")}
-                {field("Failure", detail.failure, "detail-failure")}
+                {(!detail.failure_chain.is_empty()).then(|| view! {
+                    <dt>"Failure"</dt>
+                    <dd>
+                        <ol class="cause-chain" data-testid="detail-failure">
+                            {detail.failure_chain.into_iter().enumerate().map(|(i, c)| view! {
+                                <li>
+                                    {(i > 0).then_some(view! { <span class="caused-by">"caused by "</span> })}
+                                    <strong>{c.error_type}</strong>": "{c.message}
+                                </li>
+                            }).collect_view()}
+                        </ol>
+                    </dd>
+                })}
             </dl>
         </section>
         <Actions instance_id=id.clone() status=status.clone() act reason=drafts.reason />
@@ -581,6 +614,11 @@ pub mod ssr {
             input: record.input,
             output: record.output,
             custom_status: record.custom_status,
+            failure_chain: record
+                .failure
+                .as_ref()
+                .map(super::cause_chain)
+                .unwrap_or_default(),
             failure: record.failure.map(|f| f.to_string()),
             timeline: timeline(&history),
             history: history
@@ -664,6 +702,18 @@ mod tests {
     use engine::history::{EventKind, HistoryEvent};
 
     use super::ssr::timeline;
+
+    #[test]
+    fn a_failure_lists_its_causes_outermost_first() {
+        let mut outer = engine_core::history::Failure::new("ActivityFailed", "charge failed");
+        let mut middle = engine_core::history::Failure::new("Timeout", "the bank did not answer");
+        middle.cause = Some(Box::new(engine_core::history::Failure::new("Io", "reset")));
+        outer.cause = Some(Box::new(middle));
+        let chain = super::cause_chain(&outer);
+        let types: Vec<&str> = chain.iter().map(|c| c.error_type.as_str()).collect();
+        assert_eq!(types, ["ActivityFailed", "Timeout", "Io"]);
+        assert_eq!(chain[1].message, "the bank did not answer");
+    }
 
     fn event(id: u32, at: i64, kind: EventKind) -> HistoryEvent {
         HistoryEvent {

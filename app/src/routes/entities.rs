@@ -258,7 +258,7 @@ pub fn Entities() -> impl IntoView {
         <h1>"Entities"</h1>
         <form method="get" action="/entities" class="filters-form" data-testid="entity-filter">
             <label>"Type "
-                <select name="name" data-testid="filter-entity-type">
+                <select name="name" data-testid="filter-entity-type" data-shortcut="filter">
                     <option value="" selected=move || value("name").is_empty()>"all"</option>
                     <Suspense fallback=|| ()>
                         {move || page.get().and_then(Result::ok).map(|list| list.types.into_iter().map(|t| {

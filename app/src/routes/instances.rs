@@ -9,8 +9,9 @@ use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    components::time::Ago,
     error::AppError,
-    models::{InstanceList, STATUSES, format_duration, format_utc, url_component},
+    models::{InstanceList, STATUSES, format_duration, url_component},
     routes::bulk::BulkPanel,
     session::{Role, can},
 };
@@ -152,29 +153,43 @@ pub fn Instances() -> impl IntoView {
                 })
                 .collect_view()}
         </nav>
-        <form method="get" action="/instances" class="filters-form" data-testid="instance-filter">
+        <form method="get" action="/instances" class="filter-bar" data-testid="instance-filter" role="search"
+            aria-label="Filter instances">
             <input type="hidden" name="status" value=move || value("status") />
-            <label>"Orchestration "<input type="text" name="name" value=move || value("name") data-testid="filter-name" /></label>
-            <label>"Id starts with "<input type="text" name="id" value=move || value("id") /></label>
-            <label>"Created from (UTC) "<input type="text" name="from" placeholder="YYYY-MM-DD" value=move || value("from") /></label>
-            <label>"to "<input type="text" name="to" placeholder="YYYY-MM-DD HH:MM" value=move || value("to") /></label>
-            <label>"Tag "<input type="text" name="tag" placeholder="key=value" value=move || value("tag") /></label>
-            <label>"Sort "
+            <label class="field wide"><span>"Orchestration"</span>
+                <input type="search" name="name" value=move || value("name") data-testid="filter-name"
+                    data-shortcut="filter" placeholder="any" /></label>
+            <label class="field wide"><span>"Id starts with"</span>
+                <input type="search" name="id" value=move || value("id") placeholder="any" /></label>
+            <label class="field"><span>"Created from (UTC)"</span>
+                <input type="text" name="from" placeholder="YYYY-MM-DD" value=move || value("from") /></label>
+            <label class="field"><span>"to (UTC)"</span>
+                <input type="text" name="to" placeholder="YYYY-MM-DD HH:MM" value=move || value("to") /></label>
+            <label class="field"><span>"Tag"</span>
+                <input type="text" name="tag" placeholder="key=value" value=move || value("tag") /></label>
+            <label class="field"><span>"Sort by"</span>
                 <select name="sort">
                     <option value="created" selected=move || value("sort") != "updated">"created"</option>
                     <option value="updated" selected=move || value("sort") == "updated">"last change"</option>
                 </select>
             </label>
-            <label>"Order "
+            <label class="field"><span>"Order"</span>
                 <select name="order">
                     <option value="desc" selected=move || value("order") != "asc">"newest first"</option>
                     <option value="asc" selected=move || value("order") == "asc">"oldest first"</option>
                 </select>
             </label>
-            <button type="submit" class="secondary">"Apply"</button>
+            <div class="bar-actions">
+                <button type="submit">"Apply"</button>
+                <a class="button-link secondary" href="/instances">"Clear"</a>
+            </div>
         </form>
         <p class="export hint" data-testid="export">
-            "Export everything this filter matches (up to 100,000 rows): "
+            {move || total().map(|n| view! {
+                <span data-testid="instance-total">{format!("{n} matching instances")}</span>
+                " · "
+            })}
+            "Export what this filter matches (up to 100,000 rows): "
             <a href=move || filter().export_href("csv") download="instances.csv" data-testid="export-csv">"CSV"</a>
             " · "
             <a href=move || filter().export_href("json") download="instances.json" data-testid="export-json">"JSON"</a>
@@ -182,9 +197,6 @@ pub fn Instances() -> impl IntoView {
         <Suspense fallback=|| ()>
             {move || can(Role::Admin).then(|| view! { <BulkPanel filter=Signal::derive(filter) /> })}
         </Suspense>
-        {move || total().map(|n| view! {
-            <p class="hint" data-testid="instance-total">{format!("{n} matching instances")}</p>
-        })}
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || page.get().map(|result| match result {
                 Ok(list) => view! { <InstanceTable list filter=filter() /> }.into_any(),
@@ -208,10 +220,11 @@ fn InstanceTable(list: InstanceList, filter: InstanceFilter) -> impl IntoView {
         .href();
         view! { <a class="next" href=href data-testid="next-page">"Next page →"</a> }
     });
+    let as_of = list.as_of;
     view! {
         <table class="instances" data-testid="instance-table">
             <thead>
-                <tr><th scope="col">"Instance"</th><th scope="col">"Orchestration"</th><th scope="col">"Status"</th><th scope="col">"Duration"</th><th scope="col">"Created (UTC)"</th><th scope="col">"Last change (UTC)"</th></tr>
+                <tr><th scope="col">"Instance"</th><th scope="col">"Orchestration"</th><th scope="col">"Status"</th><th scope="col">"Duration"</th><th scope="col">"Created"</th><th scope="col">"Last change"</th></tr>
             </thead>
             <tbody>
                 {list
@@ -227,8 +240,8 @@ fn InstanceTable(list: InstanceList, filter: InstanceFilter) -> impl IntoView {
                             <td class="nowrap" data-testid="instance-duration">
                                 {i.completed_at.map_or_else(|| "–".to_owned(), |end| format_duration(end - i.created_at))}
                             </td>
-                            <td class="nowrap">{format_utc(i.created_at)}</td>
-                            <td class="nowrap">{format_utc(i.updated_at)}</td>
+                            <td class="nowrap"><Ago at=i.created_at as_of /></td>
+                            <td class="nowrap"><Ago at=i.updated_at as_of /></td>
                         </tr>
                         }
                     })
@@ -342,6 +355,7 @@ pub mod ssr {
     ) -> Result<InstanceList, AppError> {
         let page = engine.query(&query(filter)?).await?;
         Ok(InstanceList {
+            as_of: crate::context::now_ms(),
             instances: page
                 .instances
                 .into_iter()

@@ -1,6 +1,6 @@
-//! The overview page: instance counts per status, and the pipeline check: a value stored in the database, read
-//! through a server function during server rendering and changed by a button that only works once
-//! the page has hydrated. It proves SSR, hydration, server functions and the database end to end.
+//! The overview page: instance counts per status, what needs attention (approvals, runaways,
+//! intake, open breakers), and the last five minutes' throughput and latency percentiles, kept
+//! current by the live feed.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -11,32 +11,6 @@ use crate::{
     live::{LiveSignal, LiveSnapshot, current_figures},
     models::{STATUSES, StatusCount},
 };
-
-/// The counter the pipeline check reads and increments.
-pub const PIPELINE_COUNTER: &str = "pipeline-check";
-
-/// Reads the pipeline-check counter (0 before its first increment).
-#[server(prefix = "/api/fn", endpoint = "counter/get")]
-pub async fn get_counter() -> Result<i64, AppError> {
-    let db = crate::context::database()?;
-    Ok(ssr::read_counter(&db, PIPELINE_COUNTER).await?)
-}
-
-/// Adds one to the pipeline-check counter and returns the new value. Needs the operator role.
-#[server(prefix = "/api/fn", endpoint = "counter/increment")]
-pub async fn increment_counter() -> Result<i64, AppError> {
-    use crate::audit::ssr::{Action, guarded};
-    let db = crate::context::database()?;
-    let audit = Action {
-        name: "increment-counter",
-        target: PIPELINE_COUNTER,
-        reason: "",
-    };
-    guarded(crate::session::Role::Operator, audit, async {
-        Ok(ssr::increment_counter(&db, PIPELINE_COUNTER).await?)
-    })
-    .await
-}
 
 /// Instance counts per status, as the engine maintains them; `None` when the engine does not run
 /// on this server's database backend.
@@ -65,6 +39,8 @@ pub async fn status_counts() -> Result<Option<Vec<StatusCount>>, AppError> {
 pub fn Overview() -> impl IntoView {
     let first = Resource::new(|| (), |_| current_figures());
     let live = use_context::<LiveSignal>();
+    // The bucket a reader points at in each chart, kept across the pushed updates.
+    let hover = (RwSignal::new(None), RwSignal::new(None));
     // The pushed snapshot once it arrives; until then the one rendered on the server.
     let snapshot = move || match live.and_then(|l| l.get()) {
         Some(pushed) => Some(Ok(Some(pushed))),
@@ -81,17 +57,19 @@ pub fn Overview() -> impl IntoView {
                     </p>
                 }
                 .into_any(),
-                Ok(Some(s)) => view! { <Figures snapshot=s /> }.into_any(),
+                Ok(Some(s)) => view! { <Figures snapshot=s hover /> }.into_any(),
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
             })}
         </Suspense>
-        <PipelineCheck />
     }
 }
 
 /// Tiles per status, attention items, and the charts.
 #[component]
-fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
+fn Figures(
+    snapshot: LiveSnapshot,
+    hover: (RwSignal<Option<usize>>, RwSignal<Option<usize>>),
+) -> impl IntoView {
     let by_name = |name: &str| {
         snapshot
             .counts
@@ -125,7 +103,7 @@ fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
         })
         .collect();
     if t.series.iter().any(|s| s.failed.iter().any(|v| *v > 0)) {
-        let buckets = t.mean_latency_ms.len();
+        let buckets = t.latency_p50_ms.len();
         lines.push(Line {
             label: "failed (all names)".into(),
             values: (0..buckets)
@@ -134,21 +112,15 @@ fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
             class: "series-failed".into(),
         });
     }
+    let percentile = |label: &str, values: &Vec<Option<f64>>, class: &str| Line {
+        label: label.into(),
+        values: values.clone(),
+        class: class.into(),
+    };
     let latency = vec![
-        Line {
-            label: "mean".into(),
-            values: t.mean_latency_ms.clone(),
-            class: "series-0".into(),
-        },
-        Line {
-            label: "max".into(),
-            values: t
-                .max_latency_ms
-                .iter()
-                .map(|v| v.map(|v| v as f64))
-                .collect(),
-            class: "series-failed".into(),
-        },
+        percentile("p50", &t.latency_p50_ms, "series-0"),
+        percentile("p95", &t.latency_p95_ms, "series-2"),
+        percentile("p99", &t.latency_p99_ms, "series-failed"),
     ];
     let total = t.total();
     // Load levelling's intake and the breakers refusing calls, summed over the processes.
@@ -192,90 +164,16 @@ fn Figures(snapshot: LiveSnapshot) -> impl IntoView {
         </section>
         <section class="card" aria-labelledby="charts-title">
             <h2 id="charts-title">"Last 5 minutes"</h2>
-            <p class="hint" data-testid="finished-total">{total} " instances finished in the window"</p>
+            <p class="hint" data-testid="finished-total">
+                {if total == 1 { "1 instance finished".to_owned() } else { format!("{total} instances finished") }}
+                " in the window"
+            </p>
             <div class="charts">
-                <LineChart title="Throughput (instances finished per second)" unit="/s" lines testid="throughput-chart" />
-                <LineChart title="Start-to-finish latency" unit="ms" lines=latency testid="latency-chart" />
+                <LineChart title="Throughput: instances finished per second" unit="/s" lines
+                    start_ms=t.start bucket_ms=t.bucket_ms hover=hover.0 testid="throughput-chart" />
+                <LineChart title="Start-to-finish latency percentiles" unit="ms" lines=latency
+                    start_ms=t.start bucket_ms=t.bucket_ms hover=hover.1 testid="latency-chart" />
             </div>
         </section>
-    }
-}
-
-/// A stored value and a button that increments it; the button is enabled by hydration.
-#[component]
-fn PipelineCheck() -> impl IntoView {
-    let increment = ServerAction::<IncrementCounter>::new();
-    let value = Resource::new(move || increment.version().get(), |_| get_counter());
-    // Effects never run during server rendering, so this flips only in a hydrated page.
-    let (hydrated, set_hydrated) = signal(false);
-    Effect::new(move |_| set_hydrated.set(true));
-
-    let shown = move || {
-        value.get().map(|result| match result {
-            Ok(v) => view! { <output data-testid="counter-value">{v}</output> }.into_any(),
-            Err(e) => view! { <span class="error" role="alert">{e.to_string()}</span> }.into_any(),
-        })
-    };
-    let action_error = move || {
-        increment
-            .value()
-            .get()
-            .and_then(Result::err)
-            .map(|e| view! { <p class="error" role="alert">{e.to_string()}</p> })
-    };
-
-    view! {
-        <section class="card" data-testid="pipeline-check" aria-labelledby="pipeline-check-title">
-            <h2 id="pipeline-check-title">"Pipeline check"</h2>
-            <p>
-                "This number is stored in the database. The button works once the page has hydrated."
-            </p>
-            <p class="counter">
-                "Stored value: "
-                <Suspense fallback=|| view! { <span>"…"</span> }>{shown}</Suspense>
-            </p>
-            // Operators only (the server function checks it too): a viewer sees the value.
-            <Suspense fallback=|| ()>
-                {move || crate::session::can(crate::session::Role::Operator).then(|| view! {
-                    <button
-                        type="button"
-                        data-testid="increment"
-                        data-hydrated=move || hydrated.get().to_string()
-                        disabled=move || !hydrated.get() || increment.pending().get()
-                        on:click=move |_| {
-                            increment.dispatch(IncrementCounter {});
-                        }
-                    >
-                        "Increment"
-                    </button>
-                })}
-            </Suspense>
-            {action_error}
-        </section>
-    }
-}
-
-#[cfg(feature = "ssr")]
-mod ssr {
-    //! Server-only helpers for the overview page's server functions.
-
-    use engine::{Database, DbError};
-
-    pub async fn read_counter(db: &Database, name: &str) -> Result<i64, DbError> {
-        const SQL: &str = "SELECT value FROM counters WHERE name = $1";
-        let value: Option<i64> = engine::with_pool!(db, pool => {
-            sqlx::query_scalar(SQL).bind(name).fetch_optional(pool).await?
-        });
-        Ok(value.unwrap_or(0))
-    }
-
-    pub async fn increment_counter(db: &Database, name: &str) -> Result<i64, DbError> {
-        // One statement, so concurrent increments never lose an update on either backend.
-        const SQL: &str = "INSERT INTO counters (name, value) VALUES ($1, 1) \
-                           ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 \
-                           RETURNING value";
-        Ok(engine::with_pool!(db, pool => {
-            sqlx::query_scalar(SQL).bind(name).fetch_one(pool).await?
-        }))
     }
 }

@@ -235,17 +235,20 @@ pub mod ssr {
         instance_id: Option<String>,
         start_at: Option<String>,
     ) -> Result<String, AppError> {
-        start_with(&engine()?, name, input, instance_id, start_at).await
+        let started_by = crate::session::ssr::current_user().map(|u| u.name);
+        start_with(&engine()?, name, input, instance_id, start_at, started_by).await
     }
 
     /// Starts `name` with JSON `input`, checked first, optionally at a UTC time
-    /// (`YYYY-MM-DD HH:MM`; a time in the past starts now).
+    /// (`YYYY-MM-DD HH:MM`; a time in the past starts now). Who started it is kept in the
+    /// [`STARTED_BY_TAG`](crate::models::STARTED_BY_TAG) tag, for the approvals inbox.
     pub async fn start_with(
         engine: &EngineClient,
         name: String,
         input: String,
         instance_id: Option<String>,
         start_at: Option<String>,
+        started_by: Option<String>,
     ) -> Result<String, AppError> {
         if let Some(problem) = super::json_problem(&input) {
             return Err(AppError::Validation(format!("input is {problem}")));
@@ -261,7 +264,10 @@ pub mod ssr {
         let options = engine::StartOptions {
             instance_id,
             scheduled_start_at,
-            ..engine::StartOptions::default()
+            tags: started_by
+                .map(|who| (crate::models::STARTED_BY_TAG.to_owned(), who))
+                .into_iter()
+                .collect(),
         };
         Ok(engine.start_raw(&name, &input, options).await?)
     }

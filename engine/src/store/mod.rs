@@ -612,6 +612,64 @@ pub struct CompletionBucket {
     /// Mean and maximum of `completed_at - created_at`.
     pub mean_latency_ms: f64,
     pub max_latency_ms: i64,
+    /// How many took at most each of [`LATENCY_BOUNDS_MS`] (cumulative, like a Prometheus
+    /// histogram): what percentiles are estimated from.
+    pub latency_le: Vec<u64>,
+}
+
+/// Upper bounds (ms) of the start-to-finish latency histogram every store counts per bucket.
+pub const LATENCY_BOUNDS_MS: [i64; 18] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
+    3_600_000, 86_400_000,
+];
+
+/// Start-to-finish latencies merged over buckets (and names), for percentiles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    /// Cumulative counts per [`LATENCY_BOUNDS_MS`].
+    le: Vec<u64>,
+    count: u64,
+    max_ms: i64,
+}
+
+impl LatencyHistogram {
+    /// Adds one bucket's counts.
+    pub fn add(&mut self, bucket: &CompletionBucket) {
+        if self.le.len() < bucket.latency_le.len() {
+            self.le.resize(bucket.latency_le.len(), 0);
+        }
+        for (sum, n) in self.le.iter_mut().zip(&bucket.latency_le) {
+            *sum += n;
+        }
+        self.count += bucket.count;
+        self.max_ms = self.max_ms.max(bucket.max_latency_ms);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The `q` quantile (0–1) in ms, interpolated linearly inside the histogram bucket that
+    /// holds it, and never above the largest latency seen. `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        let mut lower = 0.0;
+        for (bound, le) in LATENCY_BOUNDS_MS.iter().zip(&self.le) {
+            let upper = *bound as f64;
+            if *le as f64 >= rank && *le > below {
+                let inside = (rank - below as f64) / (*le - below) as f64;
+                let estimate = lower + (upper - lower) * inside.clamp(0.0, 1.0);
+                return Some(estimate.min(self.max_ms as f64));
+            }
+            below = *le;
+            lower = upper;
+        }
+        Some(self.max_ms as f64)
+    }
 }
 
 /// Sort key for queries.
@@ -746,4 +804,50 @@ pub trait StoreAdmin: Send + Sync + 'static {
         &self,
         instance_id: &str,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::{CompletionBucket, LATENCY_BOUNDS_MS, LatencyHistogram};
+    use crate::RuntimeStatus;
+
+    /// A bucket of `latencies` (ms), counted the way a store counts them.
+    fn bucket(latencies: &[i64]) -> CompletionBucket {
+        CompletionBucket {
+            bucket_start: 0,
+            name: "n".into(),
+            status: RuntimeStatus::Completed,
+            count: latencies.len() as u64,
+            mean_latency_ms: 0.0,
+            max_latency_ms: latencies.iter().copied().max().unwrap_or(0),
+            latency_le: LATENCY_BOUNDS_MS
+                .iter()
+                .map(|b| latencies.iter().filter(|l| **l <= *b).count() as u64)
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn percentiles_interpolate_inside_their_bucket_and_never_pass_the_maximum() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        // 90 fast (3 ms, in the 2–5 bucket) and 10 slow (150 ms, in the 100–200 bucket).
+        h.add(&bucket(&[3; 90]));
+        h.add(&bucket(&[150; 10]));
+        assert_eq!(h.count(), 100);
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((2.0..=5.0).contains(&p50), "{p50}");
+        let p95 = h.quantile(0.95).unwrap();
+        assert!((100.0..=150.0).contains(&p95), "{p95}");
+        // The top bucket's bound (200) is above anything seen: capped at the maximum.
+        assert_eq!(h.quantile(1.0), Some(150.0));
+        assert!(h.quantile(0.5) <= h.quantile(0.95) && h.quantile(0.95) <= h.quantile(0.99));
+    }
+
+    #[test]
+    fn latencies_past_the_last_bound_report_the_maximum() {
+        let mut h = LatencyHistogram::default();
+        h.add(&bucket(&[100_000_000]));
+        assert_eq!(h.quantile(0.5), Some(100_000_000.0));
+    }
 }

@@ -175,6 +175,9 @@ async fn audit_outcomes(db: &Database, action: &str) -> Vec<(String, String)> {
         .unwrap()
 }
 
+/// A valid start form (a sample with its input).
+const START_FORM: &str = "name=HelloSequence&input=%5B%22Ada%22%5D";
+
 /// One mutating call: its endpoint, its form, the least role allowed, its audit name.
 struct Call {
     path: &'static str,
@@ -187,14 +190,8 @@ fn calls(id: &str) -> Vec<Call> {
     let act = |action: &str| format!("instance_id={id}&action={action}&reason=matrix");
     vec![
         Call {
-            path: "/api/fn/counter/increment",
-            form: String::new(),
-            needs: Role::Operator,
-            audit: "increment-counter",
-        },
-        Call {
             path: "/api/fn/instances/start",
-            form: "name=HelloSequence&input=%5B%22Ada%22%5D".into(),
+            form: START_FORM.into(),
             needs: Role::Operator,
             audit: "start",
         },
@@ -461,21 +458,21 @@ async fn a_cross_site_request_is_refused_even_with_an_admin_session() {
     let admin = f.sessions[&Role::Admin].as_str();
     let (status, _) = post(
         &f.router,
-        "/api/fn/counter/increment",
-        "",
+        "/api/fn/instances/start",
+        START_FORM,
         Some(admin),
         Some("http://evil.example"),
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(
-        audit_outcomes(&f.db, "increment-counter").await.is_empty(),
+        audit_outcomes(&f.db, "start").await.is_empty(),
         "refused before the action"
     );
     let (status, body) = post(
         &f.router,
-        "/api/fn/counter/increment",
-        "",
+        "/api/fn/instances/start",
+        START_FORM,
         Some(admin),
         Some("http://127.0.0.1:3000"),
     )

@@ -30,9 +30,9 @@ use crate::{
     },
     store::{
         ActivityItem, CommitEffects, CompletionBucket, EntityPage, EntityQuery, EntityRecord,
-        Fetched, Holder, InstancePage, InstanceQuery, InstanceRecord, LoadedInstance, OpError,
-        PublishedState, QueuedMessage, ResilienceStore, RunawayLimits, Store, StoreAdmin,
-        StoreError, StoredEntity, WorkWaker, WriteOp, check_published,
+        Fetched, Holder, InstancePage, InstanceQuery, InstanceRecord, LATENCY_BOUNDS_MS,
+        LoadedInstance, OpError, PublishedState, QueuedMessage, ResilienceStore, RunawayLimits,
+        Store, StoreAdmin, StoreError, StoredEntity, WorkWaker, WriteOp, check_published,
     },
 };
 
@@ -427,28 +427,39 @@ impl StoreAdmin for SqliteStore {
         since: TimestampMs,
         bucket_ms: i64,
     ) -> Result<Vec<CompletionBucket>, StoreError> {
+        use sqlx::Row;
         let bucket_ms = bucket_ms.max(1);
-        let rows: Vec<(i64, String, String, i64, f64, i64)> = sqlx::query_as(
+        // One cumulative count per histogram bound (the bounds are constants, not input).
+        let le: String = LATENCY_BOUNDS_MS
+            .iter()
+            .map(|b| format!(", SUM(completed_at - created_at <= {b})"))
+            .collect();
+        let sql = format!(
             "SELECT (completed_at / ?1) * ?1 AS bucket, name, status, COUNT(*), \
-             AVG(completed_at - created_at), MAX(completed_at - created_at) \
+             AVG(completed_at - created_at), MAX(completed_at - created_at){le} \
              FROM instances WHERE completed_at >= ?2 \
-             GROUP BY bucket, name, status ORDER BY bucket, name, status",
-        )
-        .bind(bucket_ms)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+             GROUP BY bucket, name, status ORDER BY bucket, name, status"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(bucket_ms)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
-            .map(|(bucket_start, name, status, count, mean, max)| {
+            .map(|row| {
+                let status: String = row.try_get(2)?;
                 Ok(CompletionBucket {
-                    bucket_start,
-                    name,
+                    bucket_start: row.try_get(0)?,
+                    name: row.try_get(1)?,
                     status: status
                         .parse()
                         .map_err(|_| StoreError::Corrupt(format!("unknown status {status:?}")))?,
-                    count: count as u64,
-                    mean_latency_ms: mean,
-                    max_latency_ms: max,
+                    count: row.try_get::<i64, _>(3)?.unsigned_abs(),
+                    mean_latency_ms: row.try_get(4)?,
+                    max_latency_ms: row.try_get(5)?,
+                    latency_le: (0..LATENCY_BOUNDS_MS.len())
+                        .map(|i| row.try_get::<i64, _>(6 + i).map(i64::unsigned_abs))
+                        .collect::<Result<_, _>>()?,
                 })
             })
             .collect()
