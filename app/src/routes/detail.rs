@@ -489,7 +489,12 @@ fn Timeline(spans: Vec<Span>) -> impl IntoView {
     view! {
         <section class="card" aria-labelledby="timeline-title">
             <h2 id="timeline-title">"Timeline"</h2>
-            <p class="hint">{format!("{} spans over {}", spans.len(), format_duration(last - origin))}</p>
+            <p class="hint">{format!(
+                "{} span{} over {}",
+                spans.len(),
+                if spans.len() == 1 { "" } else { "s" },
+                format_duration(last - origin)
+            )}</p>
             <ol class="gantt" data-testid="timeline">
                 {spans.into_iter().map(|s| {
                     let left = (s.start - origin) as f64 / total * 100.0;
