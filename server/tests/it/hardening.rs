@@ -590,36 +590,37 @@ async fn f12_viewers_get_no_start_form_and_no_approval_buttons() {
 async fn bundle_files_are_fingerprinted_kept_a_year_and_compressed() {
     let _serial = crate::RENDER_LOCK.lock().await;
     let f = fixture().await;
-    // Pages load the bundle under its fingerprinted names.
+    // Pages load the bundle from its folder, named after the content's hash.
     let (status, _, page) = get(&f, "/", Some(Role::Viewer)).await;
     assert_eq!(status, StatusCode::OK);
-    for (ext, hash) in crate::roles::FINGERPRINTS {
+    let id = crate::roles::BUILD_ID;
+    for ext in ["js", "wasm", "css"] {
         assert!(
-            page.contains(&format!("/pkg/app.{hash}.{ext}")),
-            "app.{hash}.{ext} in {page}"
+            page.contains(&format!("/pkg/{id}/app.{ext}")),
+            "/pkg/{id}/app.{ext} in {page}"
         );
     }
     // Those files are kept for a year; a missing one and the plain names are revalidated.
     for (path, cache) in [
         (
-            "/pkg/app.0123456789abcdef.js",
+            "/pkg/0123456789abcdef/app.js",
             "public, max-age=31536000, immutable",
         ),
         (
-            "/pkg/app.00112233aabbccdd.css",
+            "/pkg/0123456789abcdef/app.css",
             "public, max-age=31536000, immutable",
         ),
         ("/pkg/app.css", "no-cache"),
-        ("/pkg/app.9999999999999999.js", "no-cache"),
+        ("/pkg/9999999999999999/app.js", "no-cache"),
     ] {
         let (_, headers, _) = get(&f, path, None).await;
         assert_eq!(headers[header::CACHE_CONTROL], cache, "{path}");
     }
     // Responses are compressed as the client asks: brotli first, else gzip; never unasked.
-    let (_, plain_headers, plain) = get(&f, "/pkg/app.0123456789abcdef.js", None).await;
+    let (_, plain_headers, plain) = get(&f, "/pkg/0123456789abcdef/app.js", None).await;
     assert!(plain_headers.get(header::CONTENT_ENCODING).is_none());
     for (accept, encoding) in [("gzip, deflate, br", "br"), ("gzip", "gzip")] {
-        for path in ["/pkg/app.0123456789abcdef.js", "/"] {
+        for path in ["/pkg/0123456789abcdef/app.js", "/"] {
             let (status, headers, body) = send(
                 &f,
                 "GET",
@@ -656,7 +657,7 @@ async fn bundle_files_are_fingerprinted_kept_a_year_and_compressed() {
     let (_, headers, body) = send(
         &f,
         "GET",
-        "/pkg/app.fedcba9876543210.wasm",
+        "/pkg/0123456789abcdef/app.wasm",
         None,
         &[("accept-encoding", "br")],
         Body::empty(),

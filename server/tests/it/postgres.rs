@@ -19,23 +19,25 @@ async fn postgres() -> Database {
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL; `cargo xtask test` provides it"]
-async fn postgres_migrates_and_serves_the_counter() {
+async fn postgres_migrates_and_serves_pages_and_server_functions() {
     let db = postgres().await;
     db.migrate().await.unwrap();
     assert_eq!(db.readiness().await, Readiness::Ready);
     let router = router(db);
     assert_eq!(send(&router, "GET", "/readyz").await.0, StatusCode::OK);
-    let (_, before) = send(&router, "POST", "/api/fn/counter/get").await;
-    let before: i64 = before.parse().unwrap();
-    let (status, after) = send(&router, "POST", "/api/fn/counter/increment").await;
+    // A server function that writes (an API token) and one that reads it back.
+    let (status, created) = crate::http::send_form(
+        &router,
+        "POST",
+        "/api/fn/tokens/create",
+        "name=postgres-check&role=Viewer&days=1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let (status, listed) = send(&router, "POST", "/api/fn/tokens/list").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(after.parse::<i64>().unwrap(), before + 1);
-    let (_, html) = send(&router, "GET", "/").await;
-    assert!(
-        html.contains(&format!(
-            r#"data-testid="counter-value">{}</output>"#,
-            before + 1
-        )),
-        "{html}"
-    );
+    assert!(listed.contains("postgres-check"), "{listed}");
+    let (status, html) = send(&router, "GET", "/tokens").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("postgres-check"), "{html}");
 }

@@ -94,32 +94,28 @@ pub async fn fixture_with(options: RuntimeOptions) -> Fixture {
     }
 }
 
-/// The fingerprints [`site_root`] gives the script, the wasm and the stylesheet.
-pub const FINGERPRINTS: [(&str, &str); 3] = [
-    ("js", "0123456789abcdef"),
-    ("wasm", "fedcba9876543210"),
-    ("css", "00112233aabbccdd"),
-];
+/// The bundle folder [`site_root`] writes (`cargo xtask build` names it after the content's hash).
+pub const BUILD_ID: &str = "0123456789abcdef";
 
-/// A site root under `dir` shaped like the one `cargo xtask build` writes: the bundle under plain
-/// and fingerprinted names, `hash.txt` and the favicon.
+/// A site root under `dir` shaped like the one `cargo xtask build` writes: the bundle in its
+/// folder, named in `build.txt`, the stylesheet also under its plain name, and the favicon.
 pub fn site_root(dir: &Path) -> std::path::PathBuf {
     let site = dir.join("site");
-    let pkg = site.join("pkg");
-    std::fs::create_dir_all(&pkg).unwrap();
-    let mut hashes = String::new();
-    for (ext, hash) in FINGERPRINTS {
+    let bundle = site.join("pkg").join(BUILD_ID);
+    std::fs::create_dir_all(&bundle).unwrap();
+    for ext in ["js", "wasm", "css"] {
         // Large and repetitive enough that compression shows.
         let body = format!("/* app.{ext} */\n").repeat(500);
-        std::fs::write(pkg.join(format!("app.{ext}")), &body).unwrap();
-        std::fs::write(pkg.join(format!("app.{hash}.{ext}")), &body).unwrap();
-        hashes.push_str(&format!("{ext}: {hash}\n"));
+        std::fs::write(bundle.join(format!("app.{ext}")), &body).unwrap();
         if ext == "wasm" {
             // What `cargo xtask build` precompresses; the marker shows which copy was sent.
-            std::fs::write(pkg.join(format!("app.{hash}.{ext}.br")), "precompressed br").unwrap();
+            std::fs::write(bundle.join("app.wasm.br"), "precompressed br").unwrap();
+        }
+        if ext == "css" {
+            std::fs::write(site.join("pkg").join("app.css"), &body).unwrap();
         }
     }
-    std::fs::write(site.join("hash.txt"), hashes).unwrap();
+    std::fs::write(site.join("build.txt"), format!("{BUILD_ID}\n")).unwrap();
     std::fs::write(
         site.join("favicon.svg"),
         "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
