@@ -346,7 +346,11 @@ impl Server {
                 None
             }
         };
-        if !config.site_root.join("pkg").join("app.js").is_file() {
+        let bundle = config
+            .site_root
+            .join(state::bundle_dir(&config.site_root))
+            .join("app.js");
+        if !bundle.is_file() {
             tracing::warn!(
                 site_root = %config.site_root.display(),
                 "no browser bundle found: pages render but will not hydrate (build with `cargo xtask serve`)"

@@ -37,14 +37,7 @@ impl AppState {
         site_root: &Path,
         addr: SocketAddr,
     ) -> AppState {
-        // `cargo xtask build` puts the bundle in `pkg/<hash of its content>/` and names that
-        // folder in `build.txt`; pages then load it from there, and browsers keep it (see
-        // `limits`). Without the file (a hand-made site), the bundle is read from `pkg/`.
-        let pkg_dir = std::fs::read_to_string(site_root.join("build.txt"))
-            .ok()
-            .map(|id| id.trim().to_owned())
-            .filter(|id| crate::limits::is_build_id(id))
-            .map_or_else(|| "pkg".to_owned(), |id| format!("pkg/{id}"));
+        let pkg_dir = bundle_dir(site_root);
         let leptos = LeptosOptions::builder()
             .output_name("app")
             .site_root(site_root.display().to_string())
@@ -93,4 +86,16 @@ impl FromRef<AppState> for Auth {
     fn from_ref(state: &AppState) -> Self {
         state.auth.clone()
     }
+}
+
+/// The bundle's folder under the site root, as Leptos' `site_pkg_dir`: `cargo xtask build` puts
+/// the bundle in `pkg/<hash of its content>/` and names that folder in `build.txt`; pages then
+/// load it from there, and browsers keep it (see `limits`). Without the file (a hand-made site),
+/// the bundle is read from `pkg/`.
+pub fn bundle_dir(site_root: &Path) -> String {
+    std::fs::read_to_string(site_root.join("build.txt"))
+        .ok()
+        .map(|id| id.trim().to_owned())
+        .filter(|id| crate::limits::is_build_id(id))
+        .map_or_else(|| "pkg".to_owned(), |id| format!("pkg/{id}"))
 }

@@ -372,6 +372,9 @@ fn make_bundle(wasm: &Path) -> Result<BundleSize> {
             .unwrap_or_default();
         if path.is_dir() && name != id && is_build_id(name) {
             fs::remove_dir_all(&path)?;
+        } else if path.is_file() {
+            // Loose files from older builds (the bundle used to sit directly in `pkg/`).
+            fs::remove_file(&path)?;
         }
     }
 
@@ -386,6 +389,8 @@ fn make_bundle(wasm: &Path) -> Result<BundleSize> {
         gzipped.insert(stem, gz);
     }
     fs::write(site_root().join("build.txt"), format!("{id}\n"))?;
+    // `hash.txt` named the hashes of an older layout.
+    let _ = fs::remove_file(site_root().join("hash.txt"));
     // The stylesheet also under its plain name, for the sign-in pages outside the app.
     fs::copy("style/main.css", pkg.join(format!("{OUTPUT_NAME}.css")))?;
 
