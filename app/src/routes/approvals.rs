@@ -118,8 +118,7 @@ fn ApprovalItem(approval: PendingApproval, decide: ServerAction<Decide>) -> impl
     // The live feed's clock once it ticks (each process publishes once a second), else the
     // server's at the time of reading.
     let as_of = approval.as_of;
-    let ticking = crate::live::pushed(|s| s.resilience.first().map(|r| r.at_ms));
-    let now = move || ticking().flatten().unwrap_or(as_of).max(as_of);
+    let now = crate::components::time::server_now(as_of);
     let since = approval.waiting_since;
     let deadline = approval.deadline;
     let summary = approval.summary();

@@ -265,10 +265,38 @@ pub mod ssr {
             instance_id,
             scheduled_start_at,
             tags: started_by
-                .map(|who| (crate::models::STARTED_BY_TAG.to_owned(), who))
+                .map(|who| {
+                    (
+                        crate::models::STARTED_BY_TAG.to_owned(),
+                        at_most_256_bytes(who),
+                    )
+                })
                 .into_iter()
                 .collect(),
         };
         Ok(engine.start_raw(&name, &input, options).await?)
+    }
+
+    /// A user name cut to the engine's 256-byte limit on tag values (at a character boundary):
+    /// an identity provider's very long name must not stop its user from starting anything.
+    fn at_most_256_bytes(mut name: String) -> String {
+        let mut end = name.len().min(256);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn a_long_user_name_is_cut_at_a_character_boundary() {
+            assert_eq!(super::at_most_256_bytes("alice".into()), "alice");
+            let long = "é".repeat(200); // 400 bytes
+            let cut = super::at_most_256_bytes(long);
+            assert_eq!(cut.len(), 256);
+            assert!(cut.chars().all(|c| c == 'é'));
+        }
     }
 }

@@ -436,7 +436,7 @@ impl StoreAdmin for SqliteStore {
             .collect();
         let sql = format!(
             "SELECT (completed_at / ?1) * ?1 AS bucket, name, status, COUNT(*), \
-             AVG(completed_at - created_at), MAX(completed_at - created_at){le} \
+             MAX(completed_at - created_at){le} \
              FROM instances WHERE completed_at >= ?2 \
              GROUP BY bucket, name, status ORDER BY bucket, name, status"
         );
@@ -455,10 +455,9 @@ impl StoreAdmin for SqliteStore {
                         .parse()
                         .map_err(|_| StoreError::Corrupt(format!("unknown status {status:?}")))?,
                     count: row.try_get::<i64, _>(3)?.unsigned_abs(),
-                    mean_latency_ms: row.try_get(4)?,
-                    max_latency_ms: row.try_get(5)?,
+                    max_latency_ms: row.try_get(4)?,
                     latency_le: (0..LATENCY_BOUNDS_MS.len())
-                        .map(|i| row.try_get::<i64, _>(6 + i).map(i64::unsigned_abs))
+                        .map(|i| row.try_get::<i64, _>(5 + i).map(i64::unsigned_abs))
                         .collect::<Result<_, _>>()?,
                 })
             })
